@@ -1,0 +1,38 @@
+# nxs-mesh: every target creates .venv itself, so a fresh clone needs only Python 3.11+, git and make.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PORT    ?= 4222
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test demo bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its test tools
+
+run: $(STAMP) ## start the embedded NATS server (JetStream, 127.0.0.1:$(PORT), store in .nxs/) and ensure the streams
+	$(BIN)/nxs up --port $(PORT)
+
+test: $(STAMP) ## run the whole test suite against real nats-server processes
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert
+	$(BIN)/nxs demo
+
+bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
+	$(BIN)/nxs bench
+
+lint: $(STAMP) ## ruff, if installed
+	$(BIN)/python -m ruff check nxs_mesh cli tests || true
+
+clean: ## remove .venv and the local store
+	rm -rf $(VENV) .nxs build *.egg-info

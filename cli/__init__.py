@@ -1,0 +1,1 @@
+"""The `nxs` command line (installed as the `nxs_cli` package)."""

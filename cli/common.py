@@ -1,0 +1,102 @@
+"""Shared CLI plumbing: global options -> a frozen MeshConfig, error reporting, JSON output, async runner.
+
+Every command gets its configuration through ``settings(ctx)`` and runs library code through
+``run(coro)``, which turns ``MeshError`` into a one-line message on stderr and a non-zero exit code
+(no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from nxs_mesh.config import ConfigSource, MeshConfig, load_config
+from nxs_mesh.errors import MeshError
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the global options resolved to, made once before any library code runs."""
+
+    config: MeshConfig
+    sources: dict[str, ConfigSource]
+    debug: bool = False
+
+
+def init_settings(
+    ctx: typer.Context,
+    *,
+    url: str | None,
+    instance_id: str | None,
+    agent_id: str | None,
+    location: str | None,
+    config_file: str | None,
+    debug: bool,
+) -> None:
+    flags = {"servers": url, "instance_id": instance_id, "agent_id": agent_id, "location": location}
+    # Config errors are reported when a command needs the config, so `--help` always works.
+    ctx.obj = {"flags": flags, "config_file": config_file, "debug": debug}
+
+
+def settings(ctx: typer.Context) -> Settings:
+    root = ctx.find_root()
+    obj = root.obj or {}
+    if isinstance(obj, Settings):
+        return obj
+    try:
+        cfg, sources = load_config(obj.get("flags"), config_file=obj.get("config_file"))
+    except MeshError as exc:
+        fail(str(exc), debug=obj.get("debug", False), exc=exc)
+    resolved = Settings(cfg, sources, bool(obj.get("debug", False)))
+    root.obj = resolved
+    return resolved
+
+
+def fail(message: str, *, code: int = 1, debug: bool = False, exc: BaseException | None = None) -> NoReturn:
+    if debug and exc is not None:
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
+    """Run library code; MeshError -> clean message + exit 1; Ctrl-C -> exit 130."""
+    try:
+        return asyncio.run(coro)
+    except MeshError as exc:
+        fail(str(exc), debug=debug, exc=exc)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def print_json(value: Any) -> None:
+    """One JSON document per line on stdout (for scripts)."""
+    sys.stdout.write(json.dumps(value, default=str, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def parse_since(text: str) -> datetime:
+    """'10m', '2h', '1d', '30s' or an ISO 8601 time -> an aware UTC datetime."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip()
+    if t and t[-1] in units and t[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(t[:-1]) * units[t[-1]])
+    try:
+        when = datetime.fromisoformat(t)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use a duration like 10m, 2h, 1d or an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

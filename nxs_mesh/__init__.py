@@ -1,0 +1,82 @@
+"""nxs_mesh: an agent mesh on NATS JetStream.
+
+    import asyncio
+    from nxs_mesh import Mesh, MeshConfig
+
+    async def main():
+        async with Mesh(MeshConfig(instance_id="nxs-node-001")) as mesh:
+            ack = await mesh.publish("CHAT", "hello", to="nxs-node-002")
+            print(ack.seq)
+
+    asyncio.run(main())
+
+This package never imports typer or rich: agents that embed it stay light.
+"""
+
+from .config import MeshConfig, load_config
+from .consumer import Consumer, Delivery, Reject, Retry
+from .envelope import MESSAGE_TYPES, Envelope, Payload, Source, Target, decode, encode, new_envelope
+from .errors import (
+    BrokenError,
+    ClosedError,
+    ConfigError,
+    ConnectError,
+    EnvelopeError,
+    JetStreamUnavailable,
+    MeshError,
+    MeshTimeout,
+    NoResponders,
+    NotConnectedError,
+    OutboxFull,
+    PortInUse,
+    PublishError,
+    RemoteError,
+    ServerError,
+    StreamConflict,
+    StreamError,
+    UnknownMessageType,
+)
+from .mesh import Mesh, MeshState, PublishResult
+from .reader import Record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "BrokenError",
+    "ClosedError",
+    "ConfigError",
+    "ConnectError",
+    "Consumer",
+    "Delivery",
+    "Envelope",
+    "EnvelopeError",
+    "JetStreamUnavailable",
+    "Mesh",
+    "MeshConfig",
+    "MeshError",
+    "MeshState",
+    "MeshTimeout",
+    "NoResponders",
+    "NotConnectedError",
+    "OutboxFull",
+    "Payload",
+    "PortInUse",
+    "PublishError",
+    "PublishResult",
+    "Record",
+    "Reject",
+    "RemoteError",
+    "Retry",
+    "ServerError",
+    "Source",
+    "StreamConflict",
+    "StreamError",
+    "Target",
+    "UnknownMessageType",
+    "__version__",
+    "decode",
+    "encode",
+    "load_config",
+    "new_envelope",
+]

@@ -1,0 +1,309 @@
+"""The client agents embed: publish, consume, tail, request/reply.
+
+    async with Mesh(MeshConfig(servers=("nats://127.0.0.1:4222",), instance_id="nxs-node-001")) as mesh:
+        ack = await mesh.publish("CHAT", "hello", to="nxs-node-002")
+        async for rec in mesh.tail("chat", last=5):
+            print(rec.envelope)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from . import subjects
+from .config import MeshConfig
+from .connection import connect
+from .consumer import ENCODING_HEADER, Consumer, ConsumerSpec, Handler
+from .envelope import Envelope, Source, check_id, decode, encode, new_envelope
+from .errors import (
+    ClosedError,
+    EnvelopeError,
+    MeshTimeout,
+    NotConnectedError,
+    PublishError,
+    RemoteError,
+    translate_nats_errors,
+)
+from .reader import Record, read_stream
+from .streams import STREAMS, EnsureResult, ensure_streams, stream_for_kind
+
+__all__ = ["Mesh", "MeshState", "PublishResult"]
+
+# Streams whose config allows per-message TTL: there the server drops expired messages itself.
+_TTL_STREAMS: Final = frozenset(s.name for s in STREAMS if s.allow_msg_ttl)
+_STREAM_OF_TYPE: Final = {
+    "CHAT": "NXS_CHAT", "COMMAND": "NXS_COMMAND", "TASK": "NXS_TASK", "RESULT": "NXS_RESULT",
+    "STATUS": "NXS_STATUS", "HEARTBEAT": "NXS_HEARTBEAT", "SYNC": "NXS_SYNC", "ALERT": "NXS_ALERT",
+}
+
+
+class MeshState(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    message_id: str
+    stream: str
+    seq: int | None
+    duplicate: bool = False
+    queued: bool = False  # True when held in the offline outbox instead of stored
+
+
+class Mesh:
+    """An open connection to the mesh for one agent (``instance_id``/``agent_id``)."""
+
+    def __init__(self, config: MeshConfig | None = None, *, ensure: bool = True, **overrides: Any) -> None:
+        cfg = config or MeshConfig()
+        self.config = cfg.replace(**overrides) if overrides else cfg
+        self.source = Source(self.config.instance_id, self.config.agent_id, self.config.location)
+        self._ensure = ensure
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._consumers: list[Consumer] = []
+        self.state = MeshState.UNOPENED
+        self.publish_timeout = 5.0
+
+    def __repr__(self) -> str:
+        server = self._nc.connected_url.netloc if self._nc and self._nc.connected_url else "-"
+        return (f"<Mesh {self.config.instance_id}/{self.config.agent_id} {self.state.name} "
+                f"[server {server}, {len(self._consumers)} consumers]>")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def connect(self) -> Mesh:
+        if self.state is MeshState.CLOSED:
+            raise ClosedError("this Mesh was closed; create a new one")
+        if self.state is MeshState.OPEN:
+            return self
+        self._nc = await connect(self.config)
+        self._js = self._nc.jetstream(timeout=self.publish_timeout)
+        self.state = MeshState.OPEN
+        if self._ensure:
+            try:
+                await self.ensure_streams()
+            except BaseException:
+                await self.close()
+                raise
+        return self
+
+    async def close(self) -> None:
+        """Stop consumers (drain their in-flight work), then drain and close the connection."""
+        if self.state is MeshState.CLOSED:
+            return
+        self.state = MeshState.CLOSED
+        consumers, self._consumers = self._consumers, []
+        for c in consumers:
+            await c.stop()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(nc.drain(), 5))
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def __aenter__(self) -> Mesh:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None or self.state is not MeshState.OPEN:
+            if self.state is MeshState.CLOSED:
+                raise ClosedError("this Mesh is closed")
+            raise NotConnectedError("not connected: use `async with Mesh(...)` or `await mesh.connect()`")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        self.nc  # noqa: B018 - raises the right error when not open
+        assert self._js is not None
+        return self._js
+
+    @property
+    def connected_url(self) -> str | None:
+        if self._nc is None or self._nc.connected_url is None:
+            return None
+        u = self._nc.connected_url
+        return f"{u.scheme}://{u.hostname}:{u.port}"
+
+    async def ensure_streams(self, replicas: int | None = None) -> list[EnsureResult]:
+        """Create/update every mesh stream (idempotent); replicas default to min(3, cluster size)."""
+        n = replicas or self.config.replicas or await self.cluster_size()
+        return await ensure_streams(self.js, replicas=min(3, n))
+
+    async def cluster_size(self) -> int:
+        info = self.nc._server_info or {}
+        routes = info.get("connect_urls") or []
+        return max(1, len(set(routes)) if info.get("cluster") else 1)
+
+    # -- publish -----------------------------------------------------------------------------------
+    async def publish(
+        self,
+        message_type: str,
+        content: Any = "",
+        *,
+        to: str = "*",
+        agent: str = "*",
+        priority: int = 1,
+        ttl: int = 300,
+        metadata: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: uuid.UUID | str | None = None,
+        capability: str | None = None,
+    ) -> PublishResult:
+        """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate)."""
+        if capability is not None:
+            check_id(capability, "capability")
+            metadata = {**(metadata or {}), "capability": capability}
+        env = new_envelope(
+            message_type, content, source=self.source, to=to, agent=agent, priority=priority, ttl=ttl,
+            metadata=metadata, correlation_id=correlation_id, reply_to=reply_to, message_id=message_id,
+        )
+        return await self.send(env)
+
+    async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False) -> PublishResult:
+        """Store a ready envelope (its ``message_id`` is the dedup key: re-sending it is harmless)."""
+        subject = subject or subjects.for_envelope(env)
+        try:
+            data = encode(env, msgpack=msgpack)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+        return await self.send_raw(subject, data, env, msgpack=msgpack)
+
+    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
+        stream = _STREAM_OF_TYPE[env.message_type]
+        headers = {"Nats-Msg-Id": env.id}
+        if env.ttl and stream in _TTL_STREAMS:
+            headers["Nats-TTL"] = f"{env.ttl}s"
+        if msgpack:
+            headers[ENCODING_HEADER] = "msgpack"
+        with translate_nats_errors(f"publish to {subject}"):
+            ack = await self.js.publish(subject, data, headers=headers, timeout=self.publish_timeout)
+        if ack.seq is None:
+            raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
+        return PublishResult(env.id, ack.stream, ack.seq, bool(ack.duplicate))
+
+    # -- consume -----------------------------------------------------------------------------------
+    async def consume(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        durable: str | None = None,
+        instance: str | None = None,
+        agent: str | None = None,
+        filters: Sequence[str] | None = None,
+        batch: int = 32,
+        concurrency: int = 1,
+        ack_wait: float | None = None,
+        max_deliver: int | None = None,
+        backoff_base: float = 0.5,
+    ) -> Consumer:
+        """Run a durable consumer of ``kind`` (chat, command, sync, task, ...) calling ``handler`` per envelope.
+
+        By default it receives what is addressed to this instance/agent plus broadcasts. The handler's
+        outcome decides the ack: return = ack, ``Retry`` = nak with delay, ``Reject`` = dead letter,
+        any other exception = retry with backoff until ``max_deliver``, then dead letter.
+        """
+        spec = stream_for_kind(kind)
+        if filters is None:
+            if kind.lower() in ("chat", "command", "sync"):
+                filters = subjects.filters_for(kind, instance or self.config.instance_id, agent)
+            else:
+                filters = subjects.filters_for(kind, instance)
+        durable = durable or f"{kind.lower()}-{self.config.instance_id}-{(agent or 'all').replace('*', 'all')}"
+        check_id(durable.replace("_", "-"), "durable")
+        consumer = Consumer(
+            self.nc, self.js,
+            ConsumerSpec(
+                stream=spec.name, durable=durable, filters=list(filters),
+                ack_wait=ack_wait or self.config.ack_wait,
+                max_deliver=max_deliver or self.config.max_deliver,
+                batch=batch, concurrency=concurrency, backoff_base=backoff_base,
+                dlq_instance=self.config.instance_id,
+            ),
+            handler,
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    # -- read --------------------------------------------------------------------------------------
+    def tail(
+        self,
+        kind: str,
+        *,
+        instance: str | None = None,
+        agent: str | None = None,
+        filters: Sequence[str] | None = None,
+        seq: int | None = None,
+        since: datetime | None = None,
+        last: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[Record]:
+        """Replay stored messages of ``kind`` in order (from ``seq``, ``since`` or the ``last`` N)."""
+        spec = stream_for_kind(kind)
+        if filters is None:
+            filters = subjects.filters_for(kind, instance, agent) if kind.lower() != "dlq" else list(spec.subjects)
+        return read_stream(self.nc, self.js, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+
+    # -- request / reply ---------------------------------------------------------------------------
+    async def request(
+        self,
+        to: str,
+        command: str,
+        args: Any = None,
+        *,
+        agent: str = "*",
+        timeout: float = 5.0,
+        priority: int = 5,
+    ) -> Envelope:
+        """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``."""
+        corr = str(uuid.uuid4())
+        reply = subjects.result(corr)
+        with translate_nats_errors("request"):
+            sub = await self.nc.subscribe(reply, max_msgs=1)
+        try:
+            await self.publish(
+                "COMMAND", {"command": command, "args": args}, to=to, agent=agent, priority=priority,
+                ttl=max(1, int(timeout + 0.999)), correlation_id=corr, reply_to=reply,
+            )
+            try:
+                msg = await sub.next_msg(timeout=timeout)
+            except asyncio.TimeoutError:
+                raise MeshTimeout(f"no reply from {to} to {command!r} within {timeout}s") from None
+            env = decode(msg.data)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        error = env.payload.metadata.get("error")
+        if error:
+            raise RemoteError(str(error), env.source.instance_id)
+        return env
+
+    async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None) -> PublishResult:
+        """Answer a COMMAND with a RESULT envelope (correlated by the request's correlation id)."""
+        corr = request.correlation_id if isinstance(request.correlation_id, str) else request.id
+        metadata: dict[str, Any] = {"ok": error is None}
+        if error is not None:
+            metadata["error"] = error
+        return await self.publish(
+            "RESULT", content, to=request.source.instance_id, agent=request.source.agent_id,
+            correlation_id=corr, metadata=metadata, ttl=request.ttl,
+        )
