@@ -49,7 +49,9 @@ async def connect(cfg: MeshConfig, *, name: str | None = None, **callbacks: Any)
         "name": name or f"nxs:{cfg.instance_id}:{cfg.agent_id}",
         "connect_timeout": cfg.connect_timeout,
         "allow_reconnect": True,
-        "max_reconnect_attempts": -1,  # forever: nodes ride out server restarts and partitions
+        # The first connect tries each server twice and then fails with a clear error; once connected
+        # we switch to reconnecting forever (below), so nodes ride out restarts and partitions.
+        "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.25,
         "ping_interval": 5,
         "max_outstanding_pings": 3,
@@ -76,7 +78,9 @@ async def connect(cfg: MeshConfig, *, name: str | None = None, **callbacks: Any)
     options.update(callbacks)
     try:
         with translate_nats_errors("connect"):
-            return await nats.connect(**options)
+            nc = await nats.connect(**options)
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
     except OSError as exc:
         raise ConnectError(f"cannot reach {', '.join(cfg.servers)}: {exc}") from None
     except ConnectError as exc:

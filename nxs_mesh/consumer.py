@@ -116,6 +116,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._psub: JetStreamContext.PullSubscription | None = None
         self._inflight = 0
+        self._fetching = False
         self.state = "new"
 
     def __repr__(self) -> str:
@@ -141,6 +142,10 @@ class Consumer:
         self.state = "stopping"
         self._stopping.set()
         task, self._task = self._task, None
+        if task is not None and self._fetching:
+            # Idle in a long-poll: nothing is in hand, so cancel instead of waiting it out. Anything the
+            # server sent meanwhile is unacked and is redelivered; nothing is lost.
+            task.cancel()
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), grace)
@@ -148,6 +153,9 @@ class Consumer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
         if self._psub is not None:
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()
@@ -164,7 +172,11 @@ class Consumer:
         failures = 0
         while not self._stopping.is_set():
             try:
-                msgs = await self._psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout)
+                self._fetching = True
+                try:
+                    msgs = await self._psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout)
+                finally:
+                    self._fetching = False
                 failures = 0
             except asyncio.TimeoutError:
                 continue  # nothing to do this round (nats-py's TimeoutError subclasses asyncio's)
@@ -249,15 +261,16 @@ class Consumer:
             self.stats.expired += 1
             await msg.term()
             return None
-        if env.id in self._acked_ids:
-            # Already handled and acked once (a redelivery after a lost ack, or a re-publish).
-            self.stats.duplicates += 1
-            await msg.ack()
-            return None
         return env.priority, meta.sequence.stream, env, msg
 
     async def _handle(self, env: Envelope, msg: Msg) -> None:
         meta = msg.metadata
+        if env.id in self._acked_ids:
+            # Already handled and acked once (a redelivery after a lost ack, or a re-publish).
+            # Checked here, not when screening, so duplicates within one fetched batch are caught too.
+            self.stats.duplicates += 1
+            await msg.ack()
+            return
         self._inflight += 1
         keepalive = asyncio.create_task(self._keepalive(msg))
         try:

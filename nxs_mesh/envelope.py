@@ -147,9 +147,8 @@ def _validation_error(text: str) -> EnvelopeError:
     field = match.group(1) if match else None
     message = _PATH_RE.sub("", text).rstrip(" -")
     if field == "message_type":
-        return UnknownMessageType(
-            f"{message}; known types are {', '.join(MESSAGE_TYPES)}", "message_type"
-        )
+        shown = message.replace("Invalid enum value", "unknown message type")
+        return UnknownMessageType(f"{shown}; known types are {', '.join(MESSAGE_TYPES)}", "message_type")
     return EnvelopeError(message, field or None)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import enum
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -198,6 +198,44 @@ class Mesh:
         if ack.seq is None:
             raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
         return PublishResult(env.id, ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
+        """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
+        (nats-py keeps up to 4000 in flight); returns one ``PublishResult`` per envelope, in order.
+
+            results = await mesh.publish_many(new_envelope("CHAT", i, source=mesh.source) for i in range(1000))
+
+        On an error, envelopes already stored stay stored; re-sending the batch is harmless (each
+        ``message_id`` is its dedup key).
+        """
+        js = self.js
+        pending: list[tuple[str, asyncio.Future[Any]]] = []
+        with translate_nats_errors("publish"):
+            try:
+                for env in envelopes:
+                    subject = subjects.for_envelope(env)
+                    try:
+                        data = encode(env, msgpack=msgpack)
+                    except (TypeError, msgspec.EncodeError) as exc:
+                        raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+                    headers = {"Nats-Msg-Id": env.id}
+                    if env.ttl and _STREAM_OF_TYPE[env.message_type] in _TTL_STREAMS:
+                        headers["Nats-TTL"] = f"{env.ttl}s"
+                    if msgpack:
+                        headers[ENCODING_HEADER] = "msgpack"
+                    future = await js.publish_async(subject, data, headers=headers)
+                    pending.append((env.id, future))
+                acks = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), self.publish_timeout)
+            except BaseException:
+                for _, f in pending:
+                    f.cancel()  # frees nats-py's in-flight slots
+                raise
+        results = []
+        for (mid, _), ack in zip(pending, acks, strict=True):
+            if ack.seq is None:
+                raise PublishError(f"publish of {mid}: no sequence in the server's acknowledgement")
+            results.append(PublishResult(mid, ack.stream, ack.seq, bool(ack.duplicate)))
+        return results
 
     # -- consume -----------------------------------------------------------------------------------
     async def consume(

@@ -90,6 +90,11 @@ _MANAGED: Final = (
 )
 
 
+def _plain(value: object) -> object:
+    """Enums as their wire value (stream info answers may carry plain strings)."""
+    return getattr(value, "value", value)
+
+
 def _differences(have: jsapi.StreamConfig, want: jsapi.StreamConfig) -> list[str]:
     diffs = []
     for key in _MANAGED:
@@ -121,10 +126,9 @@ async def ensure_streams(
                 continue
             have = info.config
             conflicts = [
-                f"{key} is {getattr(have, key).value if getattr(have, key) else None!r}, "
-                f"wanted {getattr(want, key).value!r}"
+                f"{key} is {_plain(getattr(have, key))!r}, wanted {_plain(getattr(want, key))!r}"
                 for key in _IMMUTABLE
-                if getattr(have, key) != getattr(want, key)
+                if _plain(getattr(have, key)) != _plain(getattr(want, key))
             ]
             if conflicts:
                 results.append(EnsureResult(spec.name, "conflict", "; ".join(conflicts)))
