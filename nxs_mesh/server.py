@@ -93,6 +93,7 @@ class NatsServer:
         config_file: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         netns: str | None = None,
+        extra_conf: str = "",
     ) -> None:
         self.host, self.port, self.monitor_port = host, port, monitor_port
         self._own_store = store_dir is None
@@ -105,6 +106,7 @@ class NatsServer:
         self.config_file = config_file
         self.extra_args = list(extra_args)
         self.netns = netns
+        self.extra_conf = extra_conf  # appended to the generated config (tls {...}, authorization {...})
         self.log: collections.deque[str] = collections.deque(maxlen=400)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
@@ -133,6 +135,8 @@ class NatsServer:
                 f"  routes: [{routes}]\n"
                 "}"
             )
+        if self.extra_conf:
+            lines.append(self.extra_conf)
         return "\n".join(lines) + "\n"
 
     def argv(self) -> list[str]:
