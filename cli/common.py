@@ -72,13 +72,18 @@ def fail(message: str, *, code: int = 1, debug: bool = False, exc: BaseException
     raise typer.Exit(code)
 
 
-def run(coro: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
-    """Run library code; MeshError -> clean message + exit 1; Ctrl-C -> exit 130."""
+def run(coro: Coroutine[Any, Any, T], *, debug: bool = False, quiet_interrupt: bool = False) -> T:
+    """Run library code; MeshError -> clean message + exit 1; Ctrl-C -> exit 130.
+
+    ``quiet_interrupt``: Ctrl-C is the normal way to end this command (``tail -f``): exit 0, no message.
+    """
     try:
         return asyncio.run(coro)
     except MeshError as exc:
         fail(str(exc), debug=debug, exc=exc)
     except KeyboardInterrupt:
+        if quiet_interrupt:
+            raise typer.Exit(0) from None
         err_console.print("interrupted")
         raise typer.Exit(130) from None
 

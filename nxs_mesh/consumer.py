@@ -33,7 +33,7 @@ from .connection import backoff_delay
 from .envelope import Envelope, decode
 from .errors import ClosedError, EnvelopeError, MeshError, translate_nats_errors
 
-__all__ = ["Consumer", "ConsumerStats", "Delivery", "Handler", "Reject", "Retry"]
+__all__ = ["Abandon", "Consumer", "ConsumerStats", "Delivery", "Handler", "Reject", "Retry"]
 
 log = logging.getLogger("nxs_mesh.consumer")
 
@@ -56,6 +56,10 @@ class Reject(Exception):  # noqa: N818
         super().__init__(reason)
 
 
+class Abandon(Exception):  # noqa: N818
+    """Raise from a handler to leave the message alone: no ack, no nak (another worker owns it now)."""
+
+
 @dataclass
 class Delivery:
     """What a two-argument handler gets besides the envelope."""
@@ -65,6 +69,11 @@ class Delivery:
     deliveries: int
     stored_at: datetime
     _msg: Msg
+
+    @property
+    def ack_subject(self) -> str:
+        """Where acks for this delivery go (a Doctor may nak it there for a worker that died)."""
+        return self._msg.reply
 
     async def in_progress(self) -> None:
         """Tell the server this message is still being worked on (resets its ack timer)."""
@@ -265,14 +274,20 @@ class Consumer:
 
     async def _handle(self, env: Envelope, msg: Msg) -> None:
         meta = msg.metadata
-        if env.id in self._acked_ids:
+        mid = env.id  # str(UUID) is not free: once per message
+        if mid in self._acked_ids:
             # Already handled and acked once (a redelivery after a lost ack, or a re-publish).
             # Checked here, not when screening, so duplicates within one fetched batch are caught too.
             self.stats.duplicates += 1
             await msg.ack()
             return
         self._inflight += 1
-        keepalive = asyncio.create_task(self._keepalive(msg))
+        # The keepalive task starts only when the handler outlasts one interval: most finish sooner, and
+        # a timer costs far less per message than a task created and cancelled (consume throughput).
+        keepalive: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self._keepalive_interval, lambda: keepalive.append(asyncio.create_task(self._keepalive(msg)))
+        )
         try:
             if self._wants_delivery:
                 delivery = Delivery(msg.subject, meta.sequence.stream, meta.num_delivered, meta.timestamp, msg)
@@ -282,6 +297,8 @@ class Consumer:
         except Retry as sig:
             self.stats.retried += 1
             await self._retry_or_dead(env, msg, sig.delay, sig.reason or "handler asked to retry")
+        except Abandon:
+            pass  # fenced: the message belongs to another delivery now; acking or naking would disturb it
         except Reject as sig:
             await self._dead_letter(msg, f"rejected by handler: {sig.reason}", kind=env.message_type)
         except asyncio.CancelledError:
@@ -300,18 +317,24 @@ class Consumer:
             with translate_nats_errors("ack"):
                 await msg.ack()
             self.stats.acked += 1
-            self._remember(env.id)
+            self._remember(mid)
         finally:
-            keepalive.cancel()
+            timer.cancel()
+            for task in keepalive:
+                task.cancel()
             self._inflight -= 1
 
+    @property
+    def _keepalive_interval(self) -> float:
+        return max(0.2, self.spec.ack_wait / 3)
+
     async def _keepalive(self, msg: Msg) -> None:
-        """In-progress acks while a handler runs, so a long handler is not redelivered mid-work."""
-        interval = max(0.2, self.spec.ack_wait / 3)
+        """In-progress acks while a handler runs, so a long handler is not redelivered mid-work.
+        Started one interval into the handler; acks at once, then every interval."""
         with contextlib.suppress(Exception):
             while True:
-                await asyncio.sleep(interval)  # sleep-ok: a timer, not synchronisation
                 await msg.in_progress()
+                await asyncio.sleep(self._keepalive_interval)  # sleep-ok: a timer, not synchronisation
 
     async def _retry_or_dead(self, env: Envelope, msg: Msg, delay: float, reason: str) -> None:
         if msg.metadata.num_delivered >= self.spec.max_deliver:

@@ -52,8 +52,10 @@ _ID_OR_ALL = r"^(\*|[A-Za-z0-9_:-]{1,64})$"
 _ID_RE = re.compile(_ID)
 _ID_OR_ALL_RE = re.compile(_ID_OR_ALL)
 
-Id = Annotated[str, Meta(pattern=_ID)]
-IdOrAll = Annotated[str, Meta(pattern=_ID_OR_ALL)]
+# The decoder checks only the length; the character set is checked by decode() against a cache of ids
+# already seen valid (same regexes, same error text): msgspec's per-field pattern call was ~2/3 of decode.
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+IdOrAll = Annotated[str, Meta(min_length=1, max_length=64)]
 Priority = Annotated[int, Meta(ge=0, le=9)]
 Ttl = Annotated[int, Meta(ge=0)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
@@ -137,9 +139,34 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> En
     except msgspec.DecodeError as exc:
         kind = "MessagePack" if msgpack else "JSON"
         raise EnvelopeError(f"not valid {kind}: {exc}") from None
+    src, tgt, known = env.source, env.target, _VALID_IDS
+    if not (src.instance_id in known and src.agent_id in known
+            and (tgt.instance_id in known or tgt.instance_id == BROADCAST)
+            and (tgt.agent_id in known or tgt.agent_id == BROADCAST)):
+        _check_ids(env)
     if env.source.instance_id in _RESERVED_IDS:
         raise EnvelopeError("'_all' is reserved for broadcast", "source.instance_id")
     return env
+
+
+# Ids that matched _ID (never "*"); bounded, since ids come from the network.
+_VALID_IDS: set[str] = set()
+
+
+def _check_ids(env: Envelope) -> None:
+    for value, field, pattern in (
+        (env.source.instance_id, "source.instance_id", _ID_RE),
+        (env.source.agent_id, "source.agent_id", _ID_RE),
+        (env.target.instance_id, "target.instance_id", _ID_OR_ALL_RE),
+        (env.target.agent_id, "target.agent_id", _ID_OR_ALL_RE),
+    ):
+        if value in _VALID_IDS or (value == BROADCAST and pattern is _ID_OR_ALL_RE):
+            continue
+        if not pattern.search(value):
+            raise EnvelopeError(f"Expected `str` matching regex {pattern.pattern!r}", field)
+        if len(_VALID_IDS) >= 10_000:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(value)
 
 
 def _validation_error(text: str) -> EnvelopeError:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,18 +25,22 @@ from nats.js import JetStreamContext
 
 from . import subjects
 from .config import MeshConfig
-from .connection import connect
+from .connection import ReconnectPolicy, connect, server_path
 from .consumer import ENCODING_HEADER, Consumer, ConsumerSpec, Handler
 from .envelope import Envelope, Source, check_id, decode, encode, new_envelope
 from .errors import (
+    BrokenError,
     ClosedError,
     EnvelopeError,
+    JetStreamUnavailable,
     MeshTimeout,
+    NoResponders,
     NotConnectedError,
     PublishError,
     RemoteError,
     translate_nats_errors,
 )
+from .outbox import Outbox, OutboxFlusher, OutboxItem
 from .reader import Record, read_stream
 from .streams import STREAMS, EnsureResult, ensure_streams, stream_for_kind
 
@@ -46,6 +52,13 @@ _STREAM_OF_TYPE: Final = {
     "CHAT": "NXS_CHAT", "COMMAND": "NXS_COMMAND", "TASK": "NXS_TASK", "RESULT": "NXS_RESULT",
     "STATUS": "NXS_STATUS", "HEARTBEAT": "NXS_HEARTBEAT", "SYNC": "NXS_SYNC", "ALERT": "NXS_ALERT",
 }
+# A heartbeat is only true when it is sent: never queue one (a drained old beat would fake presence).
+_NEVER_QUEUED: Final = frozenset({"HEARTBEAT"})
+# Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox.
+_OFFLINE_ERRORS: Final = (JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
+# After this many "JetStream unavailable" answers in a row from one server, reconnect elsewhere.
+_JS_UNAVAILABLE_SWITCH: Final = 3
+_SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
 
 
 class MeshState(enum.Enum):
@@ -66,7 +79,16 @@ class PublishResult:
 class Mesh:
     """An open connection to the mesh for one agent (``instance_id``/``agent_id``)."""
 
-    def __init__(self, config: MeshConfig | None = None, *, ensure: bool = True, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: MeshConfig | None = None,
+        *,
+        ensure: bool = True,
+        outbox: Outbox | str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """``outbox``: an ``Outbox`` or a path for one; with it, a publish that finds no JetStream quorum
+        is queued on disk (``PublishResult.queued``) and sent later (see ``nxs_mesh.outbox``)."""
         cfg = config or MeshConfig()
         self.config = cfg.replace(**overrides) if overrides else cfg
         self.source = Source(self.config.instance_id, self.config.agent_id, self.config.location)
@@ -76,6 +98,12 @@ class Mesh:
         self._consumers: list[Consumer] = []
         self.state = MeshState.UNOPENED
         self.publish_timeout = 5.0
+        self._own_outbox = outbox is not None and not isinstance(outbox, Outbox)
+        self.outbox: Outbox | None = Outbox(outbox) if self._own_outbox else outbox  # type: ignore[arg-type]
+        self.flusher: OutboxFlusher | None = None
+        self._policy = ReconnectPolicy()
+        self._js_unavailable = 0
+        self._last_switch = -_SWITCH_EVERY
 
     def __repr__(self) -> str:
         server = self._nc.connected_url.netloc if self._nc and self._nc.connected_url else "-"
@@ -88,9 +116,12 @@ class Mesh:
             raise ClosedError("this Mesh was closed; create a new one")
         if self.state is MeshState.OPEN:
             return self
-        self._nc = await connect(self.config)
+        self._nc = await connect(self.config, policy=self._policy, reconnected_cb=self._on_reconnected)
         self._js = self._nc.jetstream(timeout=self.publish_timeout)
         self.state = MeshState.OPEN
+        if self.outbox is not None:
+            self.flusher = OutboxFlusher(self.outbox, self._send_window)
+            self.flusher.start()
         if self._ensure:
             try:
                 await self.ensure_streams()
@@ -107,6 +138,10 @@ class Mesh:
         consumers, self._consumers = self._consumers, []
         for c in consumers:
             await c.stop()
+        if self.flusher is not None:
+            await self.flusher.stop()  # what is still queued stays on disk for the next start
+        if self._own_outbox and self.outbox is not None:
+            self.outbox.close()
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
@@ -140,6 +175,18 @@ class Mesh:
             return None
         u = self._nc.connected_url
         return f"{u.scheme}://{u.hostname}:{u.port}"
+
+    @property
+    def server_path(self) -> str:
+        """"local", "peer", "relay" or "disconnected": which path this client uses now."""
+        if self._nc is None or not self._nc.is_connected:
+            return "disconnected"
+        return server_path(self.config.servers, self.connected_url)
+
+    async def _on_reconnected(self) -> None:
+        self._js_unavailable = 0
+        if self.flusher is not None:
+            self.flusher.wake()
 
     async def ensure_streams(self, replicas: int | None = None) -> list[EnsureResult]:
         """Create/update every mesh stream (idempotent); replicas default to min(3, cluster size)."""
@@ -193,11 +240,89 @@ class Mesh:
             headers["Nats-TTL"] = f"{env.ttl}s"
         if msgpack:
             headers[ENCODING_HEADER] = "msgpack"
+        if self.outbox is not None and env.message_type not in _NEVER_QUEUED:
+            return await self._publish_or_queue(subject, data, headers, env.id, stream)
         with translate_nats_errors(f"publish to {subject}"):
             ack = await self.js.publish(subject, data, headers=headers, timeout=self.publish_timeout)
         if ack.seq is None:
             raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
         return PublishResult(env.id, ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def _publish_or_queue(
+        self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str
+    ) -> PublishResult:
+        assert self.outbox is not None and self.flusher is not None
+        nc = self.nc
+        # Behind what already waits (order), or straight in while reconnecting (nats-py would buffer the
+        # publish and we would wait publish_timeout for nothing).
+        if len(self.outbox) or not nc.is_connected:
+            return self._queue(subject, data, headers, message_id, stream)
+        try:
+            with translate_nats_errors(f"publish to {subject}"):
+                ack = await self.js.publish(subject, data, headers=headers, timeout=self.publish_timeout)
+        except _OFFLINE_ERRORS as exc:
+            if isinstance(exc, JetStreamUnavailable | NoResponders):
+                await self._note_js_unavailable()
+            return self._queue(subject, data, headers, message_id, stream)
+        self._js_unavailable = 0
+        if ack.seq is None:
+            raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
+        return PublishResult(message_id, ack.stream, ack.seq, bool(ack.duplicate))
+
+    def _queue(self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str) -> PublishResult:
+        assert self.outbox is not None and self.flusher is not None
+        self.outbox.put(subject, data, headers, message_id=message_id, stream=stream)  # may raise OutboxFull
+        self.flusher.wake()
+        return PublishResult(message_id, stream, None, queued=True)
+
+    async def _note_js_unavailable(self) -> None:
+        """An isolated server answers, but without JetStream quorum: after a few, try another member.
+
+        A stream electing a new leader answers the same way on every server, so before leaving we ask
+        this server for the JetStream account info (served by the meta leader): only when that fails
+        too is the server cut off (or JetStream is off there) and another member worth trying."""
+        self._js_unavailable += 1
+        nc, js = self._nc, self._js
+        if (self._js_unavailable < _JS_UNAVAILABLE_SWITCH or nc is None or js is None
+                or len(self.config.servers) < 2 or time.monotonic() - self._last_switch < _SWITCH_EVERY):
+            return
+        self._js_unavailable = 0
+        try:
+            await asyncio.wait_for(js.account_info(), 1.0)
+            return  # JetStream answers here: a leader election, not isolation; stay
+        except Exception:
+            pass
+        self._last_switch = time.monotonic()
+        self._policy.avoid(nc.connected_url.netloc if nc.connected_url else None)
+        await nc.force_reconnect()
+
+    async def _send_window(self, items: list[OutboxItem]) -> list[BaseException | None]:
+        """The outbox flusher's sender: publish a window pipelined, one result per item, in order."""
+        nc = self._nc
+        if nc is None or not nc.is_connected or self._js is None:
+            raise NotConnectedError("not connected")
+        futures = []
+        for item in items:
+            futures.append(await self._js.publish_async(item.subject, item.data, headers=item.headers))
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.publish_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            for f in futures:
+                f.cancel()
+            return [MeshTimeout("outbox flush: no acknowledgement")] * len(items)
+        out: list[BaseException | None] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                out.append(r)
+            elif getattr(r, "seq", None) is None:
+                out.append(PublishError("no sequence in the acknowledgement"))
+            else:
+                out.append(None)
+        if any(isinstance(r, BaseException) for r in results):
+            await self._note_js_unavailable()
+        else:
+            self._js_unavailable = 0
+        return out
 
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
@@ -210,22 +335,29 @@ class Mesh:
         """
         js = self.js
         pending: list[tuple[str, asyncio.Future[Any]]] = []
+        loop = asyncio.get_running_loop()
         with translate_nats_errors("publish"):
             try:
-                for env in envelopes:
-                    subject = subjects.for_envelope(env)
-                    try:
-                        data = encode(env, msgpack=msgpack)
-                    except (TypeError, msgspec.EncodeError) as exc:
-                        raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
-                    headers = {"Nats-Msg-Id": env.id}
-                    if env.ttl and _STREAM_OF_TYPE[env.message_type] in _TTL_STREAMS:
-                        headers["Nats-TTL"] = f"{env.ttl}s"
-                    if msgpack:
-                        headers[ENCODING_HEADER] = "msgpack"
-                    future = await js.publish_async(subject, data, headers=headers)
-                    pending.append((env.id, future))
-                acks = await asyncio.wait_for(asyncio.gather(*(f for _, f in pending)), self.publish_timeout)
+                # A stall watchdog (no acks for publish_timeout), pushed back every 500 sends: cheaper
+                # than nats-py's per-message wait_stall, which wraps every send in wait_for.
+                async with asyncio.timeout(loop.time() + self.publish_timeout) as watchdog:
+                    for env in envelopes:
+                        if len(pending) % 500 == 0:
+                            watchdog.reschedule(loop.time() + self.publish_timeout)
+                        subject = subjects.for_envelope(env)
+                        try:
+                            data = encode(env, msgpack=msgpack)
+                        except (TypeError, msgspec.EncodeError) as exc:
+                            raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+                        mid = env.id
+                        headers = {"Nats-Msg-Id": mid}
+                        if env.ttl and _STREAM_OF_TYPE[env.message_type] in _TTL_STREAMS:
+                            headers["Nats-TTL"] = f"{env.ttl}s"
+                        if msgpack:
+                            headers[ENCODING_HEADER] = "msgpack"
+                        pending.append((mid, await js.publish_async(subject, data, headers=headers)))
+                    watchdog.reschedule(loop.time() + self.publish_timeout)
+                    acks = await asyncio.gather(*(f for _, f in pending))
             except BaseException:
                 for _, f in pending:
                     f.cancel()  # frees nats-py's in-flight slots

@@ -44,9 +44,9 @@ def ratio_target(row: Row, limit: float) -> Row:
     """Return ``row`` with its target set: ratio at least ``limit`` (higher is better) or at most it."""
     r = row.ratio
     if row.higher_is_better:
-        text, met = f">= {limit:g}x raw", None if r is None else r >= limit
+        text, met = f">= {limit:g}x", None if r is None else r >= limit
     else:
-        text, met = f"<= {limit:g}x raw", None if r is None else r <= limit
+        text, met = f"<= {limit:g}x", None if r is None else r <= limit
     return _with(row, target=text, met=met)
 
 

@@ -32,6 +32,11 @@ class BenchOptions:
     batch: int = 32
     url: str | None = None
     monitor_url: str | None = None
+    #: Footprint: settle after start-up, then the window idle traffic is counted over (seconds).
+    settle: float = 2.0
+    idle_window: float = 10.0
+    #: Failure detection: how many kill -9 trials (the median is reported).
+    failure_trials: int = 3
 
     @property
     def latency_samples(self) -> int:

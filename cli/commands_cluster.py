@@ -1,0 +1,169 @@
+"""Cluster commands: `nxs deploy render` (one nats-server config per host) and `nxs outbox` (what waits)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from nxs_mesh.errors import MeshError
+
+from .common import console, err_console, fail, print_json, settings
+
+deploy_app = typer.Typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
+outbox_app = typer.Typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
+                         invoke_without_command=True)
+
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
+
+
+@deploy_app.command("render")
+def deploy_render(
+    ctx: typer.Context,
+    host: list[str] = typer.Option(None, "--host", help="NAME=ADDRESS (Tailscale IP or MagicDNS name); repeat."),
+    tailscale_status: str = typer.Option(
+        None, "--tailscale-status", help="`tailscale status --json` output: a file, or - for stdin."),
+    tag: str = typer.Option("tag:nxs", "--tag", help="Select Tailscale peers carrying this tag ('' = all)."),
+    online_only: bool = typer.Option(False, "--online-only", help="Leave out peers Tailscale reports offline."),
+    out: Path = typer.Option(Path("deploy/generated"), "--out", "-o", help="Directory for <host>.conf/.env."),
+    cluster_name: str = typer.Option("nxs", "--cluster-name"),
+    client_port: int = typer.Option(4222, "--client-port"),
+    cluster_port: int = typer.Option(6222, "--cluster-port"),
+    monitor_port: int = typer.Option(8222, "--monitor-port"),
+    store_dir: str = typer.Option("/var/lib/nxs/jetstream", "--store-dir"),
+    sync_interval: str = typer.Option(
+        "always", "--sync-interval", help="always (fsync each write) or a duration like 2m (faster, riskier)."),
+    route_by: str = typer.Option("ip", "--route-by", help="ip | ipv6 | dns (MagicDNS names)."),
+    listen: str = typer.Option("0.0.0.0", "--listen", help="0.0.0.0, or `tailscale` to bind the host's own address."),
+    tls_cert: str = typer.Option(None, "--tls-cert"),
+    tls_key: str = typer.Option(None, "--tls-key"),
+    tls_ca: str = typer.Option(None, "--tls-ca"),
+    route_tls: bool = typer.Option(False, "--route-tls", help="TLS on routes too (needs --tls-cert/--tls-key)."),
+    relay: str = typer.Option(None, "--relay", help="A fallback URL listed last for clients (wss:// or tls://)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Validate each file with `nats-server -t`."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write one nats-server config (and a client .env) per mesh host."""
+    from nxs_mesh.deploy import DeployOptions, check_config, render, write_configs
+    from nxs_mesh.tailscale import hosts_from_status, load_status, parse_host_flag
+
+    debug = settings(ctx).debug
+    try:
+        if bool(host) == bool(tailscale_status):
+            raise MeshError("give either --host NAME=ADDR (repeatable) or --tailscale-status FILE|-")
+        if host:
+            hosts = [parse_host_flag(h) for h in host]
+        else:
+            text = sys.stdin.read() if tailscale_status == "-" else _read(tailscale_status)
+            hosts = hosts_from_status(load_status(text), tag=tag or None, include_offline=not online_only)
+            if not hosts:
+                raise MeshError(f"no host in the tailscale status carries {tag!r}")
+        opts = DeployOptions(
+            cluster_name=cluster_name, client_port=client_port, cluster_port=cluster_port,
+            monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval, route_by=route_by,
+            listen=listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, route_tls=route_tls, relay=relay,
+        )
+        paths = write_configs(hosts, out, opts)
+        if check:
+            for p in paths:
+                check_config(p)
+        rendered = {r.host.name: r for r in render(hosts, opts)}
+    except MeshError as exc:
+        fail(str(exc), debug=debug, exc=exc)
+    offline = [h.name for h in hosts if not h.online]
+    rows = [
+        {"host": h.name, "address": h.address(route_by), "online": h.online, "config": str(p),
+         "env": str(p.with_suffix(".env")), "servers": list(rendered[h.name].servers), "checked": check}
+        for h, p in zip(hosts, paths, strict=True)
+    ]
+    if as_json:
+        print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
+        return
+    table = Table(title=f"cluster {cluster_name}: {len(hosts)} hosts, sync_interval {sync_interval}")
+    for col in ("host", "address", "config", "checked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["host"] + ("" if r["online"] else " (offline)"), r["address"], r["config"],
+                      "nats-server -t ok" if check else "-")
+    console.print(table)
+    if offline:
+        err_console.print(f"note: {', '.join(offline)} offline now; their routes are retried until they join")
+    if len(hosts) % 2 == 0:
+        err_console.print(f"note: {len(hosts)} hosts tolerate no more failures than {len(hosts) - 1}; prefer 3 or 5")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise MeshError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@outbox_app.callback()
+def outbox_show(
+    ctx: typer.Context,
+    path: Path = typer.Option(None, "--path", help="Outbox file (default: <data_dir>/outbox-<id>.sqlite)."),
+    limit: int = typer.Option(20, "--limit", "-n", help="Show at most N waiting messages."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show what waits in this node's offline outbox."""
+    if ctx.invoked_subcommand is not None:
+        return
+    box = _open(ctx, path)
+    try:
+        stats, items = box.stats(), box.peek(limit)
+    finally:
+        box.close()
+    if as_json:
+        print_json({"path": stats.path, "messages": stats.messages, "bytes": stats.bytes,
+                    "max_messages": stats.max_messages, "oldest_age_s": stats.oldest_age_s,
+                    "items": [i.as_dict() for i in items]})
+        return
+    console.print(f"outbox {stats.path}: [bold]{stats.messages}[/] waiting ({stats.bytes} bytes"
+                  + (f", oldest {stats.oldest_age_s:.1f}s" if stats.oldest_age_s is not None else "") + ")")
+    if items:
+        table = Table()
+        for col in ("#", "message_id", "subject", "age", "attempts", "last error"):
+            table.add_column(col)
+        for i in items:
+            d = i.as_dict()
+            table.add_row(str(i.seq), i.message_id, i.subject, f"{d['age_s']:.1f}s", str(i.attempts),
+                          i.last_error[:60])
+        console.print(table)
+
+
+@outbox_app.command("clear")
+def outbox_clear(
+    ctx: typer.Context,
+    path: Path = typer.Option(None, "--path", help="Outbox file (default: <data_dir>/outbox-<id>.sqlite)."),
+    yes: bool = typer.Option(False, "--yes", help="Really drop every waiting message."),
+) -> None:
+    """Drop everything waiting (they were never stored: they are lost)."""
+    if not yes:
+        fail("this drops messages that were never stored; repeat with --yes")
+    box = _open(ctx, path)
+    try:
+        n = box.clear()
+    finally:
+        box.close()
+    console.print(f"dropped {n} queued messages")
+
+
+def _open(ctx: typer.Context, path: Path | None):  # type: ignore[no-untyped-def]
+    from nxs_mesh.outbox import Outbox, outbox_path
+
+    s = settings(ctx)
+    target = path or outbox_path(s.config.data_dir, s.config.instance_id)
+    if not target.is_file():
+        fail(f"no outbox at {target} (nothing was ever queued here; pass --path or --id)")
+    try:
+        return Outbox(target)
+    except Exception as exc:  # sqlite3.DatabaseError: not an outbox file
+        fail(f"{target}: cannot open as an outbox: {exc}", debug=s.debug, exc=exc)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(outbox_app, name="outbox")

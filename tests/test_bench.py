@@ -1,0 +1,82 @@
+"""`nxs bench` runs every scenario once at tiny size: output shape and positive figures, no timings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from typer.testing import CliRunner
+
+from nxs_cli.app import app
+from nxs_mesh import Mesh
+from nxs_mesh.bench import DEFAULT_SCENARIOS, BenchOptions, run_bench
+from nxs_mesh.bench.stats import percentile
+from nxs_mesh.envelope import new_envelope
+
+TINY = ["-n", "50", "--rounds", "1", "--idle-window", "0.5", "--trials", "1"]
+
+
+def _check_rows(rows: list[dict]) -> None:
+    assert rows
+    for row in rows:
+        assert {"scenario", "metric", "mesh", "raw", "ratio", "target", "met", "skipped"} <= row.keys()
+        if row["skipped"]:
+            assert row["mesh"] is None and row["note"]
+            continue
+        assert isinstance(row["mesh"], float) and math.isfinite(row["mesh"]) and row["mesh"] > 0
+        if row["raw"] is not None:
+            assert row["raw"] > 0 and row["ratio"] > 0
+
+
+def test_cli_runs_every_scenario_as_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["bench", *TINY, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # progress goes to stderr: stdout is one JSON document
+    assert report["messages"] == 50 and report["machine"]["cores"] >= 1
+    _check_rows(report["rows"])
+    scenarios = {r["scenario"] for r in report["rows"]}
+    assert {"publish sync", "publish pipelined", "consume", "publish -> handler", "request/reply",
+            "envelope encode+decode", "idle worker RSS", "kill -9 -> alert"} <= scenarios
+
+
+def test_cli_table_and_unknown_scenario(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "codec", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "envelope encode+decode" in result.stdout and "ratio" in result.stdout
+    bad = runner.invoke(app, ["bench", "nope"])
+    assert bad.exit_code != 0 and "unknown nope" in bad.output
+
+
+async def test_library_runs_selected_scenarios():
+    report = await run_bench(["publish", "codec"], BenchOptions(messages=50, rounds=1))
+    rows = [r.as_dict() for r in report.rows]
+    _check_rows(rows)
+    assert [r["scenario"] for r in rows] == ["publish sync", "publish pipelined", "envelope encode+decode"]
+    assert set(DEFAULT_SCENARIOS) >= {"publish", "consume", "latency", "request", "codec", "footprint", "failure"}
+
+
+def test_percentile_nearest_rank():
+    data = [float(x) for x in range(1, 101)]
+    assert percentile(data, 50) == 50 and percentile(data, 99) == 99 and percentile(data, 100) == 100
+    assert percentile([3.0], 90) == 3.0
+
+
+async def test_publish_many_stores_in_order_and_dedups(mesh: Mesh):
+    envs = [new_envelope("CHAT", i, source=mesh.source, to="bench-peer") for i in range(300)]
+    results = await mesh.publish_many(envs)
+    assert [r.message_id for r in results] == [e.id for e in envs]
+    assert [r.seq for r in results] == list(range(1, 301))
+    assert not any(r.duplicate for r in results)
+    again = await mesh.publish_many(envs[:5])  # same message ids: harmless re-send
+    assert all(r.duplicate for r in again)
+    info = await mesh.js.stream_info("NXS_CHAT")
+    assert info.state.messages == 300
+    recs = [r async for r in mesh.tail("chat", instance="bench-peer", last=3)]
+    assert [r.envelope.content for r in recs] == [297, 298, 299]
+
+
+async def test_publish_many_empty(mesh: Mesh):
+    assert await mesh.publish_many([]) == []

@@ -1,0 +1,178 @@
+"""The Doctor with real worker processes: kill -9, SIGTERM, exactly-one alerts, prompt redistribution."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from nxs_mesh import Mesh
+from nxs_mesh.health import Doctor
+from nxs_mesh.server import NatsServer
+from nxs_mesh.tasks import TaskStore, submit_task
+from nxs_mesh.testing import eventually, unique_id
+from test_node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
+
+try:
+    import pytest_asyncio
+
+    _fixture = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover
+    _fixture = pytest.fixture
+
+
+@pytest.fixture
+def workers(nats_server: NatsServer, tmp_path: Path):
+    started: list[Worker] = []
+
+    def start(node_id: str, *extra: str) -> Worker:
+        w = Worker(nats_server.url, node_id, tmp_path, *extra).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+@_fixture
+async def watcher(mesh: Mesh) -> AsyncIterator[Doctor]:
+    """A Doctor in the test process: one more watcher, and a window on what doctors see."""
+    doc = await Doctor(mesh, dead_after=DEAD_AFTER, interval=HB, store=await TaskStore.open(mesh)).start()
+    yield doc
+    await doc.stop()
+
+
+async def claim_of(store: TaskStore, task_id: str) -> dict | None:
+    record, _ = await store.get(task_id)
+    return record
+
+
+@pytest.mark.timeout(90)
+async def test_kill9_one_of_three_one_alert_task_finishes_elsewhere_once(
+    mesh: Mesh, watcher: Doctor, workers: Callable[..., Worker]
+):
+    ids = [unique_id("w") for _ in range(3)]
+    procs = {i: workers(i, "-C", "sleep") for i in ids}
+    for i in ids:
+        await wait_state(mesh, i, "running")
+    await eventually(lambda: all(watcher.peers.get(i) and watcher.peers[i].state == "alive" for i in ids),
+                     timeout=10, what="the watcher hears all three")
+    first_alert: dict[str, float] = {}
+
+    async def on_alert(msg) -> None:
+        first_alert.setdefault(msg.subject, time.monotonic())
+
+    await mesh.nc.subscribe("nxs.alert.>", cb=on_alert)
+    store = await TaskStore.open(mesh)
+
+    ack, _ = await submit_task(mesh, "sleep", 3.0, ttl=120)
+    task_id = ack.message_id
+    claim = await eventually(lambda: claim_of(store, task_id), timeout=15, what="task claimed")
+    victim = claim["node"]
+    await eventually(lambda: task_id in watcher.peers[victim].claims, timeout=5, what="claim advertised")
+
+    t_kill = time.monotonic()
+    procs[victim].signal(signal.SIGKILL)
+
+    await eventually(lambda: f"nxs.alert.{victim}" in first_alert, timeout=15, what="death alert")
+    detection = first_alert[f"nxs.alert.{victim}"] - t_kill
+
+    async def reclaimed() -> dict | None:
+        rec = await claim_of(store, task_id)
+        return rec if rec and rec["node"] != victim else None
+
+    new_claim = await eventually(reclaimed, timeout=15, interval=0.02, what="task re-claimed by a live worker")
+    redistribution = time.monotonic() - t_kill
+    results = await eventually(lambda: results_for(mesh, task_id), timeout=20, what="task result")
+    finished = time.monotonic() - t_kill
+    print(f"\nMEASURED kill -9 -> death alert {detection:.3f}s (dead_after {DEAD_AFTER}s, heartbeat {HB}s); "
+          f"-> task re-claimed on {new_claim['node']} {redistribution:.3f}s; -> task finished {finished:.3f}s "
+          f"(task ack_wait 30s)")
+
+    # Detection: silence starts at most one interval before the kill, the doctor checks every
+    # min(interval/2, dead_after/10); 0.75 s of margin absorbs scheduling on a loaded 2-core runner.
+    assert DEAD_AFTER - HB - 0.1 <= detection <= DEAD_AFTER + HB + 0.75
+    assert redistribution < 10, "must be far sooner than the 30 s ack wait"
+
+    # Give every surviving doctor (two workers + the watcher) time to reach its own verdict.
+    await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: waiting out the other doctors to prove there is no second alert
+    dead = [a for a in await alerts_about(mesh, victim) if a["event"] == "dead"]
+    assert len(dead) == 1, dead
+    assert dead[0]["released"] == 1 or dead[0]["claims"] == 1
+    results = await results_for(mesh, task_id)
+    assert len(results) == 1
+    assert results[0].payload.metadata["node"] == new_claim["node"] != victim
+    done = await claim_of(store, task_id)
+    assert done["state"] == "done" and done["node"] == new_claim["node"]
+    for i in ids:
+        if i != victim:
+            assert not await alerts_about(mesh, i)
+            assert procs[i].proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_drains_finishes_inflight_publishes_stopped_no_alert(
+    mesh: Mesh, watcher: Doctor, workers: Callable[..., Worker]
+):
+    nid = unique_id("w")
+    w = workers(nid, "-C", "sleep", "--grace", "20")
+    await wait_state(mesh, nid, "running")
+    store = await TaskStore.open(mesh)
+    ack, _ = await submit_task(mesh, "sleep", 1.5, ttl=120)
+    await eventually(lambda: claim_of(store, ack.message_id), timeout=15, what="task claimed")
+
+    t_term = time.monotonic()
+    w.signal(signal.SIGTERM)
+    await wait_state(mesh, nid, "draining", timeout=10)
+    assert await w.wait_exit(timeout=30) == 0
+    st = await last_status(mesh, nid)
+    stopped_after = time.monotonic() - t_term
+    assert st is not None and st["state"] == "stopped"
+    results = await results_for(mesh, ack.message_id)
+    assert len(results) == 1 and results[0].payload.metadata["node"] == nid  # in-flight work finished
+    await eventually(lambda: watcher.peers[nid].state == "stopped", timeout=5, what="doctor saw the clean stop")
+    print(f"\nMEASURED SIGTERM -> exit with status stopped {stopped_after:.3f}s (1.5 s task in flight)")
+    await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: long past the dead timeout, to prove no alert comes
+    assert watcher.peers[nid].state == "stopped"
+    assert await alerts_about(mesh, nid) == []
+
+
+async def test_alert_hook_runs_a_command_and_posts_a_url(tmp_path: Path):
+    import http.server
+    import json
+    import threading
+
+    from nxs_mesh.alerts import AlertHook
+
+    got: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    out = tmp_path / "hook.out"
+    try:
+        hook = AlertHook(command=f'cat > {out}; echo "$NXS_ALERT_EVENT $NXS_ALERT_NODE" >> {out}',
+                         url=f"http://127.0.0.1:{httpd.server_port}/hook")
+        problems = await hook.fire({"event": "dead", "node": "n9", "severity": "critical"})
+        assert problems == []
+        assert got == [{"event": "dead", "node": "n9", "severity": "critical"}]
+        text = out.read_text()
+        assert json.loads(text.splitlines()[0])["node"] == "n9" and text.splitlines()[1] == "dead n9"
+        bad = await AlertHook(command="exit 3").fire({"event": "dead"})
+        assert bad == ["hook command exited 3"]
+    finally:
+        httpd.shutdown()
