@@ -13,8 +13,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -252,6 +252,51 @@ class _Filter:
         return (not self.types or kind in self.types) and (not self.nodes or bool(ends & self.nodes))
 
 
+def _records(
+    mesh: Mesh, kind: str, *, seq: int | None = None, since: datetime | None = None, last: int | None = None,
+    follow: bool = False,
+) -> AsyncIterator[Record]:
+    if kind == "task":
+        return _peek_workqueue(mesh, "NXS_TASK", "nxs.task.>", start=seq or 1, since=since, follow=follow)
+    return mesh.tail(kind, seq=seq, since=since, last=last, follow=follow)
+
+
+async def _peek_workqueue(
+    mesh: Mesh, stream: str, subject: str, *, start: int, since: datetime | None, follow: bool
+) -> AsyncIterator[Record]:
+    """Read a work-queue stream without taking its work: message by message (a consumer there would
+    compete with the workers, and the server refuses unacknowledged ones)."""
+    from nats.js import errors as jse
+
+    from nxs_mesh.envelope import decode
+    from nxs_mesh.errors import EnvelopeError, translate_nats_errors
+    from nxs_mesh.reader import Record
+
+    cursor = max(1, start)
+    while True:
+        with translate_nats_errors(f"tail {stream}"):
+            try:
+                raw = await mesh.js.get_msg(stream, seq=cursor, subject=subject, next=True)
+            except jse.NotFoundError:
+                raw = None
+        if raw is None or raw.seq is None:
+            if not follow:
+                return
+            await asyncio.sleep(1.0)  # sleep-ok: polling for new work items; a consumer would take them
+            continue
+        cursor = raw.seq + 1
+        if since is not None and raw.time is not None and raw.time < since:
+            continue
+        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
+        data = raw.data or b""
+        try:
+            env, error = decode(data, msgpack=headers.get("Nxs-Encoding") == "msgpack"), None
+        except EnvelopeError as exc:
+            env, error = None, str(exc)
+        stored = raw.time or datetime.now(UTC)
+        yield Record(raw.seq, raw.subject or "", stored, data, headers, env, error)
+
+
 async def _history(
     mesh: Mesh, kind: str, keep: _Filter, *, seq: int | None, since: datetime | None, last: int | None
 ) -> tuple[list[Record], int]:
@@ -269,20 +314,24 @@ async def _history(
     if last == 0:
         return [], end
     # With client-side filters, "the last N" means the last N that match: read from the start.
-    server_last = None if keep.active else last
-    if keep.active and last is not None and seq is None and since is None:
+    client_side = keep.active or kind == "task"
+    server_last = None if client_side else last
+    if client_side and last is not None and seq is None and since is None:
         seq = 1
     out: deque[Record] = deque(maxlen=last)
     top = end
-    async for rec in mesh.tail(kind, seq=seq, since=since, last=server_last):
+    async for rec in _records(mesh, kind, seq=seq, since=since, last=server_last):
         top = max(top, rec.seq)
+        # The server starts a by-time read at the last message when `since` is after it: drop what is older.
+        if since is not None and rec.stored_at < since:
+            continue
         if keep(rec):
             out.append(rec)
     return list(out), top
 
 
 async def _follow(mesh: Mesh, kind: str, keep: _Filter, after: int, queue: asyncio.Queue[Record]) -> None:
-    async for rec in mesh.tail(kind, seq=after + 1, follow=True):
+    async for rec in _records(mesh, kind, seq=after + 1, follow=True):
         if keep(rec):
             await queue.put(rec)
 
@@ -308,21 +357,24 @@ async def _tail(
             for rec in history:
                 _print_line(rec)
         elif history:
-            console.print(_table(history, show_stream=len(kinds) > 1))
+            console.print(_table(history))
         else:
             err_console.print("no messages", highlight=False)
         if not follow:
             return
         queue: asyncio.Queue[Record] = asyncio.Queue()
-        async with asyncio.TaskGroup() as tg:
-            for kind in kinds:
-                tg.create_task(_follow(mesh, kind, keep, tops[kind], queue))
-            while True:
-                rec = await queue.get()
-                if as_json:
-                    _print_wire(rec)
-                else:
-                    _print_line(rec)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for kind in kinds:
+                    tg.create_task(_follow(mesh, kind, keep, tops[kind], queue))
+                while True:
+                    rec = await queue.get()
+                    if as_json:
+                        _print_wire(rec)
+                    else:
+                        _print_line(rec)
+        except BaseExceptionGroup as group:  # one reader failed: report its error, not the group
+            raise group.exceptions[0] from None
 
 
 def _content(value: Any, width: int = 80) -> str:
@@ -339,22 +391,31 @@ def _addr(instance: str, agent: str) -> str:
     return f"{instance}/{agent}"
 
 
-def _table(records: Sequence[Record], *, show_stream: bool = False) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("seq", "time", "type", "from", "to", "prio"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("content", overflow="ellipsis", no_wrap=True)
+def _table(records: Sequence[Record]) -> Table:
+    rows: list[list[Text]] = []
     for rec in records:
         env = rec.envelope
         if env is None:
-            table.add_row(str(rec.seq), _when(rec), Text("INVALID", style="red"), Text(rec.subject), "", "",
-                          Text(_content(rec.error or "", 120), style="red"))
+            rows.append([Text(str(rec.seq)), Text(_when(rec)), Text("INVALID", style="red"), Text(rec.subject),
+                         Text(""), Text(""), Text(_content(rec.error or "", 120), style="red")])
             continue
-        to = "*" if env.target.is_broadcast and env.target.instance_id == "*" else env.target.instance_id
-        table.add_row(
-            str(rec.seq), _when(rec), env.message_type, Text(_addr(env.source.instance_id, env.source.agent_id)),
-            Text(_addr(to, env.target.agent_id)), str(env.priority), Text(_content(env.content)),
-        )
+        rows.append([
+            Text(str(rec.seq)), Text(_when(rec)), Text(env.message_type),
+            Text(_addr(env.source.instance_id, env.source.agent_id)),
+            Text(_addr(env.target.instance_id, env.target.agent_id)), Text(str(env.priority)),
+            Text(_content(env.content)),
+        ])
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    headers = ("seq", "time", "type", "from", "to", "prio")
+    widths = [max([len(col)] + [row[i].cell_len for row in rows]) for i, col in enumerate(headers)]
+    for col, width in zip(headers, widths, strict=True):
+        table.add_column(col, no_wrap=True, min_width=width)
+    # The metadata columns keep their width; only the content is cut (with an ellipsis) to fit the terminal.
+    room = max(12, console.width - sum(widths) - 2 * len(widths))
+    table.add_column("content", no_wrap=True, overflow="ellipsis", max_width=room)
+    for row in rows:
+        row[-1].truncate(room, overflow="ellipsis")
+        table.add_row(*row)
     return table
 
 
@@ -445,7 +506,7 @@ async def _streams(ctx: typer.Context) -> list[dict[str, Any]]:
             cfg, st = info.config, info.state
             rows.append({
                 "stream": spec.name, "exists": True, "subjects": list(cfg.subjects or []),
-                "retention": cfg.retention.value if cfg.retention else None,
+                "retention": getattr(cfg.retention, "value", cfg.retention),
                 "messages": st.messages, "bytes": st.bytes, "consumers": st.consumer_count,
                 "replicas": cfg.num_replicas, "first_seq": st.first_seq, "last_seq": st.last_seq,
                 "leader": info.cluster.leader if info.cluster else None,

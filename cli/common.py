@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nxs_mesh.config import ConfigSource, MeshConfig, load_config
 from nxs_mesh.errors import MeshError
@@ -68,7 +69,8 @@ def settings(ctx: typer.Context) -> Settings:
 def fail(message: str, *, code: int = 1, debug: bool = False, exc: BaseException | None = None) -> NoReturn:
     if debug and exc is not None:
         err_console.print_exception()
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: one line however long (scripts grep it); escape: the message is not Rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -130,7 +130,8 @@ async def read_stream(
             for msg in msgs:
                 if skip:
                     skip -= 1
-                else:
+                elif since is None or msg.metadata.timestamp >= since:
+                    # (a start time after the last message makes the server begin at the last one)
                     yield Record.from_msg(msg)
                 if not follow and msg.metadata.num_pending == 0:
                     return

@@ -284,3 +284,9 @@ async def test_stop_drains_inflight_work(mesh: Mesh):
     await asyncio.wait_for(started.wait(), 10)
     await consumer.stop()
     assert done == ["work"] and consumer.stats.acked == 1
+
+
+async def test_since_after_the_last_message_yields_nothing(mesh: Mesh):
+    await mesh.publish("CHAT", "old", to="n2")
+    later = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1)
+    assert [r async for r in mesh.tail("chat", since=later)] == []
