@@ -37,6 +37,7 @@ def deploy_render(
         "always", "--sync-interval", help="always (fsync each write) or a duration like 2m (faster, riskier)."),
     route_by: str = typer.Option("ip", "--route-by", help="ip | ipv6 | dns (MagicDNS names)."),
     listen: str = typer.Option("0.0.0.0", "--listen", help="0.0.0.0, or `tailscale` to bind the host's own address."),
+    monitor_listen: str = typer.Option("127.0.0.1", "--monitor-listen", help="Address of the HTTP monitoring port."),
     tls_cert: str = typer.Option(None, "--tls-cert"),
     tls_key: str = typer.Option(None, "--tls-key"),
     tls_ca: str = typer.Option(None, "--tls-ca"),
@@ -63,7 +64,7 @@ def deploy_render(
         opts = DeployOptions(
             cluster_name=cluster_name, client_port=client_port, cluster_port=cluster_port,
             monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval, route_by=route_by,
-            listen=listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, route_tls=route_tls, relay=relay,
+            listen=listen, monitor_listen=monitor_listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, route_tls=route_tls, relay=relay,
         )
         paths = write_configs(hosts, out, opts)
         if check:

@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from .envelope import decode, new_envelope
 from .errors import EnvelopeError, MeshError
 from .mesh import Mesh
-from .tasks import TaskStore
+from .tasks import TaskStore, retrying
 
 __all__ = ["Doctor", "Peer", "alert_id"]
 
@@ -226,7 +226,9 @@ class Doctor:
         """Nak the dead node's claimed deliveries so JetStream hands them to live workers now."""
         assert self.store is not None
         try:
-            if not await self.store.elect(f"r.{peer.node}.{peer.epoch}.{peer.seq}", self._me):
+            store = self.store
+            key = f"r.{peer.node}.{peer.epoch}.{peer.seq}"
+            if not await retrying(lambda: store.elect(key, self._me), f"release election for {peer.node}", timeout=30):
                 return 0
             nc = self.mesh.nc
             for ack_subject in peer.claims.values():
@@ -249,7 +251,8 @@ class Doctor:
             message_id=alert_id(event, peer.node, peer.epoch, seq),
         )
         try:
-            ack = await self.mesh.send(env)
+            # Retried through leader elections: the deterministic id makes a repeat harmless.
+            ack = await retrying(lambda: self.mesh.send(env), f"{event} alert for {peer.node}", timeout=120)
         except MeshError as exc:
             log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
             return

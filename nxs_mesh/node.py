@@ -44,7 +44,7 @@ from .errors import ClosedError, ConfigError, MeshError
 from .handlers import Context, HandlerFn, Registry, builtin_registry, call_handler
 from .health import Doctor
 from .mesh import Mesh
-from .tasks import TaskRunner, TaskStore, result_id
+from .tasks import TaskRunner, TaskStore, result_id, retrying
 
 __all__ = ["Node", "NodeOptions", "NodeState"]
 
@@ -76,6 +76,7 @@ class NodeOptions:
     # (up to that much latency per command); 1 answers at once but runs commands one at a time.
     command_concurrency: int = 1
     fetch_timeout: float = 5.0  # long-poll of idle consumers (an idle fetch is cancelled on stop)
+    start_timeout: float = 60.0  # keep retrying startup through leader elections / a server not up yet
     status_every: float = 30.0  # status is republished this often (uptime, load), and on every state change
     agents: tuple[str, ...] = ()
 
@@ -146,10 +147,14 @@ class Node:
         self.state = NodeState.STARTING
         self._started_mono = time.monotonic()
         self._started_at = datetime.now(UTC).isoformat()
-        self.mesh = await Mesh(self.config).connect()
+        patience = self.options.start_timeout
+        self.mesh = await retrying(lambda: Mesh(self.config).connect(), "connect and ensure streams", timeout=patience)
+        mesh = self.mesh
         try:
-            await self._publish_status()
-            store = await TaskStore.open(self.mesh) if (self._capabilities or self.options.doctor) else None
+            await retrying(self._publish_status, "status", timeout=patience)
+            store = None
+            if self._capabilities or self.options.doctor:
+                store = await retrying(lambda: TaskStore.open(mesh), "task bucket", timeout=patience)
             self._spawn(self._heartbeat_loop(), "heartbeat")
             self._commands = Consumer(
                 self.mesh.nc, self.mesh.js,
@@ -162,13 +167,14 @@ class Node:
                 ),
                 self._on_command,
             )
-            await self._commands.start()
+            await retrying(self._commands.start, "command consumer", timeout=patience)
             if self._capabilities:
                 assert store is not None
                 self.tasks = TaskRunner(
                     self.mesh, store, self.registry, epoch=self.epoch, capabilities=self.capabilities,
                     ack_wait=self.options.task_ack_wait, concurrency=self.options.task_concurrency,
                     fetch_timeout=self.options.fetch_timeout, on_claims=self._beat, node=self,
+                    start_timeout=patience,
                 )
                 await self.tasks.start()
             if self.options.doctor:
@@ -177,7 +183,7 @@ class Node:
                     store=store,
                 ).start()
             self.state = NodeState.RUNNING
-            await self._publish_status()
+            await retrying(self._publish_status, "status", timeout=patience)
             self._spawn(self._status_loop(), "status")
         except BaseException:
             await self._teardown()

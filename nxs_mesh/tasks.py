@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from nats.js import api as jsapi
 from nats.js import errors as jse
@@ -49,16 +49,38 @@ from nats.js import errors as jse
 from . import subjects
 from .consumer import Abandon, Consumer, ConsumerSpec, Delivery, Reject
 from .envelope import Envelope, check_id, decode, new_envelope
-from .errors import ConfigError, MeshTimeout, RemoteError, translate_nats_errors
+from .errors import ConfigError, MeshError, MeshTimeout, RemoteError, StreamConflict, translate_nats_errors
 from .handlers import Context, Registry, call_handler
 from .mesh import Mesh, PublishResult
 
-__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
+__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "retrying", "submit_task"]
 
 log = logging.getLogger("nxs_mesh.tasks")
 
+T = TypeVar("T")
+
 BUCKET: Final = "NXS_TASKS"
 _RESULT_NS: Final = uuid.UUID("6c1f9a52-7d0e-4b8e-9a55-6e1c3c2f6a01")
+
+
+async def retrying(op: Callable[[], Awaitable[T]], what: str, *, timeout: float = 60.0) -> T:
+    """Run a JetStream operation again through transient failures (a stream leader election, a
+    reconnect) until ``timeout``. Only for operations that are safe to repeat (idempotent ensures,
+    publishes with a deterministic message id). Configuration errors are not retried."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except (ConfigError, StreamConflict):
+            raise
+        except MeshError as exc:
+            attempt += 1
+            if time.monotonic() + 0.1 > deadline:
+                raise
+            delay = min(2.0, 0.1 * 2 ** attempt)
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)  # sleep-ok: backoff between retries
 
 
 def result_id(task_id: str) -> str:
@@ -117,7 +139,9 @@ class TaskStore:
                 await self._kv.create(kv_safe(key), who.encode())
                 return True
             except jse.KeyWrongLastSequenceError:
-                return False
+                # Ours already if an earlier attempt was stored but its answer was lost.
+                entry = await self._kv.get(kv_safe(key))
+                return bool(entry.value == who.encode())
 
 
 @dataclass(frozen=True)
@@ -142,8 +166,10 @@ class TaskRunner:
         fetch_timeout: float = 2.0,
         on_claims: Callable[[], Awaitable[None]] | None = None,
         node: Any = None,
+        start_timeout: float = 60.0,
     ) -> None:
         self.mesh, self.store, self.registry = mesh, store, registry
+        self.start_timeout = start_timeout
         self.owner = _Owner(mesh.config.instance_id, epoch)
         self.capabilities = capabilities
         self.ack_wait, self.concurrency, self.fetch_timeout = ack_wait, concurrency, fetch_timeout
@@ -170,7 +196,7 @@ class TaskRunner:
                 ),
                 self._handle,
             )
-            await consumer.start()
+            await retrying(consumer.start, f"task consumer {cap}", timeout=self.start_timeout)
             self.consumers.append(consumer)
 
     async def stop(self, grace: float) -> None:
