@@ -14,7 +14,7 @@ This package never imports typer or rich: agents that embed it stay light.
 """
 
 from .config import MeshConfig, load_config
-from .consumer import Consumer, Delivery, Reject, Retry
+from .consumer import Abandon, Consumer, Delivery, Reject, Retry
 from .envelope import MESSAGE_TYPES, Envelope, Payload, Source, Target, decode, encode, new_envelope
 from .errors import (
     BrokenError,
@@ -36,13 +36,20 @@ from .errors import (
     StreamError,
     UnknownMessageType,
 )
+from .health import Doctor
 from .mesh import Mesh, MeshState, PublishResult
+from .node import Node, NodeOptions, NodeState
 from .reader import Record
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MESSAGE_TYPES",
+    "Abandon",
+    "Doctor",
+    "Node",
+    "NodeOptions",
+    "NodeState",
     "BrokenError",
     "ClosedError",
     "ConfigError",
