@@ -152,6 +152,41 @@ def outbox_clear(
     console.print(f"dropped {n} queued messages")
 
 
+@outbox_app.command("flush")
+def outbox_flush(
+    ctx: typer.Context,
+    path: Path = typer.Option(None, "--path", help="Outbox file (default: <data_dir>/outbox-<id>.sqlite)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Give up after this many seconds."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Send what waits now (oldest first, original message ids, so nothing is stored twice)."""
+    from nxs_mesh import Mesh
+
+    from .common import run
+
+    s = settings(ctx)
+    box = _open(ctx, path)
+    before = len(box)
+
+    async def flush() -> tuple[bool, int]:
+        async with Mesh(s.config, ensure=False, outbox=box) as mesh:
+            assert mesh.flusher is not None
+            with err_console.status(f"sending {before} queued messages"):
+                done = await mesh.flusher.wait_empty(timeout)
+            return done, len(box)
+
+    try:
+        done, left = run(flush(), debug=s.debug)
+    finally:
+        box.close()
+    if as_json:
+        print_json({"sent": before - left, "waiting": left, "complete": done})
+    else:
+        console.print(f"sent {before - left}, {left} still waiting")
+    if not done:
+        fail(f"{left} messages still wait after {timeout}s (is JetStream quorum back?)")
+
+
 def _open(ctx: typer.Context, path: Path | None):  # type: ignore[no-untyped-def]
     from nxs_mesh.outbox import Outbox, outbox_path
 

@@ -164,9 +164,14 @@ def pub(
     json_content: bool = typer.Option(False, "--json-content", help="Parse CONTENT as JSON."),
     capability: str = typer.Option(None, "--capability", "-C", help="Task capability (needed for task)."),
     message_id: str = typer.Option(None, "--id", "--message-id", help="Message id (UUID) for a deliberate resend."),
+    queue: bool = typer.Option(True, "--queue/--no-queue",
+                               help="If no server with JetStream answers, keep it in this node's outbox."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Publish one envelope and print where it was stored, e.g. `nxs pub chat --to nxs-node-002 hello`."""
+    """Publish one envelope and print where it was stored, e.g. `nxs pub chat --to nxs-node-002 hello`.
+
+    When no server with JetStream answers, the message waits in this node's outbox
+    (<data_dir>/outbox-<id>.sqlite) and is sent later by the node worker or `nxs outbox flush`."""
     from nxs_mesh import subjects
     from nxs_mesh.envelope import Source, check_id, new_envelope
     from nxs_mesh.errors import EnvelopeError
@@ -196,27 +201,51 @@ def pub(
     except EnvelopeError as exc:
         flag = _FLAG_OF_FIELD.get(exc.field or "")
         fail(f"{exc}" + (f" (see {flag})" if flag else ""), debug=s.debug, exc=exc)
-    res = run(_pub(ctx, env, subject), debug=s.debug)
+    res = run(_pub(ctx, env, subject, queue), debug=s.debug)
     if as_json:
         print_json({"stream": res.stream, "seq": res.seq, "duplicate": res.duplicate,
-                    "message_id": res.message_id, "subject": subject})
+                    "message_id": res.message_id, "subject": subject, "queued": res.queued})
+    elif res.queued:
+        _say(f"queued in the outbox of {cfg.instance_id} (message_id {res.message_id}); the node worker "
+             "or `nxs outbox flush` sends it once the mesh answers")
     elif res.duplicate:
         _say(f"duplicate: already stored as {res.stream} seq {res.seq} (message_id {res.message_id})")
     else:
         _say(f"stored {res.stream} seq {res.seq} (message_id {res.message_id})")
 
 
-async def _pub(ctx: typer.Context, env: Any, subject: str) -> Any:
-    from nxs_mesh.errors import JetStreamUnavailable, MeshError, NoResponders
+async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
+    from nxs_mesh.errors import ConnectError, JetStreamUnavailable, MeshError, MeshTimeout, NoResponders
 
-    async with _open(ctx) as mesh:
-        try:
-            return await mesh.send(env, subject=subject)
-        except (NoResponders, JetStreamUnavailable) as exc:
-            raise MeshError(
-                f"{exc}: no stream takes {subject} or JetStream is not available here; "
-                "create the streams with `nxs init` (or start a local mesh with `nxs up`)"
-            ) from None
+    try:
+        async with _open(ctx) as mesh:
+            try:
+                return await mesh.send(env, subject=subject)
+            except NoResponders as exc:
+                raise MeshError(
+                    f"{exc}: no stream takes {subject} or JetStream is not available here; "
+                    "create the streams with `nxs init` (or start a local mesh with `nxs up`)"
+                ) from None
+    except (ConnectError, JetStreamUnavailable, MeshTimeout) as exc:
+        if not queue:
+            raise
+        # Nothing acknowledged it: keep it in this node's outbox, which the node worker (or
+        # `nxs outbox flush`) sends later under the same message_id, so a late duplicate is dropped.
+        err_console.print(f"not stored now ({exc})", highlight=False, markup=False)
+        return _queue_offline(settings(ctx).config, env, subject)
+
+
+def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
+    from nxs_mesh.mesh import queue_offline
+    from nxs_mesh.outbox import Outbox, outbox_path
+
+    path = outbox_path(cfg.data_dir, cfg.instance_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    box = Outbox(path)
+    try:
+        return queue_offline(box, env, subject=subject)
+    finally:
+        box.close()
 
 
 # -- tail -------------------------------------------------------------------------------------------------

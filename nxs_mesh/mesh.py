@@ -61,6 +61,26 @@ _JS_UNAVAILABLE_SWITCH: Final = 3
 _SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
 
 
+def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
+    """The stream an envelope goes to and the headers it is published with (dedup id, ttl, encoding)."""
+    stream = _STREAM_OF_TYPE[env.message_type]
+    headers = {"Nats-Msg-Id": env.id}
+    if env.ttl and stream in _TTL_STREAMS:
+        headers["Nats-TTL"] = f"{env.ttl}s"
+    if msgpack:
+        headers[ENCODING_HEADER] = "msgpack"
+    return stream, headers
+
+
+def queue_offline(outbox: Outbox, env: Envelope, *, subject: str | None = None) -> PublishResult:
+    """Put an envelope in ``outbox`` without any server (the CLI when nothing answers); the node
+    worker's flusher (same file) or ``nxs outbox flush`` sends it later, deduplicated by message_id."""
+    subject = subject or subjects.for_envelope(env)
+    stream, headers = publish_headers(env)
+    outbox.put(subject, encode(env), headers, message_id=env.id, stream=stream)
+    return PublishResult(env.id, stream, None, queued=True)
+
+
 class MeshState(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -234,12 +254,7 @@ class Mesh:
         return await self.send_raw(subject, data, env, msgpack=msgpack)
 
     async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
-        stream = _STREAM_OF_TYPE[env.message_type]
-        headers = {"Nats-Msg-Id": env.id}
-        if env.ttl and stream in _TTL_STREAMS:
-            headers["Nats-TTL"] = f"{env.ttl}s"
-        if msgpack:
-            headers[ENCODING_HEADER] = "msgpack"
+        stream, headers = publish_headers(env, msgpack=msgpack)
         if self.outbox is not None and env.message_type not in _NEVER_QUEUED:
             return await self._publish_or_queue(subject, data, headers, env.id, stream)
         with translate_nats_errors(f"publish to {subject}"):
@@ -350,11 +365,7 @@ class Mesh:
                         except (TypeError, msgspec.EncodeError) as exc:
                             raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
                         mid = env.id
-                        headers = {"Nats-Msg-Id": mid}
-                        if env.ttl and _STREAM_OF_TYPE[env.message_type] in _TTL_STREAMS:
-                            headers["Nats-TTL"] = f"{env.ttl}s"
-                        if msgpack:
-                            headers[ENCODING_HEADER] = "msgpack"
+                        _, headers = publish_headers(env, msgpack=msgpack)
                         pending.append((mid, await js.publish_async(subject, data, headers=headers)))
                     watchdog.reschedule(loop.time() + self.publish_timeout)
                     acks = await asyncio.gather(*(f for _, f in pending))

@@ -44,6 +44,7 @@ from .errors import ClosedError, ConfigError, MeshError
 from .handlers import Context, HandlerFn, Registry, builtin_registry, call_handler
 from .health import Doctor
 from .mesh import Mesh
+from .outbox import outbox_path
 from .tasks import TaskRunner, TaskStore, result_id, retrying
 
 __all__ = ["Node", "NodeOptions", "NodeState"]
@@ -79,6 +80,8 @@ class NodeOptions:
     start_timeout: float = 60.0  # keep retrying startup through leader elections / a server not up yet
     status_every: float = 30.0  # status is republished this often (uptime, load), and on every state change
     agents: tuple[str, ...] = ()
+    # Publishes that find no JetStream quorum wait in <data_dir>/outbox-<id>.sqlite (shared with the CLI).
+    outbox: bool = True
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
@@ -148,7 +151,12 @@ class Node:
         self._started_mono = time.monotonic()
         self._started_at = datetime.now(UTC).isoformat()
         patience = self.options.start_timeout
-        self.mesh = await retrying(lambda: Mesh(self.config).connect(), "connect and ensure streams", timeout=patience)
+        outbox = outbox_path(self.config.data_dir, self.node_id) if self.options.outbox else None
+        if outbox is not None:
+            outbox.parent.mkdir(parents=True, exist_ok=True)
+        self.mesh = await retrying(
+            lambda: Mesh(self.config, outbox=outbox).connect(), "connect and ensure streams", timeout=patience
+        )
         mesh = self.mesh
         try:
             await retrying(self._publish_status, "status", timeout=patience)
@@ -297,7 +305,9 @@ class Node:
             "uptime": round(time.monotonic() - self._started_mono, 1) if self._started_mono else 0.0,
             "load": round(load, 2), "inflight": self.inflight, "queue_depth": self._queue_depth,
             "agents": list(self.options.agents or (self.config.agent_id,)), "location": self.config.location,
-            "server": mesh.connected_url if mesh else None, "host": socket.gethostname(), "pid": os.getpid(),
+            "server": mesh.connected_url if mesh else None,
+            "path": mesh.server_path if mesh else "disconnected",
+            "outbox": len(mesh.outbox) if mesh and mesh.outbox is not None else 0, "host": socket.gethostname(), "pid": os.getpid(),
             "capabilities": list(self.capabilities), "commands": sorted(self.registry.commands),
             "heartbeat_interval": self.options.heartbeat_interval, "dead_after": self.options.dead_after,
         }

@@ -82,8 +82,9 @@ def nats_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def mesh_config(nats_server: NatsServer) -> MeshConfig:
-    return MeshConfig(servers=(nats_server.url,), instance_id=unique_id("node"), agent_id="main")
+def mesh_config(nats_server: NatsServer, tmp_path: Path) -> MeshConfig:
+    return MeshConfig(servers=(nats_server.url,), instance_id=unique_id("node"), agent_id="main",
+                      data_dir=str(tmp_path / "data"))
 
 
 @_async_fixture

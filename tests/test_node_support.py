@@ -40,7 +40,8 @@ class Worker:
     def start(self) -> Worker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                          "NXS_DATA_DIR": str(self.log_path.parent / f"data-{self.node_id}")})
         log.close()
         return self
 
