@@ -340,7 +340,7 @@ def test_config_shows_each_source_with_flag_over_env_over_file(tmp_path: Path) -
 # -- errors -----------------------------------------------------------------------------------------------
 def test_errors_are_one_line_on_stderr_without_traceback(nats_server: NatsServer) -> None:
     nowhere = f"nats://127.0.0.1:{free_port()}"
-    for args in (("tail",), ("streams",), ("pub", "chat", "--to", "node-b", "x")):
+    for args in (("tail",), ("streams",), ("pub", "chat", "--to", "node-b", "x", "--no-queue")):
         r = nxs(nowhere, *args)
         assert r.exit_code == 1 and r.stdout == ""
         assert "cannot reach" in r.stderr and "nxs up" in r.stderr and "Traceback" not in r.stderr
