@@ -221,9 +221,11 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
         async with _open(ctx) as mesh:
             try:
                 return await mesh.send(env, subject=subject)
-            except NoResponders as exc:
+            except (NoResponders, JetStreamUnavailable) as exc:
+                if not await _stream_missing(mesh, subject):
+                    raise  # JetStream is there but has no quorum now: queue below
                 raise MeshError(
-                    f"{exc}: no stream takes {subject} or JetStream is not available here; "
+                    f"{exc}: no stream takes {subject}; "
                     "create the streams with `nxs init` (or start a local mesh with `nxs up`)"
                 ) from None
     except (ConnectError, JetStreamUnavailable, MeshTimeout) as exc:
@@ -233,6 +235,19 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
         # `nxs outbox flush`) sends later under the same message_id, so a late duplicate is dropped.
         err_console.print(f"not stored now ({exc})", highlight=False, markup=False)
         return _queue_offline(settings(ctx).config, env, subject)
+
+
+async def _stream_missing(mesh: Mesh, subject: str) -> bool:
+    """True when JetStream answers that no stream takes ``subject`` (as opposed to having no quorum)."""
+    from nats.js import errors as jse
+
+    try:
+        await asyncio.wait_for(mesh.js.find_stream_name_by_subject(subject), 2.0)
+    except jse.NotFoundError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
