@@ -8,12 +8,13 @@ outbox), bench.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
 from .common import init_settings
 
-app = typer.Typer(
+_app = typer.Typer(
     name="nxs",
     help="nxs-mesh: an agent mesh on NATS JetStream. Start with `nxs up`, then `nxs pub` / `nxs tail`.",
     no_args_is_help=True,
@@ -23,7 +24,7 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@_app.callback()
 def _global(
     ctx: typer.Context,
     url: str = typer.Option(None, "--url", "-s", help="NATS server URL(s), comma-separated (env NXS_URL)."),
@@ -38,15 +39,48 @@ def _global(
 
 
 _MODULES = ("core", "node", "cluster", "bench")
-for _name in _MODULES:
-    try:
-        _mod = importlib.import_module(f"{__package__}.commands_{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__package__}.commands_{_name}":
-            raise
-        continue
-    _mod.register(app)
+# Commands whose module is known: `nxs node run` then loads only the node module (no bench, deploy or
+# core commands and what they import), which keeps the long-running worker's RSS down. Any other
+# command, and `nxs --help`, registers every module, so an unlisted (new) command still works.
+_OWNER: dict[str, str] = {name: "node" for name in (
+    "node", "task", "doctor", "nodes", "status", "cmd", "ping", "alerts", "top", "demo")}
+# Global options that take a value (see _global), to find the command name in argv.
+_VALUED = frozenset({"--url", "-s", "--instance-id", "--id", "--agent-id", "--location", "--config", "-c"})
+_registered: set[str] = set()
+
+
+def _register(modules: tuple[str, ...] = _MODULES) -> typer.Typer:
+    for name in modules:
+        if name in _registered:
+            continue
+        _registered.add(name)
+        try:
+            mod = importlib.import_module(f"{__package__}.commands_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.commands_{name}":
+                raise
+            continue
+        mod.register(_app)
+    return _app
+
+
+def _command_name(argv: list[str]) -> str | None:
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUED:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `from nxs_cli.app import app` (tests, embedding) gets the app with every command registered.
+    if name == "app":
+        return _register()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    owner = _OWNER.get(_command_name(sys.argv[1:]) or "")
+    _register((owner,) if owner else _MODULES)()

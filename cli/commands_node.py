@@ -15,7 +15,6 @@ import typer
 from nxs_mesh.errors import MeshError
 
 from .common import console, fail, print_json, run, settings
-from .node_views import alerts_table, health_table, nodes_table, top_loop
 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
@@ -108,6 +107,8 @@ def node_run(
 def nodes(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     """List nodes: location, state, last heartbeat age, load, version, server."""
     from nxs_mesh.checkup import list_nodes
+
+    from .node_views import nodes_table
 
     async def go() -> list[Any]:
         async with _mesh(ctx) as mesh:
@@ -241,6 +242,8 @@ def alerts(
 
     from nxs_mesh.alerts import AlertHook, read_alerts
 
+    from .node_views import alerts_table
+
     hook = AlertHook(exec_cmd, post) if (exec_cmd or post) else None
     since = datetime.now(UTC) if new_only else None
 
@@ -296,6 +299,8 @@ def doctor_check(
     if as_json:
         print_json(report.as_dict())
     else:
+        from .node_views import health_table
+
         console.print(health_table(report))
     raise typer.Exit(int(report.health))
 
@@ -338,6 +343,7 @@ def top(
     iterations: int = typer.Option(0, "--iterations", help="Stop after N refreshes (0 = until Ctrl-C)."),
 ) -> None:
     """A live view of nodes and message rates."""
+    from .node_views import top_loop
 
     async def go() -> None:
         async with _mesh(ctx) as mesh:

@@ -13,19 +13,48 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from nxs_mesh.config import ConfigSource, MeshConfig, load_config
 from nxs_mesh.errors import MeshError
 
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """A rich ``Console`` made on first use: `nxs node run`, the long-running worker, prints through
+    plain stdout and so never loads rich (~1.5 MB of its resident memory)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        made = self._console
+        if made is None:
+            from rich.console import Console
+
+            made = self._console = Console(**self._options)
+        return made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    # Special methods skip __getattr__: rich's Live uses its console as a context manager.
+    def __enter__(self) -> Console:
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
+
+console: Console = _LazyConsole()  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,8 @@ def settings(ctx: typer.Context) -> Settings:
 
 
 def fail(message: str, *, code: int = 1, debug: bool = False, exc: BaseException | None = None) -> NoReturn:
+    from rich.markup import escape
+
     if debug and exc is not None:
         err_console.print_exception()
     # soft_wrap: one line however long (scripts grep it); escape: the message is not Rich markup.

@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ BROADCAST: Final = "*"
 
 MessageType = Literal["CHAT", "COMMAND", "STATUS", "HEARTBEAT", "SYNC", "TASK", "RESULT", "ALERT"]
 MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
+_TYPE_SET: Final = frozenset(MESSAGE_TYPES)
 
 _ID = r"^[A-Za-z0-9_:-]{1,64}$"
 _ID_OR_ALL = r"^(\*|[A-Za-z0-9_:-]{1,64})$"
@@ -179,8 +181,14 @@ def _validation_error(text: str) -> EnvelopeError:
     return EnvelopeError(message, field or None)
 
 
+# Ids that passed check_id (match _ID, not reserved): the same few ids are checked on every publish.
+_CHECKED_IDS: set[str] = set()
+
+
 def check_id(value: object, field: str, *, allow_all: bool = False) -> str:
     """Reject an instance or agent id at the edge, naming the field (never escape it)."""
+    if type(value) is str and (value in _CHECKED_IDS or (allow_all and value == BROADCAST)):
+        return value
     pattern = _ID_OR_ALL_RE if allow_all else _ID_RE
     if not isinstance(value, str) or not pattern.match(value):
         allowed = "'*' or " if allow_all else ""
@@ -189,7 +197,48 @@ def check_id(value: object, field: str, *, allow_all: bool = False) -> str:
         )
     if value in _RESERVED_IDS:
         raise EnvelopeError(f"{value!r} is reserved for broadcast", field)
+    if type(value) is str and value != BROADCAST:
+        if len(_CHECKED_IDS) >= 10_000:  # bounded: ids may come from the network
+            _CHECKED_IDS.clear()
+        _CHECKED_IDS.add(value)
     return value
+
+
+# Random (v4) message ids, built faster than uuid.uuid4() (~0.5 us instead of ~1.8 us): random bits
+# come 256 ids per os.urandom call (list.pop is atomic, so threads never share one; a forked child
+# drops its parent's pool), and the UUID is made from its int without re-validating it.
+_V4_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_V4_BITS: Final = (0x8000 << 48) | (0x4000 << 64)
+_id_pool: list[int] = []
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _uuid_from_int(value: int) -> uuid.UUID:
+    u = _new_object(uuid.UUID)
+    _set_slot(u, "int", value)
+    _set_slot(u, "is_safe", uuid.SafeUUID.unknown)
+    return u
+
+
+def _random_uuid() -> uuid.UUID:
+    try:
+        value = _id_pool.pop()
+    except IndexError:
+        raw = os.urandom(16 * 256)
+        _id_pool.extend((int.from_bytes(raw[i:i + 16]) & _V4_MASK) | _V4_BITS for i in range(0, len(raw), 16))
+        value = _id_pool.pop()
+    return _make_uuid(value)
+
+
+try:  # the fast constructor relies on UUID's slots; fall back to the public one if they ever change
+    _probe = _uuid_from_int(_V4_BITS | 12345)
+    _ok = _probe == uuid.UUID(int=_V4_BITS | 12345) and str(_probe) == str(uuid.UUID(int=_V4_BITS | 12345))
+except Exception:
+    _ok = False
+_make_uuid = _uuid_from_int if _ok else (lambda value: uuid.UUID(int=value))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_id_pool.clear)
 
 
 def normalize_type(value: str) -> MessageType:
@@ -216,7 +265,7 @@ def new_envelope(
     message_id: uuid.UUID | str | None = None,
 ) -> Envelope:
     """Build a validated outgoing envelope. Struct constructors do not check constraints, this does."""
-    kind = normalize_type(message_type)
+    kind = message_type if message_type in _TYPE_SET else normalize_type(message_type)
     to = check_id(to, "target.instance_id", allow_all=True)
     agent = check_id(agent, "target.agent_id", allow_all=True)
     check_id(source.instance_id, "source.instance_id")
@@ -228,7 +277,7 @@ def new_envelope(
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(k, str) for k in metadata)):
         raise EnvelopeError("must be a mapping of str to JSON values", "payload.metadata")
     if message_id is None:
-        mid = uuid.uuid4()
+        mid = _random_uuid()
     else:
         try:
             mid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(str(message_id))
