@@ -73,8 +73,7 @@ class NodeOptions:
     doctor: bool = True
     task_ack_wait: float = 30.0
     task_concurrency: int = 1
-    # >1 makes nats-py's fetch(n) wait for a full batch until fetch_timeout after the first message
-    # (up to that much latency per command); 1 answers at once but runs commands one at a time.
+    # Commands handled at once; 1 runs them one at a time (a `sleep` delays a `ping` to the same node).
     command_concurrency: int = 1
     fetch_timeout: float = 5.0  # long-poll of idle consumers (an idle fetch is cancelled on stop)
     start_timeout: float = 60.0  # keep retrying startup through leader elections / a server not up yet

@@ -11,7 +11,7 @@ import pytest
 from nxs_mesh import Mesh
 from nxs_mesh.server import NatsServer
 from nxs_mesh.testing import eventually, unique_id
-from test_node_support import Worker, run_cli, wait_state
+from node_support import Worker, run_cli, wait_state
 
 
 @pytest.mark.timeout(90)

@@ -15,7 +15,7 @@ from nxs_mesh.health import Doctor
 from nxs_mesh.server import NatsServer
 from nxs_mesh.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually, unique_id
-from test_node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
+from node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
 
 try:
     import pytest_asyncio

@@ -11,7 +11,7 @@ from nxs_mesh.dlq import list_dead_letters
 from nxs_mesh.node import Node, NodeOptions
 from nxs_mesh.tasks import submit_task
 from nxs_mesh.testing import eventually, unique_id
-from test_node_support import last_status, results_for, wait_state
+from node_support import last_status, results_for, wait_state
 
 FAST = NodeOptions(heartbeat_interval=0.2, dead_after=1.0, fetch_timeout=1.0, doctor=False)
 
