@@ -30,8 +30,9 @@ demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a n
 bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
 	$(BIN)/nxs bench
 
-lint: $(STAMP) ## ruff, if installed
-	$(BIN)/python -m ruff check nxs_mesh cli tests || true
+lint: $(STAMP) ## ruff (installed into .venv on first use)
+	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet ruff
+	$(BIN)/python -m ruff check nxs_mesh cli tests
 
 clean: ## remove .venv and the local store
 	rm -rf $(VENV) .nxs build *.egg-info

@@ -345,9 +345,10 @@ async def _history(
     mesh: Mesh, kind: str, keep: _Filter, *, seq: int | None, since: datetime | None, last: int | None
 ) -> tuple[list[Record], int]:
     """Stored records (filtered) and the highest sequence the read covered, so following can go on after it."""
+    from nats.js import errors as jse
+
     from nxs_mesh.errors import MeshError, translate_nats_errors
     from nxs_mesh.streams import stream_for_kind
-    from nats.js import errors as jse
 
     name = stream_for_kind(kind).name
     with translate_nats_errors(f"tail {name}"):

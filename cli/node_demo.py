@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import shutil
 import signal
@@ -29,16 +28,9 @@ def say(text: str) -> None:
 
 
 async def _until(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)  # sleep-ok: polling with a deadline
+    from nxs_mesh.waiting import wait_until
+
+    return await wait_until(fn, timeout, what, interval)
 
 
 async def run_demo(url: str | None, *, keep: bool = False) -> int:

@@ -67,7 +67,7 @@ class AlertHook:
                 await asyncio.wait_for(proc.communicate(body.encode() + b"\n"), self.timeout)
                 if proc.returncode:
                     problems.append(f"hook command exited {proc.returncode}")
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 problems.append(f"hook command failed: {exc!r}")
         if self.url:
             try:

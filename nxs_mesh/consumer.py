@@ -196,7 +196,7 @@ class Consumer:
         if task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(task), grace)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -328,7 +328,7 @@ class Mesh:
             futures.append(await self._js.publish_async(item.subject, item.data, headers=item.headers))
         try:
             results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.publish_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             for f in futures:
                 f.cancel()
             return [MeshTimeout("outbox flush: no acknowledgement")] * len(items)
@@ -474,7 +474,7 @@ class Mesh:
             )
             try:
                 msg = await sub.next_msg(timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise MeshTimeout(f"no reply from {to} to {command!r} within {timeout}s") from None
             env = decode(msg.data)
         finally:

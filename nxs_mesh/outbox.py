@@ -244,7 +244,7 @@ class OutboxFlusher:
         self.wake()
         try:
             await asyncio.wait_for(self._empty.wait(), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return False
         return True
 

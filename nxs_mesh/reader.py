@@ -120,7 +120,7 @@ async def read_stream(
         while True:
             try:
                 msgs = await psub.fetch(batch, timeout=poll)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if not follow:
                     return  # pending was counted at open; nothing more arrived
                 continue

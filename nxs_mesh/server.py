@@ -73,6 +73,17 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a child process, then SIGKILL it if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class NatsServer:
     """One nats-server process. Ports default to random (-1) and are read back from its log."""
 
@@ -227,13 +238,8 @@ class NatsServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (the server flushes its store), then SIGKILL if it does not exit in time."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None

@@ -289,7 +289,7 @@ async def submit_task(
             return ack, None
         try:
             msg = await sub.next_msg(timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MeshTimeout(f"task {task_id} ({capability}): no result within {timeout}s") from None
         env = decode(msg.data)
     finally:

@@ -14,9 +14,6 @@ for more clients on the same server. ``eventually`` waits for a condition with a
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,8 +22,10 @@ from typing import Any
 import pytest
 
 from .config import MeshConfig
+from .errors import MeshTimeout
 from .mesh import Mesh
 from .server import LocalCluster, NatsServer
+from .waiting import wait_until
 
 try:
     import pytest_asyncio
@@ -47,16 +46,10 @@ async def eventually(
     predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or predicate}")
-        await asyncio.sleep(interval)  # sleep-ok: polling a condition with a deadline
+    try:
+        return await wait_until(predicate, timeout, what, interval)
+    except MeshTimeout as exc:
+        raise AssertionError(f"condition not met: {exc}") from None
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_cli.app import app
 from nxs_mesh import Mesh
 from nxs_mesh.bench import DEFAULT_SCENARIOS, BenchOptions, run_bench
 from nxs_mesh.bench.stats import percentile

@@ -22,9 +22,9 @@ from typing import Any
 import nats
 import pytest
 from nats.js import api as jsapi
+from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_cli.app import app
 from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.server import NatsServer, free_port, port_is_free
 from nxs_mesh.streams import STREAMS
@@ -416,9 +416,9 @@ def test_pub_queues_offline_and_outbox_flush_sends_it(tmp_path, nats_server):
     """No server answers: `nxs pub` keeps the message in the node's outbox (never lost); `nxs outbox
     flush` sends it later under its original id, so flushing twice stores it once."""
 
+    from nxs_cli.app import app
     from typer.testing import CliRunner
 
-    from nxs_cli.app import app
     from nxs_mesh.server import free_port
 
     runner = CliRunner()

@@ -7,11 +7,11 @@ import signal
 from pathlib import Path
 
 import pytest
+from node_support import Worker, run_cli, wait_state
 
 from nxs_mesh import Mesh
 from nxs_mesh.server import NatsServer
 from nxs_mesh.testing import eventually, unique_id
-from node_support import Worker, run_cli, wait_state
 
 
 @pytest.mark.timeout(90)

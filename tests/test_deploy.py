@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_cli.app import app
 from nxs_mesh.deploy import DeployOptions, check_config, render, write_configs
 from nxs_mesh.errors import ConfigError, ServerError
 from nxs_mesh.server import NatsServer, free_port

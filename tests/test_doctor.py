@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
 
 from nxs_mesh import Mesh
 from nxs_mesh.health import Doctor
 from nxs_mesh.server import NatsServer
 from nxs_mesh.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually, unique_id
-from node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
 
 try:
     import pytest_asyncio

@@ -105,7 +105,7 @@ class Proc:
                 self.proc.send_signal(sig)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         await self.reader
@@ -137,7 +137,7 @@ def _state(doctor: Any, node: str) -> str | None:
 
 
 async def _spawn(host: NetnsHost, argv: list[str], name: str, log_dir: Path) -> Proc:
-    with open(log_dir / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
+    with open(log_dir / f"{name}.log", "wb") as log:  # noqa: ASYNC230 - a local log file; the child keeps its own descriptor
         proc = await asyncio.create_subprocess_exec(
             *host.exec_argv(*argv), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from node_support import last_status, results_for, wait_state
 
 from nxs_mesh import Mesh, MeshConfig, RemoteError
 from nxs_mesh.dlq import list_dead_letters
 from nxs_mesh.node import Node, NodeOptions
 from nxs_mesh.tasks import submit_task
 from nxs_mesh.testing import eventually, unique_id
-from node_support import last_status, results_for, wait_state
 
 FAST = NodeOptions(heartbeat_interval=0.2, dead_after=1.0, fetch_timeout=1.0, doctor=False)
 

@@ -1,4 +1,3 @@
-import asyncio
 
 from nxs_mesh import Mesh
 from nxs_mesh.testing import eventually

@@ -39,7 +39,7 @@ async def _trial(session: BenchSession) -> float:
         await asyncio.to_thread(victim.kill)
         try:
             await alerts.next_msg(timeout=TARGET * 4)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"no alert about {victim_id} within {TARGET * 4:g}s; doctor log:\n"
                                f"{watcher.log_tail()}") from None
         return time.monotonic() - t0

@@ -30,11 +30,11 @@ async def wait_heartbeat(session: BenchSession, instance_id: str, worker: Worker
             try:
                 await sub.next_msg(timeout=0.5)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if not worker.running:
                     raise RuntimeError(f"worker {instance_id} exited:\n{worker.log_tail()}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"no heartbeat from {instance_id} within {timeout}s:\n{worker.log_tail()}")
+                    raise RuntimeError(f"no heartbeat from {instance_id} within {timeout}s:\n{worker.log_tail()}") from None
     finally:
         await sub.unsubscribe()
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from nats.aio.msg import Msg
 from nats.js import api as jsapi
@@ -143,7 +143,7 @@ async def bench_request(session: BenchSession) -> list[Row]:
         while not stop.is_set():
             try:
                 msgs = await psub.fetch(opts.batch, timeout=1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             for msg in msgs:
                 reply_to = (msg.headers or {}).get("Nxs-Reply", "")

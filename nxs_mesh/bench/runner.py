@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -88,7 +87,7 @@ async def run_bench(
                 progress(f"{name}: {title}")
             try:
                 rows.extend(await fn(session))
-            except (Exception, asyncio.TimeoutError) as exc:  # one broken scenario must not void the run
+            except (TimeoutError, Exception) as exc:  # one broken scenario must not void the run
                 rows.append(skipped(name, "-", f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
             finally:
                 await session.close_clients()  # each scenario starts from a quiet server

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..server import terminate
+
 __all__ = ["Worker", "connz", "node_connections", "rss_bytes", "worker_available"]
 
 _CLI = "from nxs_cli.app import main; main()"
@@ -68,14 +70,8 @@ class Worker:
             self._proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self._proc is not None:
+            terminate(self._proc, timeout)
 
     def cleanup(self) -> None:
         self.stop()
