@@ -12,9 +12,8 @@ import json
 import signal
 import sys
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -24,29 +23,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import console, err_console, fail, parse_since, print_json, run, settings
+from .common import JSON_OPT, console, err_console, fail, print_json, run, settings, shorten
+from .common import open_mesh as _open
+from .common import say as _say
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh, MeshConfig
-    from nxs_mesh.reader import Record
     from nxs_mesh.streams import EnsureResult
-
-JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
 dlq_app = typer.Typer(help="Dead letters: messages a consumer could not handle, with the reason.",
                       no_args_is_help=True)
-
-
-def _say(text: str, *, style: str | None = None, err: bool = False) -> None:
-    """One line exactly as written (no wrapping, no markup from message content), flushed at once."""
-    (err_console if err else console).print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
-    (sys.stderr if err else sys.stdout).flush()
-
-
-def _open(ctx: typer.Context, *, ensure: bool = False) -> Mesh:
-    from nxs_mesh import Mesh
-
-    return Mesh(settings(ctx).config, ensure=ensure)
 
 
 # -- up ---------------------------------------------------------------------------------------------------
@@ -263,266 +249,6 @@ def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
         box.close()
 
 
-# -- tail -------------------------------------------------------------------------------------------------
-_ALL_KINDS = ("chat", "command", "task", "result", "status", "heartbeat", "sync", "alert")
-
-
-class _Filter:
-    """--type / --node, applied on the client (the stream's subjects cannot express 'from node X')."""
-
-    def __init__(self, types: Iterable[str], nodes: Iterable[str]) -> None:
-        from nxs_mesh.envelope import normalize_type
-
-        self.types = {normalize_type(t) for t in types}
-        self.nodes = set(nodes)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.types or self.nodes)
-
-    def __call__(self, rec: Record) -> bool:
-        from nxs_mesh import subjects
-        from nxs_mesh.errors import EnvelopeError
-
-        env = rec.envelope
-        if env is not None:
-            kind, ends = env.message_type, {env.source.instance_id, env.target.instance_id}
-        else:  # an invalid record: judge it by its subject
-            try:
-                sub = subjects.parse(rec.subject)
-                kind, ends = sub.kind.upper(), {sub.instance or ""}
-            except EnvelopeError:
-                kind, ends = "", set()
-        return (not self.types or kind in self.types) and (not self.nodes or bool(ends & self.nodes))
-
-
-def _records(
-    mesh: Mesh, kind: str, *, seq: int | None = None, since: datetime | None = None, last: int | None = None,
-    follow: bool = False,
-) -> AsyncIterator[Record]:
-    if kind == "task":
-        return _peek_workqueue(mesh, "NXS_TASK", "nxs.task.>", start=seq or 1, since=since, follow=follow)
-    return mesh.tail(kind, seq=seq, since=since, last=last, follow=follow)
-
-
-async def _peek_workqueue(
-    mesh: Mesh, stream: str, subject: str, *, start: int, since: datetime | None, follow: bool
-) -> AsyncIterator[Record]:
-    """Read a work-queue stream without taking its work: message by message (a consumer there would
-    compete with the workers, and the server refuses unacknowledged ones)."""
-    from nats.js import errors as jse
-
-    from nxs_mesh.envelope import decode
-    from nxs_mesh.errors import EnvelopeError, translate_nats_errors
-    from nxs_mesh.reader import Record
-
-    cursor = max(1, start)
-    while True:
-        with translate_nats_errors(f"tail {stream}"):
-            try:
-                raw = await mesh.js.get_msg(stream, seq=cursor, subject=subject, next=True)
-            except jse.NotFoundError:
-                raw = None
-        if raw is None or raw.seq is None:
-            if not follow:
-                return
-            await asyncio.sleep(1.0)  # sleep-ok: polling for new work items; a consumer would take them
-            continue
-        cursor = raw.seq + 1
-        if since is not None and raw.time is not None and raw.time < since:
-            continue
-        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
-        data = raw.data or b""
-        try:
-            env, error = decode(data, msgpack=headers.get("Nxs-Encoding") == "msgpack"), None
-        except EnvelopeError as exc:
-            env, error = None, str(exc)
-        stored = raw.time or datetime.now(UTC)
-        yield Record(raw.seq, raw.subject or "", stored, data, headers, env, error)
-
-
-async def _history(
-    mesh: Mesh, kind: str, keep: _Filter, *, seq: int | None, since: datetime | None, last: int | None
-) -> tuple[list[Record], int]:
-    """Stored records (filtered) and the highest sequence the read covered, so following can go on after it."""
-    from nats.js import errors as jse
-
-    from nxs_mesh.errors import MeshError, translate_nats_errors
-    from nxs_mesh.streams import stream_for_kind
-
-    name = stream_for_kind(kind).name
-    with translate_nats_errors(f"tail {name}"):
-        try:
-            end = (await mesh.js.stream_info(name)).state.last_seq
-        except jse.NotFoundError:
-            raise MeshError(f"stream {name} does not exist; run `nxs init` (or `nxs up`)") from None
-    if last == 0:
-        return [], end
-    # With client-side filters, "the last N" means the last N that match: read from the start.
-    client_side = keep.active or kind == "task"
-    server_last = None if client_side else last
-    if client_side and last is not None and seq is None and since is None:
-        seq = 1
-    out: deque[Record] = deque(maxlen=last)
-    top = end
-    async for rec in _records(mesh, kind, seq=seq, since=since, last=server_last):
-        top = max(top, rec.seq)
-        # The server starts a by-time read at the last message when `since` is after it: drop what is older.
-        if since is not None and rec.stored_at < since:
-            continue
-        if keep(rec):
-            out.append(rec)
-    return list(out), top
-
-
-async def _follow(mesh: Mesh, kind: str, keep: _Filter, after: int, queue: asyncio.Queue[Record]) -> None:
-    async for rec in _records(mesh, kind, seq=after + 1, follow=True):
-        if keep(rec):
-            await queue.put(rec)
-
-
-async def _tail(
-    ctx: typer.Context, kinds: Sequence[str], keep: _Filter, *, seq: int | None, since: datetime | None,
-    last: int | None, follow: bool, as_json: bool,
-) -> None:
-    async with _open(ctx) as mesh:
-        history: list[Record] = []
-        tops: dict[str, int] = {}
-        for kind in kinds:
-            recs, tops[kind] = await _history(mesh, kind, keep, seq=seq, since=since, last=last)
-            history.extend(recs)
-        if len(kinds) > 1:
-            history.sort(key=lambda r: r.stored_at)
-            if last is not None:
-                history = history[-last:] if last else []
-        if as_json:
-            for rec in history:
-                _print_wire(rec)
-        elif follow:
-            for rec in history:
-                _print_line(rec)
-        elif history:
-            console.print(_table(history))
-        else:
-            err_console.print("no messages", highlight=False)
-        if not follow:
-            return
-        queue: asyncio.Queue[Record] = asyncio.Queue()
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for kind in kinds:
-                    tg.create_task(_follow(mesh, kind, keep, tops[kind], queue))
-                while True:
-                    rec = await queue.get()
-                    if as_json:
-                        _print_wire(rec)
-                    else:
-                        _print_line(rec)
-        except BaseExceptionGroup as group:  # one reader failed: report its error, not the group
-            raise group.exceptions[0] from None
-
-
-def _content(value: Any, width: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _when(rec: Record) -> str:
-    return rec.stored_at.astimezone().strftime("%m-%d %H:%M:%S")
-
-
-def _addr(instance: str, agent: str) -> str:
-    return f"{instance}/{agent}"
-
-
-def _table(records: Sequence[Record]) -> Table:
-    rows: list[list[Text]] = []
-    for rec in records:
-        env = rec.envelope
-        if env is None:
-            rows.append([Text(str(rec.seq)), Text(_when(rec)), Text("INVALID", style="red"), Text(rec.subject),
-                         Text(""), Text(""), Text(_content(rec.error or "", 120), style="red")])
-            continue
-        rows.append([
-            Text(str(rec.seq)), Text(_when(rec)), Text(env.message_type),
-            Text(_addr(env.source.instance_id, env.source.agent_id)),
-            Text(_addr(env.target.instance_id, env.target.agent_id)), Text(str(env.priority)),
-            Text(_content(env.content)),
-        ])
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    headers = ("seq", "time", "type", "from", "to", "prio")
-    widths = [max([len(col)] + [row[i].cell_len for row in rows]) for i, col in enumerate(headers)]
-    for col, width in zip(headers, widths, strict=True):
-        table.add_column(col, no_wrap=True, min_width=width)
-    # The metadata columns keep their width; only the content is cut (with an ellipsis) to fit the terminal.
-    room = max(12, console.width - sum(widths) - 2 * len(widths))
-    table.add_column("content", no_wrap=True, overflow="ellipsis", max_width=room)
-    for row in rows:
-        row[-1].truncate(room, overflow="ellipsis")
-        table.add_row(*row)
-    return table
-
-
-def _print_line(rec: Record) -> None:
-    env = rec.envelope
-    if env is None:
-        _say(f"{_when(rec)} #{rec.seq} INVALID on {rec.subject}: {rec.error}", style="red")
-        return
-    _say(f"{_when(rec)} #{rec.seq} {env.message_type} {_addr(env.source.instance_id, env.source.agent_id)} -> "
-         f"{_addr(env.target.instance_id, env.target.agent_id)} p{env.priority}: {_content(env.content, 200)}")
-
-
-def _print_wire(rec: Record) -> None:
-    """The stored bytes as they are (re-encoded as JSON only for MessagePack records or multi-line JSON)."""
-    from nxs_mesh.envelope import encode
-
-    if rec.envelope is None:
-        # stdout stays one valid envelope per line; the reader still learns that something was skipped
-        err_console.print(f"skipped invalid record seq {rec.seq} on {rec.subject}: {rec.error}",
-                          highlight=False, markup=False, soft_wrap=True)
-        return
-    if rec.headers.get("Nxs-Encoding") == "msgpack":
-        line = encode(rec.envelope).decode()
-    else:
-        line = rec.data.decode("utf-8")
-        if "\n" in line or "\r" in line:
-            line = encode(rec.envelope).decode()
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def tail(
-    ctx: typer.Context,
-    kind: str = typer.Argument("chat", metavar="TYPE",
-                               help=f"Which stream: {', '.join(_ALL_KINDS)}, dlq, or all (every one but dlq)."),
-    last: int = typer.Option(None, "--last", "-n", min=0, help="The last N messages [10 when no start is given]."),
-    seq: int = typer.Option(None, "--seq", min=1, help="Start at this stream sequence."),
-    since: str = typer.Option(None, "--since", help="Start at a time: 10m, 2h, 1d or ISO 8601."),
-    follow: bool = typer.Option(False, "--follow/--no-follow", "-f", help="Keep printing new messages (Ctrl-C stops)."),
-    types: list[str] = typer.Option([], "--type", help="Only this message type (repeatable)."),
-    nodes: list[str] = typer.Option([], "--node", help="Only messages from or to this node (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="One envelope per line, exactly the wire JSON."),
-) -> None:
-    """Show stored messages: the last 10 by default, or from --seq / --since; -f keeps following."""
-    s = settings(ctx)
-    if sum(x is not None for x in (last, seq, since)) > 1:
-        raise typer.BadParameter("use only one of --last, --seq, --since")
-    when = parse_since(since) if since is not None else None
-    if last is None and seq is None and when is None:
-        last = 10
-    kinds = list(_ALL_KINDS) if kind.lower() == "all" else [kind.lower()]
-    from nxs_mesh.errors import MeshError
-
-    try:
-        keep = _Filter(types, nodes)
-    except MeshError as exc:  # an unknown --type: the library's message names the known ones
-        fail(str(exc), debug=s.debug, exc=exc)
-    # Ctrl-C is how a follow ends: a clean stop (exit 0), not an error.
-    run(_tail(ctx, kinds, keep, seq=seq, since=when, last=last, follow=follow, as_json=as_json),
-        debug=s.debug, quiet_interrupt=follow)
-
-
 # -- streams / init ---------------------------------------------------------------------------------------
 def _human_bytes(n: int) -> str:
     size = float(n)
@@ -644,7 +370,7 @@ def dlq_list(
     for r in rows:
         when = datetime.fromisoformat(r["time"]).astimezone().strftime("%m-%d %H:%M:%S")
         table.add_row(str(r["id"]), when, Text(r["subject"]), "" if r["deliveries"] is None else str(r["deliveries"]),
-                      Text(r["reason"]), Text(_content(r["preview"], 60)))
+                      Text(r["reason"]), Text(shorten(r["preview"], 60)))
     console.print(table)
 
 
@@ -764,9 +490,11 @@ def config(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from .tail_cmd import tail_command
+
     app.command("up")(up)
     app.command("pub")(pub)
-    app.command("tail")(tail)
+    app.command("tail")(tail_command)
     app.command("streams")(streams)
     app.command("init")(init)
     app.command("config")(config)

@@ -138,3 +138,28 @@ def parse_since(text: str) -> datetime:
     except ValueError:
         raise typer.BadParameter(f"{text!r}: use a duration like 10m, 2h, 1d or an ISO time") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+
+
+def say(text: str, *, style: str | None = None, err: bool = False) -> None:
+    """One line exactly as written (no wrapping, no markup from message content), flushed at once."""
+    from rich.text import Text
+
+    (err_console if err else console).print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+    (sys.stderr if err else sys.stdout).flush()
+
+
+def open_mesh(ctx: typer.Context, *, ensure: bool = False) -> Any:
+    """A Mesh for this invocation's settings (not yet connected: use ``async with``)."""
+    from nxs_mesh import Mesh
+
+    return Mesh(settings(ctx).config, ensure=ensure)
+
+
+def shorten(value: Any, width: int = 80) -> str:
+    """Content on one line: JSON for non-strings, whitespace folded, cut to ``width`` with an ellipsis."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -42,7 +42,7 @@ from .errors import (
     translate_nats_errors,
 )
 from .outbox import Outbox, OutboxFlusher, OutboxItem
-from .reader import Record, read_stream
+from .reader import Record, peek_workqueue, read_stream
 from .streams import STREAMS, EnsureResult, ensure_streams, stream_for_kind
 
 __all__ = ["Mesh", "MeshState", "PublishResult"]
@@ -449,6 +449,8 @@ class Mesh:
         spec = stream_for_kind(kind)
         if filters is None:
             filters = subjects.filters_for(kind, instance, agent) if kind.lower() != "dlq" else list(spec.subjects)
+        if spec.retention == "workqueue":  # peek: a reading consumer would take the workers' tasks
+            return peek_workqueue(self.js, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
         return read_stream(self.nc, self.js, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
 
     # -- request / reply ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,7 +22,7 @@ from .consumer import ENCODING_HEADER
 from .envelope import Envelope, decode
 from .errors import EnvelopeError, MeshError, translate_nats_errors
 
-__all__ = ["Record", "read_stream"]
+__all__ = ["Record", "peek_workqueue", "read_stream"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +140,33 @@ async def read_stream(
             await psub.unsubscribe()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(js.delete_consumer(stream, name), 2)
+
+
+async def peek_workqueue(
+    js: JetStreamContext, stream: str, subject: str, *, start: int = 1, since: datetime | None = None,
+    follow: bool = False, poll: float = 1.0,
+) -> AsyncIterator[Record]:
+    """Read a work-queue stream without taking its work: message by message with direct gets (a
+    consumer there would compete with the workers, and the server refuses unacknowledged ones)."""
+    cursor = max(1, start)
+    while True:
+        with translate_nats_errors(f"tail {stream}"):
+            try:
+                raw = await js.get_msg(stream, seq=cursor, subject=subject, next=True)
+            except jse.NotFoundError:
+                raw = None
+        if raw is None or raw.seq is None:
+            if not follow:
+                return
+            await asyncio.sleep(poll)  # sleep-ok: polling for new work items; a consumer would take them
+            continue
+        cursor = raw.seq + 1
+        if since is not None and raw.time is not None and raw.time < since:
+            continue
+        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
+        data = raw.data or b""
+        try:
+            env, error = decode(data, msgpack=headers.get(ENCODING_HEADER) == "msgpack"), None
+        except EnvelopeError as exc:
+            env, error = None, str(exc)
+        yield Record(raw.seq, raw.subject or "", raw.time or datetime.now(UTC), data, headers, env, error)

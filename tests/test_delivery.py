@@ -290,3 +290,10 @@ async def test_since_after_the_last_message_yields_nothing(mesh: Mesh):
     await mesh.publish("CHAT", "old", to="n2")
     later = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1)
     assert [r async for r in mesh.tail("chat", since=later)] == []
+
+
+async def test_tail_of_the_work_queue_peeks_without_taking(mesh: Mesh):
+    await mesh.publish("TASK", {"n": 1}, capability="resize")
+    await mesh.publish("TASK", {"n": 2}, capability="resize", priority=7)
+    assert [r.envelope.content async for r in mesh.tail("task")] == [{"n": 1}, {"n": 2}]
+    assert (await mesh.js.stream_info("NXS_TASK")).state.messages == 2  # still there for the workers
