@@ -73,3 +73,24 @@ async def test_missing_client_cert_is_refused(tls_server, certs):
 async def test_unreadable_tls_files_name_the_setting(tls_server, certs, tmp_path):
     with pytest.raises(ConfigError, match="tls"):
         await Mesh(_cfg(tls_server, certs, tls_ca=str(tmp_path / "missing.pem"))).connect()
+
+
+async def test_nkey_seed_authentication(tmp_path):
+    import os
+
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "node.nk"
+    seed_file.write_bytes(seed)
+    conf = f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
+    srv = NatsServer(store_dir=tmp_path / "nats", extra_conf=conf).start()
+    try:
+        cfg = MeshConfig(servers=(srv.url,), instance_id="nk-node", nkey_seed=str(seed_file), connect_timeout=1.0)
+        async with Mesh(cfg) as mesh:
+            assert (await mesh.publish("CHAT", "signed in", to="x")).seq == 1
+        with pytest.raises(ConnectError):
+            await Mesh(MeshConfig(servers=(srv.url,), instance_id="anon", connect_timeout=1.0)).connect()
+    finally:
+        srv.stop()
