@@ -14,7 +14,7 @@ import enum
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -38,9 +38,9 @@ from .errors import (
     NotConnectedError,
     PublishError,
     RemoteError,
-    mesh_error_for,
     translate_nats_errors,
 )
+from .jspub import Ack, JsPublisher
 from .outbox import Outbox, OutboxFlusher, OutboxItem
 from .reader import Record, peek_workqueue, read_stream
 from .streams import STREAMS, EnsureResult, ensure_streams, stream_for_kind
@@ -116,6 +116,7 @@ class Mesh:
         self._ensure = ensure
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._pub: JsPublisher | None = None  # the publish path (send, publish_many, the outbox flusher)
         self._consumers: list[Consumer] = []
         self.state = MeshState.UNOPENED
         self.publish_timeout = 5.0
@@ -139,6 +140,15 @@ class Mesh:
             return self
         self._nc = await connect(self.config, policy=self._policy, reconnected_cb=self._on_reconnected)
         self._js = self._nc.jetstream(timeout=self.publish_timeout)
+        self._pub = JsPublisher(self._nc)
+        try:
+            with translate_nats_errors("connect"):
+                await self._pub.start()
+        except BaseException:
+            nc, self._nc, self._js, self._pub = self._nc, None, None, None
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         self.state = MeshState.OPEN
         if self.outbox is not None:
             self.flusher = OutboxFlusher(self.outbox, self._send_window)
@@ -163,6 +173,9 @@ class Mesh:
             await self.flusher.stop()  # what is still queued stays on disk for the next start
         if self._own_outbox and self.outbox is not None:
             self.outbox.close()
+        pub, self._pub = self._pub, None
+        if pub is not None:
+            await pub.close()  # publishes still waiting for an ack fail with ClosedError
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
@@ -259,16 +272,18 @@ class Mesh:
         mid = headers["Nats-Msg-Id"]  # str(UUID) is not free: once per message
         if self.outbox is not None and env.message_type not in _NEVER_QUEUED:
             return await self._publish_or_queue(subject, data, headers, mid, stream)
-        js = self._js if self.state is MeshState.OPEN and self._js is not None else self.js
-        try:  # a plain try/except: translate_nats_errors' context manager costs ~1 us per message
-            ack = await js.publish(subject, data, headers=headers, timeout=self.publish_timeout)
-        except Exception as exc:
-            if (ours := mesh_error_for(exc, f"publish to {subject}")) is None:
-                raise
-            raise ours from exc
+        # JsPublisher.publish raises mesh errors only (MeshTimeout, JetStreamUnavailable, StreamError, ...)
+        ack = await (self._pub if self.state is MeshState.OPEN and self._pub is not None else self.pub).publish(
+            subject, data, headers, self.publish_timeout)
         if ack.seq is None:
             raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
-        return PublishResult(mid, ack.stream, ack.seq, bool(ack.duplicate))
+        return PublishResult(mid, ack.stream, ack.seq, ack.duplicate)
+
+    @property
+    def pub(self) -> JsPublisher:
+        self.nc  # noqa: B018 - raises the right error when not open
+        assert self._pub is not None
+        return self._pub
 
     async def _publish_or_queue(
         self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str
@@ -280,8 +295,7 @@ class Mesh:
         if len(self.outbox) or not nc.is_connected:
             return self._queue(subject, data, headers, message_id, stream)
         try:
-            with translate_nats_errors(f"publish to {subject}"):
-                ack = await self.js.publish(subject, data, headers=headers, timeout=self.publish_timeout)
+            ack = await self.pub.publish(subject, data, headers, self.publish_timeout)
         except _OFFLINE_ERRORS as exc:
             if isinstance(exc, JetStreamUnavailable | NoResponders):
                 await self._note_js_unavailable()
@@ -289,7 +303,7 @@ class Mesh:
         self._js_unavailable = 0
         if ack.seq is None:
             raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
-        return PublishResult(message_id, ack.stream, ack.seq, bool(ack.duplicate))
+        return PublishResult(message_id, ack.stream, ack.seq, ack.duplicate)
 
     def _queue(self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str) -> PublishResult:
         assert self.outbox is not None and self.flusher is not None
@@ -320,27 +334,23 @@ class Mesh:
 
     async def _send_window(self, items: list[OutboxItem]) -> list[BaseException | None]:
         """The outbox flusher's sender: publish a window pipelined, one result per item, in order."""
-        nc = self._nc
-        if nc is None or not nc.is_connected or self._js is None:
+        nc, pub = self._nc, self._pub
+        if nc is None or not nc.is_connected or pub is None:
             raise NotConnectedError("not connected")
-        futures = []
-        for item in items:
-            futures.append(await self._js.publish_async(item.subject, item.data, headers=item.headers))
         try:
-            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), self.publish_timeout)
-        except TimeoutError:
-            for f in futures:
-                f.cancel()
+            acks = await pub.publish_batch(
+                ((item.subject, item.data, item.headers) for item in items), self.publish_timeout, "outbox flush")
+        except MeshTimeout:
             return [MeshTimeout("outbox flush: no acknowledgement")] * len(items)
         out: list[BaseException | None] = []
-        for r in results:
-            if isinstance(r, BaseException):
-                out.append(r)
-            elif getattr(r, "seq", None) is None:
+        for ack in acks:
+            if type(ack) is not Ack:
+                out.append(ack)  # type: ignore[arg-type]
+            elif ack.seq is None:
                 out.append(PublishError("no sequence in the acknowledgement"))
             else:
                 out.append(None)
-        if any(isinstance(r, BaseException) for r in results):
+        if any(type(a) is not Ack for a in acks):
             await self._note_js_unavailable()
         else:
             self._js_unavailable = 0
@@ -348,43 +358,37 @@ class Mesh:
 
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
-        (nats-py keeps up to 4000 in flight); returns one ``PublishResult`` per envelope, in order.
+        (up to ``JsPublisher.max_in_flight`` = 4096 in flight); returns one ``PublishResult`` per envelope, in order.
 
             results = await mesh.publish_many(new_envelope("CHAT", i, source=mesh.source) for i in range(1000))
 
         On an error, envelopes already stored stay stored; re-sending the batch is harmless (each
         ``message_id`` is its dedup key).
         """
-        js = self.js
-        pending: list[tuple[str, asyncio.Future[Any]]] = []
-        loop = asyncio.get_running_loop()
-        with translate_nats_errors("publish"):
-            try:
-                # A stall watchdog (no acks for publish_timeout), pushed back every 500 sends: cheaper
-                # than nats-py's per-message wait_stall, which wraps every send in wait_for.
-                async with asyncio.timeout(loop.time() + self.publish_timeout) as watchdog:
-                    for env in envelopes:
-                        if len(pending) % 500 == 0:
-                            watchdog.reschedule(loop.time() + self.publish_timeout)
-                        subject = subjects.for_envelope(env)
-                        try:
-                            data = encode(env, msgpack=msgpack)
-                        except (TypeError, msgspec.EncodeError) as exc:
-                            raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
-                        _, headers = publish_headers(env, msgpack=msgpack)
-                        mid = headers["Nats-Msg-Id"]
-                        pending.append((mid, await js.publish_async(subject, data, headers=headers)))
-                    watchdog.reschedule(loop.time() + self.publish_timeout)
-                    acks = await asyncio.gather(*(f for _, f in pending))
-            except BaseException:
-                for _, f in pending:
-                    f.cancel()  # frees nats-py's in-flight slots
-                raise
+        pub = self.pub
+        mids: list[str] = []
+
+        def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
+            # Built as they are sent (pipelined with the acks already coming back).
+            for env in envelopes:
+                try:
+                    data = encode(env, msgpack=msgpack)
+                except (TypeError, msgspec.EncodeError) as exc:
+                    raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+                _, headers = publish_headers(env, msgpack=msgpack)
+                mids.append(headers["Nats-Msg-Id"])
+                yield subjects.for_envelope(env), data, headers
+
+        # No future per message: JsPublisher keeps the replies in a list, bounds what is in flight and
+        # raises MeshTimeout when no ack arrives for publish_timeout (a stall watchdog).
+        acks = await pub.publish_batch(wire(), self.publish_timeout)
         results = []
-        for (mid, _), ack in zip(pending, acks, strict=True):
+        for mid, ack in zip(mids, acks, strict=True):
+            if type(ack) is not Ack:
+                raise ack  # type: ignore[misc]
             if ack.seq is None:
                 raise PublishError(f"publish of {mid}: no sequence in the server's acknowledgement")
-            results.append(PublishResult(mid, ack.stream, ack.seq, bool(ack.duplicate)))
+            results.append(PublishResult(mid, ack.stream, ack.seq, ack.duplicate))
         return results
 
     # -- consume -----------------------------------------------------------------------------------
