@@ -46,8 +46,9 @@ def _rows(scenario: str, mesh: list[float], raw: list[float], qs: tuple[int, ...
 async def bench_latency(session: BenchSession) -> list[Row]:
     opts = session.options
     n, content = opts.latency_samples, content_of(opts.size)
-    pub = await session.mesh()
-    sub = await session.mesh()
+    # One connection per side, as an agent has: the mesh publishes and consumes through one Mesh, raw
+    # nats-py through one client (separate connections would add a socket hop to the mesh side only).
+    pub = sub = await session.mesh()
     nc = await session.raw()
     js = nc.jetstream()
     loop = asyncio.get_running_loop()
