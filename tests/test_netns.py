@@ -132,6 +132,21 @@ async def _quiet(counts: Any) -> Any:
         return None
 
 
+async def _settled(read: Any, *, accept: Any = lambda c: True, what: str, timeout: float = 30.0) -> Any:
+    """Read until two reads in a row agree (and ``accept`` them); a read failing with a MeshError (an
+    election still running after the heal) just counts as no answer yet."""
+    seen: list[Any] = []
+
+    async def once() -> Any:
+        value = await _quiet(read())
+        if value is None:
+            return None
+        seen.append(value)
+        return value if len(seen) > 1 and seen[-1] == seen[-2] and accept(value) else None
+
+    return await eventually(once, timeout=timeout, interval=0.5, what=what)
+
+
 def _state(doctor: Any, node: str) -> str | None:
     return next((p["state"] for p in doctor.snapshot() if p["node"] == node), None)
 
@@ -254,7 +269,13 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
             assert any(d.get("done") and d.get("drained") for d in a.lines), (a.name, a.text[-5:])
         acknowledged = [d["id"] for a in agents for d in a.lines if "id" in d]
         unacked = sum(1 for a in agents for d in a.lines if "error" in d)
-        found = collections.Counter([rec.envelope.id async for rec in observer.tail("chat", instance=to)])
+
+        async def chat_ids() -> collections.Counter[str]:
+            return collections.Counter([rec.envelope.id async for rec in observer.tail("chat", instance=to)])
+
+        # Right after the heal, JetStream may still be electing (503 "temporarily unavailable") and a read
+        # may come from a replica that is catching up: read until two reads in a row agree.
+        found = await _settled(chat_ids, what="the chat stream reads the same twice")
         missing = [m for m in acknowledged if found[m] == 0]
         dupes = {m: c for m, c in found.items() if c > 1}
         if doctor is not None:
@@ -264,22 +285,11 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
                 return collections.Counter([rec.envelope.payload.content["event"]  # type: ignore[index]
                                             async for rec in observer.tail("alert", instance=f"{to}-h1")])
 
-            # Three doctors watched (two workers and ours): one ALERT per event mesh-wide. Right after the
-            # heal the ALERT stream may still be moving its leader back (it was on the cut host), and a read
-            # then can come from a replica still catching up: wait until two reads in a row agree.
-            seen: list[collections.Counter[str]] = []
-
-            async def settled() -> collections.Counter[str] | None:
-                counts = await _quiet(alerts())
-                if counts is None:
-                    return None
-                seen.append(counts)
-                ok = len(seen) > 1 and seen[-1] == seen[-2] and counts["dead"] >= 1 and counts["recovered"] >= 1
-                return counts if ok else None
-
-            figures["alerts_about_h1"] = dict(await eventually(settled, timeout=30, interval=0.5,
-                                                               what="the alerts about h1 settle"))
-            assert figures["alerts_about_h1"] == {"dead": 1, "recovered": 1}, seen
+            # Three doctors watched (two workers and ours): one ALERT per event mesh-wide.
+            counts = await _settled(alerts, accept=lambda c: c["dead"] >= 1 and c["recovered"] >= 1,
+                                    what="the alerts about h1 settle")
+            figures["alerts_about_h1"] = dict(counts)
+            assert figures["alerts_about_h1"] == {"dead": 1, "recovered": 1}
             figures["doctor_events_seen"] = [ev for _, ev, n in events if n == f"{to}-h1"]
         await observer.close()
         figures.update(acknowledged=len(acknowledged), not_acknowledged=unacked, found=sum(found.values()),
