@@ -36,6 +36,8 @@ async def test_embedded_node_decorators_status_heartbeat_and_stop(mesh: Mesh, me
         st = await wait_state(mesh, node.node_id, "running")
         assert st["epoch"] == node.epoch and st["location"] == "lab" and st["capabilities"] == ["double"]
         assert {"ping", "status", "echo", "sleep", "greet"} <= set(st["commands"])
+        assert st["path"] == "local" and st["outbox"] == 0  # which server path it uses; nothing waiting
+        assert node.mesh is not None and node.mesh.outbox is not None  # publishes can queue offline
         reply = await mesh.request(node.node_id, "greet", "ann", timeout=10)
         assert reply.content == f"hello ann from {node.node_id}"
         status = await mesh.request(node.node_id, "status", None, timeout=10)
