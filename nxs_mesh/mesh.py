@@ -470,18 +470,32 @@ class Mesh:
     ) -> Envelope:
         """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``."""
         corr = str(uuid.uuid4())
-        reply = subjects.result(corr)
-        with translate_nats_errors("request"):
+        _, env = await self.call(
+            "COMMAND", {"command": command, "args": args}, correlation_id=corr, timeout=timeout,
+            waiting_for=f"reply from {to} to {command!r}", to=to, agent=agent, priority=priority,
+            ttl=max(1, int(timeout + 0.999)),
+        )
+        return env
+
+    async def call(
+        self, message_type: str, content: Any, *, correlation_id: str, timeout: float, waiting_for: str,
+        **publish: Any,
+    ) -> tuple[PublishResult, Envelope]:
+        """Publish with ``reply_to`` = ``nxs.result.<correlation_id>`` and wait for that RESULT.
+
+        Subscribes before publishing, so a fast answer is not missed. Raises ``MeshTimeout`` after
+        ``timeout`` and ``RemoteError`` when the RESULT carries an error."""
+        reply = subjects.result(correlation_id)
+        with translate_nats_errors("subscribe"):
             sub = await self.nc.subscribe(reply, max_msgs=1)
         try:
-            await self.publish(
-                "COMMAND", {"command": command, "args": args}, to=to, agent=agent, priority=priority,
-                ttl=max(1, int(timeout + 0.999)), correlation_id=corr, reply_to=reply,
+            ack = await self.publish(
+                message_type, content, correlation_id=correlation_id, reply_to=reply, **publish
             )
             try:
                 msg = await sub.next_msg(timeout=timeout)
             except TimeoutError:
-                raise MeshTimeout(f"no reply from {to} to {command!r} within {timeout}s") from None
+                raise MeshTimeout(f"no {waiting_for} within {timeout}s") from None
             env = decode(msg.data)
         finally:
             with contextlib.suppress(Exception):
@@ -489,7 +503,7 @@ class Mesh:
         error = env.payload.metadata.get("error")
         if error:
             raise RemoteError(str(error), env.source.instance_id)
-        return env
+        return ack, env
 
     async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None) -> PublishResult:
         """Answer a COMMAND with a RESULT envelope (correlated by the request's correlation id)."""

@@ -34,7 +34,6 @@ on a worker that then died, so its side effects should be idempotent or keyed by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -48,8 +47,8 @@ from nats.js import errors as jse
 
 from . import subjects
 from .consumer import Abandon, Consumer, ConsumerSpec, Delivery, Reject
-from .envelope import Envelope, check_id, decode, new_envelope
-from .errors import ConfigError, MeshError, MeshTimeout, RemoteError, StreamConflict, translate_nats_errors
+from .envelope import Envelope, check_id, new_envelope
+from .errors import ConfigError, MeshError, StreamConflict, translate_nats_errors
 from .handlers import Context, Registry, call_handler
 from .mesh import Mesh, PublishResult
 
@@ -275,30 +274,16 @@ async def submit_task(
 ) -> tuple[PublishResult, Envelope | None]:
     """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT."""
     task_id = str(uuid.uuid4())
-    reply = subjects.result(task_id)
-    sub = None
-    if wait:
-        with translate_nats_errors("subscribe"):
-            sub = await mesh.nc.subscribe(reply, max_msgs=1)
-    try:
+    publish: dict[str, Any] = {"capability": capability, "priority": priority, "ttl": ttl, "message_id": task_id}
+    if not wait:
         ack = await mesh.publish(
-            "TASK", payload, capability=capability, priority=priority, ttl=ttl, message_id=task_id,
-            correlation_id=task_id, reply_to=reply,
+            "TASK", payload, correlation_id=task_id, reply_to=subjects.result(task_id), **publish
         )
-        if sub is None:
-            return ack, None
-        try:
-            msg = await sub.next_msg(timeout=timeout)
-        except TimeoutError:
-            raise MeshTimeout(f"task {task_id} ({capability}): no result within {timeout}s") from None
-        env = decode(msg.data)
-    finally:
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-    error = env.payload.metadata.get("error")
-    if error:
-        raise RemoteError(str(error), env.source.instance_id)
+        return ack, None
+    ack, env = await mesh.call(
+        "TASK", payload, correlation_id=task_id, timeout=timeout,
+        waiting_for=f"result of task {task_id} ({capability})", **publish,
+    )
     return ack, env
 
 
