@@ -129,8 +129,9 @@ class Mesh:
 
     def __repr__(self) -> str:
         server = self._nc.connected_url.netloc if self._nc and self._nc.connected_url else "-"
+        queued = f", {len(self.outbox)} outbox" if self.outbox is not None else ""
         return (f"<Mesh {self.config.instance_id}/{self.config.agent_id} {self.state.name} "
-                f"[server {server}, {len(self._consumers)} consumers]>")
+                f"[server {server}, {len(self._consumers)} consumers{queued}]>")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def connect(self) -> Mesh:
