@@ -129,7 +129,7 @@ class Mesh:
 
     def __repr__(self) -> str:
         server = self._nc.connected_url.netloc if self._nc and self._nc.connected_url else "-"
-        queued = f", {len(self.outbox)} outbox" if self.outbox is not None else ""
+        queued = f", {len(self.outbox)} outbox" if self.outbox is not None and self.state is MeshState.OPEN else ""
         return (f"<Mesh {self.config.instance_id}/{self.config.agent_id} {self.state.name} "
                 f"[server {server}, {len(self._consumers)} consumers{queued}]>")
 
