@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from nats.aio.msg import Msg
 
+from . import subjects
 from .envelope import decode, new_envelope
 from .errors import EnvelopeError, MeshError
 from .mesh import Mesh
@@ -68,6 +69,9 @@ class Peer:
     claims: dict[str, str] = field(default_factory=dict)
     died_seq: int = -1
     died_at: float = 0.0
+    # This death's ALERT was stored (by us or, deduplicated, by another doctor); set when that is settled.
+    alerted: bool = False
+    alert_settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     def age(self, now: float | None = None) -> float:
         return (now if now is not None else time.monotonic()) - self.last_seen
@@ -91,6 +95,7 @@ class Doctor:
         self.dead_after = dead_after
         self.suspect_after = suspect_after or min(dead_after / 2, max(2 * interval, dead_after / 5))
         self.check_every = max(0.02, min(interval / 2, dead_after / 10))
+        self.interval = interval
         self.store = store
         self.redistribute = redistribute
         self.peers: dict[str, Peer] = {}
@@ -199,6 +204,8 @@ class Doctor:
                 age = now - peer.last_seen
                 if age > self.dead_after:
                     peer.state, peer.died_seq, peer.died_at = "dead", peer.seq, now
+                    peer.alerted = False
+                    peer.alert_settled = asyncio.Event()
                     self._spawn(self._on_death(peer, age))
                 elif age > self.suspect_after and peer.state == "alive":
                     peer.state = "suspect"
@@ -241,6 +248,43 @@ class Doctor:
         log.warning("released %d task(s) of dead node %s", len(peer.claims), peer.node)
         return len(peer.claims)
 
+    async def _send_alert(self, env: Any, event: str, peer: Peer) -> Any:
+        """Publish directly (alerts never wait in an outbox), retried through leader elections (the
+        deterministic id makes a repeat harmless). A death that is over before its alert could be stored
+        is not alerted late: a doctor cut off from the quorum sees every other node die, and must not
+        report them once the partition heals. After a failure the next try waits two heartbeat
+        intervals, so a doctor that was the one cut off hears the others again before it retries."""
+        deadline = time.monotonic() + 120
+        attempt = 0
+        while True:
+            if event == "dead" and peer.state != "dead":
+                log.info("not alerting %s: it is back before its death could be recorded", peer.node)
+                return None
+            try:
+                if event == "dead" and await self._beat_stored_after_death(peer):
+                    # The quorum holds a newer heartbeat than the one we judged by: the node was alive
+                    # and we were the one cut off. Not a death.
+                    log.warning("not alerting %s: the mesh stored newer heartbeats of it", peer.node)
+                    return None
+                return await self.mesh.send(env)
+            except MeshError as exc:
+                attempt += 1
+                if time.monotonic() > deadline:
+                    log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
+                    return None
+                delay = max(min(2.0, 0.1 * 2**attempt), 2 * self.interval)
+                log.warning("%s alert for %s failed (%s); retrying in %.1fs", event, peer.node, exc, delay)
+                await asyncio.sleep(delay)  # sleep-ok: backoff between retries
+
+    async def _beat_stored_after_death(self, peer: Peer) -> bool:
+        """Ask the HEARTBEAT stream (replicated: the quorum's view, not ours) for the node's last beat."""
+        rec = await self.mesh.last("heartbeat", subjects.heartbeat(peer.node))
+        hb = rec.envelope.content if rec is not None and rec.envelope is not None else None
+        if not isinstance(hb, dict) or str(hb.get("epoch", "")) != peer.epoch:
+            return False
+        seq = hb.get("seq")
+        return isinstance(seq, int) and seq > peer.died_seq
+
     async def _alert(self, event: str, peer: Peer, *, detail: dict[str, Any]) -> None:
         seq = peer.died_seq if peer.died_seq >= 0 else peer.seq
         content = {"event": event, "node": peer.node, "location": peer.location, "epoch": peer.epoch,
@@ -250,12 +294,18 @@ class Doctor:
             ttl=0, metadata={"node": peer.node, "event": event, "severity": "critical" if event == "dead" else "info"},
             message_id=alert_id(event, peer.node, peer.epoch, seq),
         )
+        if event == "recovered":
+            await peer.alert_settled.wait()
+            if not peer.alerted:
+                return  # its death was never alerted (see below), so neither is its recovery
         try:
-            # Retried through leader elections: the deterministic id makes a repeat harmless.
-            ack = await retrying(lambda: self.mesh.send(env), f"{event} alert for {peer.node}", timeout=120)
-        except MeshError as exc:
-            log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
+            ack = await self._send_alert(env, event, peer)
+        finally:
+            if event == "dead":
+                peer.alert_settled.set()
+        if ack is None:
             return
+        peer.alerted = event == "dead"
         if not ack.duplicate:
             self.alerts_published += 1
             log.warning("ALERT %s: %s (%s)", event, peer.node, detail)

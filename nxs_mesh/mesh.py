@@ -53,8 +53,10 @@ _STREAM_OF_TYPE: Final = {
     "CHAT": "NXS_CHAT", "COMMAND": "NXS_COMMAND", "TASK": "NXS_TASK", "RESULT": "NXS_RESULT",
     "STATUS": "NXS_STATUS", "HEARTBEAT": "NXS_HEARTBEAT", "SYNC": "NXS_SYNC", "ALERT": "NXS_ALERT",
 }
-# A heartbeat is only true when it is sent: never queue one (a drained old beat would fake presence).
-_NEVER_QUEUED: Final = frozenset({"HEARTBEAT"})
+# Current-state messages are only true when sent, so they never wait in the outbox: a drained old
+# heartbeat would fake presence, an old status could land after a newer one ("stopped" stuck behind
+# queued work), and a cut-off doctor's alerts about the majority would be false once delivered.
+_NEVER_QUEUED: Final = frozenset({"HEARTBEAT", "STATUS", "ALERT"})
 # Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox.
 _OFFLINE_ERRORS: Final = (JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
 # After this many "JetStream unavailable" answers in a row from one server, reconnect elsewhere.
@@ -457,6 +459,18 @@ class Mesh:
         if spec.retention == "workqueue":  # peek: a reading consumer would take the workers' tasks
             return peek_workqueue(self.js, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
         return read_stream(self.nc, self.js, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+
+    async def last(self, kind: str, subject: str) -> Record | None:
+        """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None."""
+        from nats.js import errors as jse
+
+        spec = stream_for_kind(kind)
+        with translate_nats_errors(f"last message on {subject}"):
+            try:
+                raw = await self.js.get_last_msg(spec.name, subject)
+            except jse.NotFoundError:
+                return None
+        return Record.from_raw(raw)
 
     # -- request / reply ---------------------------------------------------------------------------
     async def request(

@@ -229,8 +229,9 @@ class Node:
         self._loops = []
         self.state = NodeState.STOPPED
         if self.mesh is not None:
+            # "stopped" is what spares us a death alert: retry it through a leader election, briefly.
             with contextlib.suppress(MeshError):
-                await self._publish_status()
+                await retrying(self._publish_status, "stopped status", timeout=min(5.0, self.options.grace))
             await asyncio.shield(self.mesh.close())
         self._stopped.set()
         log.info("node %s stopped", self.node_id)

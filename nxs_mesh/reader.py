@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -47,6 +48,18 @@ class Record:
         except EnvelopeError as exc:
             env, error = None, str(exc)
         return cls(meta.sequence.stream, msg.subject, meta.timestamp, msg.data, headers, env, error)
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> Record:
+        """From a direct get (``js.get_msg`` / ``get_last_msg``): a stored message without a delivery."""
+        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
+        data = raw.data or b""
+        try:
+            env: Envelope | None = decode(data, msgpack=headers.get(ENCODING_HEADER) == "msgpack")
+            error = None
+        except EnvelopeError as exc:
+            env, error = None, str(exc)
+        return cls(raw.seq or 0, raw.subject or "", raw.time or datetime.now(UTC), data, headers, env, error)
 
 
 def _config(name: str, filters: Sequence[str], *, seq: int | None, since: datetime | None) -> jsapi.ConsumerConfig:
@@ -163,10 +176,4 @@ async def peek_workqueue(
         cursor = raw.seq + 1
         if since is not None and raw.time is not None and raw.time < since:
             continue
-        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
-        data = raw.data or b""
-        try:
-            env, error = decode(data, msgpack=headers.get(ENCODING_HEADER) == "msgpack"), None
-        except EnvelopeError as exc:
-            env, error = None, str(exc)
-        yield Record(raw.seq, raw.subject or "", raw.time or datetime.now(UTC), data, headers, env, error)
+        yield Record.from_raw(raw)

@@ -132,6 +132,11 @@ async def _quiet(counts: Any) -> Any:
         return None
 
 
+async def _alert_counts(observer: Any, node: str) -> collections.Counter[str]:
+    return collections.Counter([rec.envelope.payload.content["event"]  # type: ignore[index]
+                                async for rec in observer.tail("alert", instance=node)])
+
+
 async def _settled(read: Any, *, accept: Any = lambda c: True, what: str, timeout: float = 30.0) -> Any:
     """Read until two reads in a row agree (and ``accept`` them); a read failing with a MeshError (an
     election still running after the heal) just counts as no answer yet."""
@@ -142,9 +147,10 @@ async def _settled(read: Any, *, accept: Any = lambda c: True, what: str, timeou
         if value is None:
             return None
         seen.append(value)
-        return value if len(seen) > 1 and seen[-1] == seen[-2] and accept(value) else None
+        # (wrapped: an empty answer is a valid settled answer, and eventually() wants something truthy)
+        return (value,) if len(seen) > 1 and seen[-1] == seen[-2] and accept(value) else None
 
-    return await eventually(once, timeout=timeout, interval=0.5, what=what)
+    return (await eventually(once, timeout=timeout, interval=0.5, what=what))[0]
 
 
 def _state(doctor: Any, node: str) -> str | None:
@@ -240,6 +246,14 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
                 t_dead = next(t for t, st in transitions if st == "dead" and t >= t_cut)
                 figures["doctor_dead_after_cut_s"] = round(t_dead - t_cut, 2)
                 assert [_state(doctor, f"{to}-{h.name}") for h in (h2, h3)] == ["alive", "alive"]
+
+                async def dead_alert_stored() -> bool:
+                    counts = await _quiet(_alert_counts(observer, f"{to}-h1"))
+                    return bool(counts and counts["dead"] >= 1)
+
+                # "Reports it dead" = the ALERT is stored (its stream may first elect a leader away from h1).
+                await eventually(dead_alert_stored, timeout=40, interval=0.2, what="the death alert is stored")
+                figures["dead_alert_stored_after_cut_s"] = round(time.monotonic() - t_cut, 2)
             queued_during_cut = a1.count("queued", True, t_cut)
 
             # -- heal ------------------------------------------------------------------------------------
@@ -281,15 +295,17 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
         if doctor is not None:
             assert observer.flusher is not None and await observer.flusher.wait_empty(30)
 
-            async def alerts() -> collections.Counter[str]:
-                return collections.Counter([rec.envelope.payload.content["event"]  # type: ignore[index]
-                                            async for rec in observer.tail("alert", instance=f"{to}-h1")])
+            def alerts() -> Any:
+                return _alert_counts(observer, f"{to}-h1")
 
             # Three doctors watched (two workers and ours): one ALERT per event mesh-wide.
             counts = await _settled(alerts, accept=lambda c: c["dead"] >= 1 and c["recovered"] >= 1,
                                     what="the alerts about h1 settle")
             figures["alerts_about_h1"] = dict(counts)
             assert figures["alerts_about_h1"] == {"dead": 1, "recovered": 1}
+            # The cut-off host's own doctor saw everyone else "die": none of that may reach the mesh.
+            for other in (f"{to}-h2", f"{to}-h3"):
+                assert await _settled(lambda o=other: _alert_counts(observer, o), what=f"alerts about {other}") == {}
             figures["doctor_events_seen"] = [ev for _, ev, n in events if n == f"{to}-h1"]
         await observer.close()
         figures.update(acknowledged=len(acknowledged), not_acknowledged=unacked, found=sum(found.values()),
