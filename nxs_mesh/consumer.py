@@ -20,7 +20,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
@@ -136,7 +136,6 @@ class ConsumerSpec:
     backoff_cap: float = 30.0
     dedup_size: int = 10_000
     dlq_instance: str = "unknown"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Consumer:

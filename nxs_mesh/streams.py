@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
-from .errors import StreamConflict, translate_nats_errors
+from .errors import translate_nats_errors
 
 __all__ = ["STREAMS", "EnsureResult", "StreamSpec", "ensure_streams", "stream_for_kind"]
 
@@ -144,9 +144,3 @@ async def ensure_streams(
                 continue
             results.append(EnsureResult(spec.name, "updated", "; ".join(diffs)))
     return results
-
-
-def raise_on_conflict(results: list[EnsureResult]) -> None:
-    bad = [r for r in results if r.action == "conflict"]
-    if bad:
-        raise StreamConflict("; ".join(f"{r.stream}: {r.detail}" for r in bad))

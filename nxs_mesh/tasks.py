@@ -47,7 +47,7 @@ from nats.js import errors as jse
 
 from . import subjects
 from .consumer import Abandon, Consumer, ConsumerSpec, Delivery, Reject
-from .envelope import Envelope, check_id, new_envelope
+from .envelope import Envelope, check_id
 from .errors import ConfigError, MeshError, StreamConflict, translate_nats_errors
 from .handlers import Context, Registry, call_handler
 from .mesh import Mesh, PublishResult
@@ -285,8 +285,3 @@ async def submit_task(
         waiting_for=f"result of task {task_id} ({capability})", **publish,
     )
     return ack, env
-
-
-def new_task(mesh: Mesh, capability: str, payload: Any, **kw: Any) -> Envelope:
-    """Build (not send) a TASK envelope, for callers that batch or store it."""
-    return new_envelope("TASK", payload, source=mesh.source, metadata={"capability": capability}, **kw)
