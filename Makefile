@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its test tools
 
-run: $(STAMP) ## start the embedded NATS server (JetStream, 127.0.0.1:$(PORT), store in .nxs/) and ensure the streams
+run: $(STAMP) ## start the embedded NATS server (JetStream, 127.0.0.1:PORT (default 4222), store in .nxs/) and ensure the streams
 	$(BIN)/nxs up --port $(PORT)
 
 test: $(STAMP) ## run the whole test suite against real nats-server processes
