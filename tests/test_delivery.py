@@ -297,3 +297,19 @@ async def test_tail_of_the_work_queue_peeks_without_taking(mesh: Mesh):
     await mesh.publish("TASK", {"n": 2}, capability="resize", priority=7)
     assert [r.envelope.content async for r in mesh.tail("task")] == [{"n": 1}, {"n": 2}]
     assert (await mesh.js.stream_info("NXS_TASK")).state.messages == 2  # still there for the workers
+
+
+async def test_long_handler_is_kept_alive_not_redelivered(mesh: Mesh):
+    """A handler that outlasts ack_wait sends in-progress acks, so the server does not redeliver it."""
+    calls = []
+
+    async def slow(env, delivery):
+        calls.append(delivery.deliveries)
+        await asyncio.sleep(2.5)  # sleep-ok: the work must outlast ack_wait (1 s) more than twice
+
+    consumer = await mesh.consume("chat", slow, ack_wait=1.0)
+    await mesh.publish("CHAT", "long job", to=mesh.config.instance_id)
+    await eventually(lambda: consumer.stats.acked == 1, timeout=15)
+    await mesh.publish("CHAT", "next", to=mesh.config.instance_id)  # flushes anything redelivered meanwhile
+    await eventually(lambda: consumer.stats.acked == 2, timeout=15)
+    assert calls == [1, 1] and consumer.stats.duplicates == 0  # a redelivery would show as a duplicate
