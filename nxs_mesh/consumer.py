@@ -143,7 +143,7 @@ class Consumer:
 
     def __init__(self, nc: Client, js: JetStreamContext, spec: ConsumerSpec, handler: Handler) -> None:
         self._nc, self._js, self.spec, self._handler = nc, js, spec, handler
-        self._wants_delivery = _arity(handler) >= 2
+        self._wants_delivery = positional_arity(handler) >= 2
         self.stats = ConsumerStats()
         self._acked_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._task: asyncio.Task[None] | None = None
@@ -530,10 +530,11 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _arity(handler: Handler) -> int:
+def positional_arity(fn: Callable[..., Any], default: int = 1) -> int:
+    """How many positional parameters ``fn`` takes (``default`` when it cannot be inspected): handlers
+    may take fewer arguments than the mesh could give them."""
     try:
-        params = inspect.signature(handler).parameters.values()
+        params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return 1
+        return default
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
 
-from .consumer import Delivery
+from .consumer import Delivery, positional_arity
 from .envelope import Envelope, check_id
 from .errors import ConfigError
 
@@ -101,20 +101,12 @@ class Registry:
 
 
 async def call_handler(fn: HandlerFn, args: Any, ctx: Context) -> Any:
-    n = _positional(fn)
+    n = positional_arity(fn, default=2)
     if n >= 2:
         return await fn(args, ctx)
     if n == 1:
         return await fn(args)
     return await fn()
-
-
-def _positional(fn: HandlerFn) -> int:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 2
-    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 # -- built-ins -------------------------------------------------------------------------------------
