@@ -375,29 +375,13 @@ def dlq_list(
 
 
 async def _dlq_replay(ctx: typer.Context, ids: Sequence[int], every: bool) -> list[dict[str, Any]]:
-    from nats.js import errors as jse
+    from dataclasses import asdict
 
-    from nxs_mesh.dlq import DLQ_STREAM, list_dead_letters, replay_dead_letter
-    from nxs_mesh.errors import MeshError, translate_nats_errors
+    from nxs_mesh.dlq import list_dead_letters, replay_dead_letter
 
-    done: list[dict[str, Any]] = []
     async with _open(ctx) as mesh:
-        if every:
-            targets = [(d.seq, d.subject, d.stream) async for d in list_dead_letters(mesh)]
-        else:
-            targets = []
-            for seq in ids:
-                with translate_nats_errors(f"dead letter {seq}"):
-                    try:
-                        raw = await mesh.js.get_msg(DLQ_STREAM, seq)
-                    except jse.NotFoundError:
-                        raise MeshError(f"no dead letter with id {seq} (see `nxs dlq list`)") from None
-                h = dict(raw.headers or {})
-                targets.append((seq, h.get("Nxs-Dlq-Subject", ""), h.get("Nxs-Dlq-Stream", "")))
-        for seq, subject, stream in targets:
-            new_seq = await replay_dead_letter(mesh, seq)
-            done.append({"id": seq, "subject": subject, "stream": stream, "seq": new_seq})
-    return done
+        targets = [d.seq async for d in list_dead_letters(mesh)] if every else list(ids)
+        return [asdict(await replay_dead_letter(mesh, seq)) for seq in targets]
 
 
 @dlq_app.command("replay")

@@ -11,7 +11,7 @@ from nats.js import errors as jse
 from .errors import MeshError, translate_nats_errors
 from .mesh import Mesh
 
-__all__ = ["DeadLetter", "list_dead_letters", "replay_dead_letter"]
+__all__ = ["DeadLetter", "Replayed", "list_dead_letters", "replay_dead_letter"]
 
 DLQ_STREAM = "NXS_DLQ"
 
@@ -53,10 +53,18 @@ async def list_dead_letters(mesh: Mesh, *, last: int | None = None) -> AsyncIter
         )
 
 
-async def replay_dead_letter(mesh: Mesh, seq: int) -> int:
+@dataclass(frozen=True)
+class Replayed:
+    id: int  # the dead letter's sequence in NXS_DLQ
+    subject: str  # where it went back to
+    stream: str  # the stream it came from
+    seq: int  # its new sequence there
+
+
+async def replay_dead_letter(mesh: Mesh, seq: int) -> Replayed:
     """Publish dead letter ``seq`` back to its original subject, then remove it from the DLQ.
 
-    Returns the new stream sequence. The replay carries a deterministic ``Nats-Msg-Id`` so running it
+    Returns where it went. The replay carries a deterministic ``Nats-Msg-Id`` so running it
     twice within the duplicate window stores it once.
     """
     with translate_nats_errors(f"dead letter {seq}"):
@@ -73,4 +81,4 @@ async def replay_dead_letter(mesh: Mesh, seq: int) -> int:
         out["Nxs-Replayed-From"] = str(seq)
         ack = await mesh.js.publish(subject, raw.data or b"", headers=out, timeout=mesh.publish_timeout)
         await mesh.js.delete_msg(DLQ_STREAM, seq)
-    return int(ack.seq)
+    return Replayed(seq, subject, headers.get("Nxs-Dlq-Stream", ack.stream), int(ack.seq))
