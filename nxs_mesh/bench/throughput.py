@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import api as jsapi
@@ -50,13 +51,17 @@ async def _rounds(session: BenchSession, mesh_run: Callable[[int], Awaitable[flo
     return median(mesh_rates), median(raw_rates)
 
 
-async def bench_publish_sync(session: BenchSession) -> list[Row]:
-    n, size = session.options.sync_messages, session.options.size
+async def _publish_setup(session: BenchSession) -> tuple[Mesh, Any, str, bytes]:
+    """Both publish scenarios: the mesh client, raw JetStream, the content, and wire bytes of the same size."""
+    size = session.options.size
     mesh = await session.mesh()
-    nc = await session.raw()
-    js = nc.jetstream()
-    content = content_of(size)
-    wire = encode(sample_envelope(mesh, "x", size))
+    js = (await session.raw()).jetstream()
+    return mesh, js, content_of(size), encode(sample_envelope(mesh, "x", size))
+
+
+async def bench_publish_sync(session: BenchSession) -> list[Row]:
+    n = session.options.sync_messages
+    mesh, js, content, wire = await _publish_setup(session)
 
     async def mesh_run(i: int) -> float:
         to = session.unique("pubs-m")
@@ -78,12 +83,8 @@ async def bench_publish_sync(session: BenchSession) -> list[Row]:
 
 
 async def bench_publish_async(session: BenchSession) -> list[Row]:
-    n, size = session.options.messages, session.options.size
-    mesh = await session.mesh()
-    nc = await session.raw()
-    js = nc.jetstream()
-    content = content_of(size)
-    wire = encode(sample_envelope(mesh, "x", size))
+    n = session.options.messages
+    mesh, js, content, wire = await _publish_setup(session)
 
     async def mesh_run(i: int) -> float:
         to = session.unique("puba-m")
