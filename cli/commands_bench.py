@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from nxs_cli.bench import DEFAULT_SCENARIOS, BenchOptions, BenchReport, Row, run_bench
+from nxs_cli.bench.runner import check_names
 from rich.console import Console
 from rich.table import Table
 
-from nxs_mesh.bench import DEFAULT_SCENARIOS, BenchOptions, BenchReport, Row, run_bench
-from nxs_mesh.bench.runner import check_names
-from nxs_mesh.errors import MeshError
+from nxs_mesh.wire.errors import MeshError
 
 from .common import console, err_console, fail, print_json, run
 

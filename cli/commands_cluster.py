@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from nxs_mesh.errors import MeshError
+from nxs_mesh.wire.errors import MeshError
 
 from .common import console, err_console, fail, print_json, settings
 
@@ -47,8 +47,8 @@ def deploy_render(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
-    from nxs_mesh.deploy import DeployOptions, check_config, render, write_configs
-    from nxs_mesh.tailscale import hosts_from_status, load_status, parse_host_flag
+    from nxs_mesh.deploy.render import DeployOptions, check_config, render, write_configs
+    from nxs_mesh.deploy.tailscale import hosts_from_status, load_status, parse_host_flag
 
     debug = settings(ctx).debug
     try:
@@ -188,7 +188,7 @@ def outbox_flush(
 
 
 def _open(ctx: typer.Context, path: Path | None):  # type: ignore[no-untyped-def]
-    from nxs_mesh.outbox import Outbox, outbox_path
+    from nxs_mesh.client.outbox import Outbox, outbox_path
 
     s = settings(ctx)
     target = path or outbox_path(s.config.data_dir, s.config.instance_id)

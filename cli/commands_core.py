@@ -29,7 +29,7 @@ from .common import say as _say
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh, MeshConfig
-    from nxs_mesh.streams import EnsureResult
+    from nxs_mesh.transport.streams import EnsureResult
 
 dlq_app = typer.Typer(help="Dead letters: messages a consumer could not handle, with the reason.",
                       no_args_is_help=True)
@@ -48,8 +48,8 @@ def up(
     replicas: int = typer.Option(None, "--replicas", min=1, max=5, help="Stream replicas [min(3, servers)]."),
 ) -> None:
     """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM."""
-    from nxs_mesh.errors import MeshError
-    from nxs_mesh.server import LocalCluster, NatsServer, port_is_free
+    from nxs_mesh.transport.server import LocalCluster, NatsServer, port_is_free
+    from nxs_mesh.wire.errors import MeshError
 
     s = settings(ctx)
     cfg = s.config
@@ -158,9 +158,9 @@ def pub(
 
     When no server with JetStream answers, the message waits in this node's outbox
     (<data_dir>/outbox-<id>.sqlite) and is sent later by the node worker or `nxs outbox flush`."""
-    from nxs_mesh import subjects
-    from nxs_mesh.envelope import Source, check_id, new_envelope
-    from nxs_mesh.errors import EnvelopeError
+    from nxs_mesh.wire import subjects
+    from nxs_mesh.wire.envelope import Source, check_id, new_envelope
+    from nxs_mesh.wire.errors import EnvelopeError
 
     s = settings(ctx)
     text = "" if content is None else content
@@ -201,7 +201,7 @@ def pub(
 
 
 async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
-    from nxs_mesh.errors import ConnectError, JetStreamUnavailable, MeshError, MeshTimeout, NoResponders
+    from nxs_mesh.wire.errors import ConnectError, JetStreamUnavailable, MeshError, MeshTimeout, NoResponders
 
     try:
         async with _open(ctx) as mesh:
@@ -237,8 +237,8 @@ async def _stream_missing(mesh: Mesh, subject: str) -> bool:
 
 
 def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
-    from nxs_mesh.mesh import queue_offline
-    from nxs_mesh.outbox import Outbox, outbox_path
+    from nxs_mesh.client.mesh import queue_offline
+    from nxs_mesh.client.outbox import Outbox, outbox_path
 
     path = outbox_path(cfg.data_dir, cfg.instance_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,8 +262,8 @@ def _human_bytes(n: int) -> str:
 async def _streams(ctx: typer.Context) -> list[dict[str, Any]]:
     from nats.js import errors as jse
 
-    from nxs_mesh.errors import translate_nats_errors
-    from nxs_mesh.streams import STREAMS
+    from nxs_mesh.transport.streams import STREAMS
+    from nxs_mesh.transport.translate import translate_nats_errors
 
     rows: list[dict[str, Any]] = []
     async with _open(ctx) as mesh:
@@ -341,7 +341,7 @@ def init(
 
 # -- dlq --------------------------------------------------------------------------------------------------
 async def _dlq_list(ctx: typer.Context, last: int | None) -> list[dict[str, Any]]:
-    from nxs_mesh.dlq import list_dead_letters
+    from nxs_mesh.client.dlq import list_dead_letters
 
     async with _open(ctx) as mesh:
         return [d.as_dict() async for d in list_dead_letters(mesh, last=last)]
@@ -377,7 +377,7 @@ def dlq_list(
 async def _dlq_replay(ctx: typer.Context, ids: Sequence[int], every: bool) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
-    from nxs_mesh.dlq import list_dead_letters, replay_dead_letter
+    from nxs_mesh.client.dlq import list_dead_letters, replay_dead_letter
 
     async with _open(ctx) as mesh:
         targets = [d.seq async for d in list_dead_letters(mesh)] if every else list(ids)
@@ -406,8 +406,8 @@ def dlq_replay(
 
 
 async def _dlq_purge(ctx: typer.Context) -> int:
-    from nxs_mesh.dlq import DLQ_STREAM
-    from nxs_mesh.errors import translate_nats_errors
+    from nxs_mesh.client.dlq import DLQ_STREAM
+    from nxs_mesh.transport.translate import translate_nats_errors
 
     async with _open(ctx) as mesh:
         with translate_nats_errors("purge dead letters"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from nxs_mesh.errors import MeshError
+from nxs_mesh.wire.errors import MeshError
 
 from .common import console, fail, print_json, run, settings
 
@@ -69,7 +69,7 @@ def node_run(
     grace: float = typer.Option(None, "--grace", help="On SIGTERM, how long in-flight work may take (s) [10]."),
     task_ack_wait: float = typer.Option(None, "--task-ack-wait", help="Ack wait of task deliveries (s) [30]."),
     doctor: bool = typer.Option(None, "--doctor/--no-doctor", help="Run the Doctor in this worker [yes]."),
-    plugins: bool = typer.Option(True, "--plugins/--no-plugins", help="Load nxs_mesh.handlers entry points."),
+    plugins: bool = typer.Option(True, "--plugins/--no-plugins", help="Load nxs_mesh.node.handlers entry points."),
     log_level: str = typer.Option("INFO", "--log-level", help="Log level on stderr."),
 ) -> None:
     """Run the worker: heartbeat + status, commands, tasks, the Doctor; SIGTERM drains and exits 0.
@@ -77,9 +77,9 @@ def node_run(
     Worker settings may also sit in the config file's [node] table (heartbeat_interval, dead_after,
     grace, task_ack_wait, doctor, capabilities, handlers); flags and environment win over it.
     """
-    from nxs_mesh.handlers import Registry, load_handlers
-    from nxs_mesh.node import Node
-    from nxs_mesh.worker import build_options, read_node_table
+    from nxs_mesh.node.handlers import Registry, load_handlers
+    from nxs_mesh.node.node import Node
+    from nxs_mesh.node.worker import build_options, read_node_table
 
     _set_root(ctx, instance_id=node_id, location=location, config_file=config_file)
     root = ctx.find_root().obj
@@ -106,7 +106,7 @@ def node_run(
 # -- presence ------------------------------------------------------------------------------------------
 def nodes(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     """List nodes: location, state, last heartbeat age, load, version, server."""
-    from nxs_mesh.checkup import list_nodes
+    from nxs_mesh.node.checkup import list_nodes
 
     from .node_views import nodes_table
 
@@ -123,7 +123,7 @@ def nodes(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 def status(ctx: typer.Context, node: str = typer.Argument(..., help="Node id."), as_json: bool = JSON_OPT) -> None:
     """The last status a node published (and its liveness)."""
-    from nxs_mesh.checkup import list_nodes
+    from nxs_mesh.node.checkup import list_nodes
 
     async def go() -> list[Any]:
         async with _mesh(ctx) as mesh:
@@ -207,7 +207,7 @@ def task_submit(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Queue a task for any worker with CAPABILITY (exactly one of them completes it)."""
-    from nxs_mesh.tasks import submit_task
+    from nxs_mesh.node.tasks import submit_task
 
     async def go() -> Any:
         async with _mesh(ctx) as mesh:
@@ -240,7 +240,7 @@ def alerts(
     """The Doctor's alerts (deaths and recoveries); with --exec/--post, call a hook per alert."""
     from datetime import UTC, datetime
 
-    from nxs_mesh.alerts import AlertHook, read_alerts
+    from nxs_mesh.node.alerts import AlertHook, read_alerts
 
     from .node_views import alerts_table
 
@@ -279,8 +279,8 @@ def doctor_check(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from nxs_mesh.checkup import Health, HealthReport, check_mesh
-    from nxs_mesh.errors import ConnectError
+    from nxs_mesh.node.checkup import Health, HealthReport, check_mesh
+    from nxs_mesh.wire.errors import ConnectError
 
     async def go() -> HealthReport:
         try:
@@ -313,8 +313,8 @@ def doctor_run(
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
     """Watch heartbeats alone (no worker): alerts on deaths/recoveries, releases dead nodes' tasks."""
-    from nxs_mesh.health import Doctor
-    from nxs_mesh.tasks import TaskStore
+    from nxs_mesh.node.doctor import Doctor
+    from nxs_mesh.node.tasks import TaskStore
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

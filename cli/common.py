@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 from nxs_mesh.config import ConfigSource, MeshConfig, load_config
-from nxs_mesh.errors import MeshError
+from nxs_mesh.wire.errors import MeshError
 
 T = TypeVar("T")
 

@@ -28,13 +28,13 @@ def say(text: str) -> None:
 
 
 async def _until(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    from nxs_mesh.waiting import wait_until
+    from nxs_mesh.aio.waiting import wait_until
 
     return await wait_until(fn, timeout, what, interval)
 
 
 async def run_demo(url: str | None, *, keep: bool = False) -> int:
-    from nxs_mesh.server import NatsServer
+    from nxs_mesh.transport.server import NatsServer
 
     work = Path(tempfile.mkdtemp(prefix="nxs-demo-"))
     server = None
@@ -77,9 +77,9 @@ def _spawn(url: str, node: str, location: str, work: Path) -> subprocess.Popen[b
 
 async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[bytes]]) -> int:
     from nxs_mesh import Mesh, MeshConfig
-    from nxs_mesh.checkup import list_nodes
-    from nxs_mesh.envelope import decode
-    from nxs_mesh.tasks import TaskStore, submit_task
+    from nxs_mesh.node.checkup import list_nodes
+    from nxs_mesh.node.tasks import TaskStore, submit_task
+    from nxs_mesh.wire.envelope import decode
 
     for node, location in NODES:
         procs[node] = _spawn(url, node, location, work)

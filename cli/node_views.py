@@ -70,8 +70,8 @@ def health_table(report: Any) -> Group:
 
 
 async def top_loop(mesh: Any, *, interval: float = 1.0, iterations: int = 0) -> None:
-    from nxs_mesh.checkup import list_nodes
-    from nxs_mesh.streams import STREAMS
+    from nxs_mesh.node.checkup import list_nodes
+    from nxs_mesh.transport.streams import STREAMS
 
     previous: dict[str, int] = {}
     last_t = time.monotonic()

@@ -19,7 +19,7 @@ from .common import say as _say
 
 if TYPE_CHECKING:
     from nxs_mesh import Mesh
-    from nxs_mesh.reader import Record
+    from nxs_mesh.transport.reader import Record
 
 
 # -- tail -------------------------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ class _Filter:
     """--type / --node, applied on the client (the stream's subjects cannot express 'from node X')."""
 
     def __init__(self, types: Iterable[str], nodes: Iterable[str]) -> None:
-        from nxs_mesh.envelope import normalize_type
+        from nxs_mesh.wire.envelope import normalize_type
 
         self.types = {normalize_type(t) for t in types}
         self.nodes = set(nodes)
@@ -40,8 +40,8 @@ class _Filter:
         return bool(self.types or self.nodes)
 
     def __call__(self, rec: Record) -> bool:
-        from nxs_mesh import subjects
-        from nxs_mesh.errors import EnvelopeError
+        from nxs_mesh.wire import subjects
+        from nxs_mesh.wire.errors import EnvelopeError
 
         env = rec.envelope
         if env is not None:
@@ -68,8 +68,9 @@ async def _history(
     """Stored records (filtered) and the highest sequence the read covered, so following can go on after it."""
     from nats.js import errors as jse
 
-    from nxs_mesh.errors import MeshError, translate_nats_errors
-    from nxs_mesh.streams import stream_for_kind
+    from nxs_mesh.transport.streams import stream_for_kind
+    from nxs_mesh.transport.translate import translate_nats_errors
+    from nxs_mesh.wire.errors import MeshError
 
     name = stream_for_kind(kind).name
     with translate_nats_errors(f"tail {name}"):
@@ -190,7 +191,7 @@ def _print_line(rec: Record) -> None:
 
 def _print_wire(rec: Record) -> None:
     """The stored bytes as they are (re-encoded as JSON only for MessagePack records or multi-line JSON)."""
-    from nxs_mesh.envelope import encode
+    from nxs_mesh.wire.envelope import encode
 
     if rec.envelope is None:
         # stdout stays one valid envelope per line; the reader still learns that something was skipped
@@ -227,7 +228,7 @@ def tail_command(
     if last is None and seq is None and when is None:
         last = 10
     kinds = list(_ALL_KINDS) if kind.lower() == "all" else [kind.lower()]
-    from nxs_mesh.errors import MeshError
+    from nxs_mesh.wire.errors import MeshError
 
     try:
         keep = _Filter(types, nodes)

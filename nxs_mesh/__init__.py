@@ -13,10 +13,23 @@
 This package never imports typer or rich: agents that embed it stay light.
 """
 
-from .config import MeshConfig, load_config
-from .consumer import Abandon, Consumer, Delivery, Reject, Retry
-from .envelope import MESSAGE_TYPES, Envelope, Payload, Source, Target, decode, encode, new_envelope
-from .errors import (
+from nxs_mesh.client.consumer import Abandon, Consumer, Delivery, Reject, Retry
+from nxs_mesh.client.mesh import Mesh, MeshState, PublishResult
+from nxs_mesh.config import MeshConfig, load_config
+from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.node import Node, NodeOptions, NodeState
+from nxs_mesh.transport.reader import Record
+from nxs_mesh.wire.envelope import (
+    MESSAGE_TYPES,
+    Envelope,
+    Payload,
+    Source,
+    Target,
+    decode,
+    encode,
+    new_envelope,
+)
+from nxs_mesh.wire.errors import (
     BrokenError,
     ClosedError,
     ConfigError,
@@ -36,10 +49,6 @@ from .errors import (
     StreamError,
     UnknownMessageType,
 )
-from .health import Doctor
-from .mesh import Mesh, MeshState, PublishResult
-from .node import Node, NodeOptions, NodeState
-from .reader import Record
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .envelope import check_id
-from .errors import ConfigError, EnvelopeError
+from nxs_mesh.wire.envelope import check_id
+from nxs_mesh.wire.errors import ConfigError, EnvelopeError
 
 __all__ = ["DEFAULT_URL", "ConfigSource", "MeshConfig", "default_instance_id", "find_config_file", "load_config"]
 

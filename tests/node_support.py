@@ -16,8 +16,8 @@ from typing import Any
 from nats.js import errors as jse
 
 from nxs_mesh import Mesh
-from nxs_mesh.envelope import Envelope, decode
 from nxs_mesh.testing import eventually
+from nxs_mesh.wire.envelope import Envelope, decode
 
 # Short timings so the scenarios run in seconds; the defaults (1 s / 5 s) behave the same, slower.
 HB = 0.2

@@ -6,12 +6,12 @@ import json
 import math
 
 from nxs_cli.app import app
+from nxs_cli.bench import DEFAULT_SCENARIOS, BenchOptions, run_bench
+from nxs_cli.bench.stats import percentile
 from typer.testing import CliRunner
 
 from nxs_mesh import Mesh
-from nxs_mesh.bench import DEFAULT_SCENARIOS, BenchOptions, run_bench
-from nxs_mesh.bench.stats import percentile
-from nxs_mesh.envelope import new_envelope
+from nxs_mesh.wire.envelope import new_envelope
 
 TINY = ["-n", "50", "--rounds", "1", "--idle-window", "0.5", "--trials", "1"]
 

@@ -26,9 +26,9 @@ from nxs_cli.app import app
 from typer.testing import CliRunner
 
 from nxs_mesh import Mesh, MeshConfig
-from nxs_mesh.server import NatsServer, free_port, port_is_free
-from nxs_mesh.streams import STREAMS
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer, free_port, port_is_free
+from nxs_mesh.transport.streams import STREAMS
 
 
 @pytest.fixture(autouse=True)
@@ -419,7 +419,7 @@ def test_pub_queues_offline_and_outbox_flush_sends_it(tmp_path, nats_server):
     from nxs_cli.app import app
     from typer.testing import CliRunner
 
-    from nxs_mesh.server import free_port
+    from nxs_mesh.transport.server import free_port
 
     runner = CliRunner()
     env = {"NXS_DATA_DIR": str(tmp_path / "data"), "NXS_INSTANCE_ID": "offline-node"}

@@ -10,8 +10,8 @@ import pytest
 from node_support import Worker, run_cli, wait_state
 
 from nxs_mesh import Mesh
-from nxs_mesh.server import NatsServer
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer
 
 
 @pytest.mark.timeout(90)
@@ -83,7 +83,7 @@ async def test_cli_against_live_workers(mesh: Mesh, nats_server: NatsServer, tmp
 
 
 async def test_cli_doctor_exits_2_when_no_server_answers(tmp_path: Path):
-    from nxs_mesh.server import free_port
+    from nxs_mesh.transport.server import free_port
 
     code, out, err = await run_cli(f"nats://127.0.0.1:{free_port()}", "doctor", "--json")
     assert code == 2 and json.loads(out)["health"] == "down"

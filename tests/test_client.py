@@ -21,8 +21,8 @@ from nxs_mesh import (
     RemoteError,
 )
 from nxs_mesh.config import load_config
-from nxs_mesh.server import NatsServer, free_port
-from nxs_mesh.streams import STREAMS, ensure_streams
+from nxs_mesh.transport.server import NatsServer, free_port
+from nxs_mesh.transport.streams import STREAMS, ensure_streams
 
 
 async def test_unreachable_server_is_a_connect_error():

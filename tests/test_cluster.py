@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from nxs_mesh import Envelope, Mesh, MeshConfig
-from nxs_mesh.server import LocalCluster, NatsServer
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import LocalCluster, NatsServer
 
 
 def _rotated(urls: list[str], i: int) -> tuple[str, ...]:

@@ -10,9 +10,9 @@ import nats
 import pytest
 
 from nxs_mesh import Mesh, Reject, Retry
-from nxs_mesh.dlq import list_dead_letters, replay_dead_letter
-from nxs_mesh.envelope import encode, new_envelope
+from nxs_mesh.client.dlq import list_dead_letters, replay_dead_letter
 from nxs_mesh.testing import eventually
+from nxs_mesh.wire.envelope import encode, new_envelope
 
 
 async def dead_letters(mesh):

@@ -12,10 +12,10 @@ import pytest
 from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_mesh.deploy import DeployOptions, check_config, render, write_configs
-from nxs_mesh.errors import ConfigError, ServerError
-from nxs_mesh.server import NatsServer, free_port
-from nxs_mesh.tailscale import hosts_from_status, load_status, parse_host_flag
+from nxs_mesh.deploy.render import DeployOptions, check_config, render, write_configs
+from nxs_mesh.deploy.tailscale import hosts_from_status, load_status, parse_host_flag
+from nxs_mesh.transport.server import NatsServer, free_port
+from nxs_mesh.wire.errors import ConfigError, ServerError
 
 # Shaped like `tailscale status --json` (1.6x): Self tagged, tagged peers online and offline, an untagged
 # laptop, a peer with two tags, IPv4 + IPv6 addresses, trailing dots on DNS names, a shared device.

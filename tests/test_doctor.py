@@ -12,10 +12,10 @@ import pytest
 from node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
 
 from nxs_mesh import Mesh
-from nxs_mesh.health import Doctor
-from nxs_mesh.server import NatsServer
-from nxs_mesh.tasks import TaskStore, submit_task
+from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer
 
 try:
     import pytest_asyncio
@@ -147,7 +147,7 @@ async def test_alert_hook_runs_a_command_and_posts_a_url(tmp_path: Path):
     import json
     import threading
 
-    from nxs_mesh.alerts import AlertHook
+    from nxs_mesh.node.alerts import AlertHook
 
     got: list[dict] = []
 

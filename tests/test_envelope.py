@@ -6,7 +6,7 @@ import uuid
 import msgspec
 import pytest
 
-from nxs_mesh.envelope import (
+from nxs_mesh.wire.envelope import (
     MESSAGE_TYPES,
     Envelope,
     Source,
@@ -15,7 +15,7 @@ from nxs_mesh.envelope import (
     encode,
     new_envelope,
 )
-from nxs_mesh.errors import EnvelopeError, UnknownMessageType
+from nxs_mesh.wire.errors import EnvelopeError, UnknownMessageType
 
 SRC = Source("nxs-node-001", "agent:main:main", "vps-singapore")
 

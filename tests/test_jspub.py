@@ -1,4 +1,4 @@
-"""The lean JetStream publisher (nxs_mesh.jspub) behind Mesh.send / publish_many / the outbox flusher,
+"""The lean JetStream publisher (nxs_mesh.transport.publisher) behind Mesh.send / publish_many / the outbox flusher,
 against a real server: acks, dedup, order, the error types, timeouts, reconnects and close."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import nats
 import pytest
 
 from nxs_mesh import Mesh
-from nxs_mesh.envelope import new_envelope
-from nxs_mesh.errors import ClosedError, JetStreamUnavailable, MeshError, MeshTimeout, StreamError
-from nxs_mesh.server import NatsServer
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer
+from nxs_mesh.wire.envelope import new_envelope
+from nxs_mesh.wire.errors import ClosedError, JetStreamUnavailable, MeshError, MeshTimeout, StreamError
 
 MeshFactory = Callable[..., Awaitable[Mesh]]
 

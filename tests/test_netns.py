@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from nxs_mesh import Mesh, MeshConfig, MeshError
-from nxs_mesh.server import NatsServer
 from nxs_mesh.testing import eventually, unique_id
-from nxs_mesh.testing_netns import NetnsHost, NetnsLab, netns_unavailable, run_in_netns
+from nxs_mesh.testing.netns import NetnsHost, NetnsLab, netns_unavailable, run_in_netns
+from nxs_mesh.transport.server import NatsServer
 
 pytestmark = pytest.mark.netns
 
@@ -190,7 +190,7 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
         agents: list[Proc] = []
         try:
             try:
-                from nxs_mesh.health import Doctor
+                from nxs_mesh.node.doctor import Doctor
             except ImportError:  # pragma: no cover - the worker/Doctor land separately
                 Doctor = None  # type: ignore[assignment,misc]  # noqa: N806
             if Doctor is not None:
@@ -211,7 +211,7 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
                                  what=f"{stream} leader moved to h1")
             for h in lab.hosts:
                 agents.append(await _spawn(h, [
-                    sys.executable, "-m", "nxs_mesh.testing_netns", "agent", "--servers", _servers_for(lab, h),
+                    sys.executable, "-m", "nxs_mesh.testing.netns", "agent", "--servers", _servers_for(lab, h),
                     "--id", f"{to}-{h.name}-agent", "--to", to, "--outbox", str(tmp_path / f"outbox-{h.name}.sqlite"),
                     "--interval", "0.05",
                 ], f"agent-{h.name}", tmp_path))

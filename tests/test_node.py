@@ -8,9 +8,9 @@ import pytest
 from node_support import last_status, results_for, wait_state
 
 from nxs_mesh import Mesh, MeshConfig, RemoteError
-from nxs_mesh.dlq import list_dead_letters
-from nxs_mesh.node import Node, NodeOptions
-from nxs_mesh.tasks import submit_task
+from nxs_mesh.client.dlq import list_dead_letters
+from nxs_mesh.node.node import Node, NodeOptions
+from nxs_mesh.node.tasks import submit_task
 from nxs_mesh.testing import eventually, unique_id
 
 FAST = NodeOptions(heartbeat_interval=0.2, dead_after=1.0, fetch_timeout=1.0, doctor=False)
@@ -118,12 +118,12 @@ async def test_failing_handler_retried_then_dead_lettered_garbage_too_worker_sur
 
 
 def test_user_handlers_from_module_path(tmp_path, monkeypatch):
-    from nxs_mesh.errors import ConfigError
-    from nxs_mesh.handlers import Registry, builtin_registry, load_handlers
+    from nxs_mesh.node.handlers import Registry, builtin_registry, load_handlers
+    from nxs_mesh.wire.errors import ConfigError
 
     pkg = tmp_path / "my_agent_handlers.py"
     pkg.write_text(
-        "from nxs_mesh.handlers import Registry\n"
+        "from nxs_mesh.node.handlers import Registry\n"
         "registry = Registry()\n"
         "@registry.command('hello')\n"
         "async def hello(args):\n    return 'hi'\n"

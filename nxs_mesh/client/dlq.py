@@ -1,0 +1,85 @@
+"""Dead letters: list them with their reason, replay them to where they came from."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from nats.js import errors as jse
+
+from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.transport.translate import translate_nats_errors
+from nxs_mesh.wire.errors import MeshError
+
+__all__ = ["DeadLetter", "Replayed", "list_dead_letters", "replay_dead_letter"]
+
+DLQ_STREAM = "NXS_DLQ"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    stored_at: datetime
+    reason: str
+    subject: str  # where it was originally published
+    stream: str
+    original_seq: int | None
+    deliveries: int | None
+    data: bytes
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.seq, "time": self.stored_at.isoformat(), "reason": self.reason,
+            "subject": self.subject, "stream": self.stream, "original_seq": self.original_seq,
+            "deliveries": self.deliveries, "size": len(self.data),
+            "preview": self.data[:120].decode("utf-8", errors="replace"),
+        }
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def list_dead_letters(mesh: Mesh, *, last: int | None = None) -> AsyncIterator[DeadLetter]:
+    async for rec in mesh.tail("dlq", last=last):
+        h = rec.headers
+        yield DeadLetter(
+            seq=rec.seq, stored_at=rec.stored_at, reason=h.get("Nxs-Dlq-Reason", "(no reason recorded)"),
+            subject=h.get("Nxs-Dlq-Subject", ""), stream=h.get("Nxs-Dlq-Stream", ""),
+            original_seq=_int(h.get("Nxs-Dlq-Seq")), deliveries=_int(h.get("Nxs-Dlq-Deliveries")), data=rec.data,
+        )
+
+
+@dataclass(frozen=True)
+class Replayed:
+    id: int  # the dead letter's sequence in NXS_DLQ
+    subject: str  # where it went back to
+    stream: str  # the stream it came from
+    seq: int  # its new sequence there
+
+
+async def replay_dead_letter(mesh: Mesh, seq: int) -> Replayed:
+    """Publish dead letter ``seq`` back to its original subject, then remove it from the DLQ.
+
+    Returns where it went. The replay carries a deterministic ``Nats-Msg-Id`` so running it
+    twice within the duplicate window stores it once.
+    """
+    with translate_nats_errors(f"dead letter {seq}"):
+        try:
+            raw = await mesh.js.get_msg(DLQ_STREAM, seq)
+        except jse.NotFoundError:
+            raise MeshError(f"no dead letter with id {seq} (see `nxs dlq list`)") from None
+        headers = dict(raw.headers or {})
+        subject = headers.get("Nxs-Dlq-Subject")
+        if not subject:
+            raise MeshError(f"dead letter {seq} has no original subject; cannot replay")
+        out = {k: v for k, v in headers.items() if k.startswith("Nxs-") and not k.startswith("Nxs-Dlq-")}
+        out["Nats-Msg-Id"] = f"replay:{DLQ_STREAM}:{seq}"
+        out["Nxs-Replayed-From"] = str(seq)
+        ack = await mesh.js.publish(subject, raw.data or b"", headers=out, timeout=mesh.publish_timeout)
+        await mesh.js.delete_msg(DLQ_STREAM, seq)
+    return Replayed(seq, subject, headers.get("Nxs-Dlq-Stream", ack.stream), int(ack.seq))

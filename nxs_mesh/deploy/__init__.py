@@ -1,0 +1,1 @@
+"""Deployment: server configs for a cluster over Tailscale, and Tailscale discovery."""

@@ -1,0 +1,315 @@
+"""The Doctor: presence and failure detection from heartbeats, one alert per event mesh-wide.
+
+Every worker runs one; ``nxs doctor run`` runs one alone. It listens to ``nxs.heartbeat.>`` and
+``nxs.status.>`` (plain subscriptions: cheap, and what matters is *when this doctor* hears a node)
+and times them with its own monotonic clock, never the sender's. A node it has heard is:
+
+    alive --(no heartbeat for suspect_after)--> suspect --(dead_after)--> dead
+      ^                                                                    |
+      +---------------------- heartbeat again: "recovered" ----------------+
+    any state --(status "stopped": a clean exit)--> stopped (never "dead")
+
+Exactly one ALERT per death and per recovery, however many doctors watch: the alert's message id
+(so its ``Nats-Msg-Id``) is derived from ``(event, node, epoch, seq)`` where ``epoch`` is the
+node's incarnation (a boot id in every heartbeat) and ``seq`` the number of the last heartbeat
+before the silence. Every doctor heard that same last heartbeat, so every doctor computes the same
+id and NXS_ALERT's duplicate window stores one. A new incarnation, or a second death of the same
+one later, has another key and is alerted again.
+
+A doctor only judges nodes it has heard live (a past death is history, not news), never itself,
+and if its own loop was stalled (the process was paused), it grants every node a fresh period
+instead of declaring the whole mesh dead. On a death it also asks the task layer to hand the dead
+node's claimed tasks to live workers (see ``tasks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from nats.aio.msg import Msg
+
+from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.node.tasks import TaskStore, retrying
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.envelope import decode, new_envelope
+from nxs_mesh.wire.errors import EnvelopeError, MeshError
+
+__all__ = ["Doctor", "Peer", "alert_id"]
+
+log = logging.getLogger("nxs_mesh.node.doctor")
+
+_ALERT_NS: Final = uuid.UUID("0d6f3c1e-2b7a-4f4e-8c0a-6f5b1d2e3a90")
+
+AlertCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+def alert_id(event: str, node: str, epoch: str, seq: int) -> str:
+    """The deterministic message id of an alert: equal for every doctor that sees the same event."""
+    return str(uuid.uuid5(_ALERT_NS, f"alert:{event}:{node}:{epoch}:{seq}"))
+
+
+@dataclass
+class Peer:
+    """What this doctor knows of one node."""
+
+    node: str
+    epoch: str
+    seq: int
+    last_seen: float  # local monotonic time of the last heartbeat
+    state: str = "alive"  # alive, suspect, dead, stopped
+    reported: str = "running"  # what the node says of itself
+    location: str = ""
+    claims: dict[str, str] = field(default_factory=dict)
+    died_seq: int = -1
+    died_at: float = 0.0
+    # This death's ALERT was stored (by us or, deduplicated, by another doctor); set when that is settled.
+    alerted: bool = False
+    alert_settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def age(self, now: float | None = None) -> float:
+        return (now if now is not None else time.monotonic()) - self.last_seen
+
+
+class Doctor:
+    """Watch heartbeats, publish death/recovery alerts, release dead nodes' tasks."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        *,
+        dead_after: float = 5.0,
+        interval: float = 1.0,
+        suspect_after: float | None = None,
+        store: TaskStore | None = None,
+        on_event: AlertCallback | None = None,
+        redistribute: bool = True,
+    ) -> None:
+        self.mesh = mesh
+        self.dead_after = dead_after
+        self.suspect_after = suspect_after or min(dead_after / 2, max(2 * interval, dead_after / 5))
+        self.check_every = max(0.02, min(interval / 2, dead_after / 10))
+        self.interval = interval
+        self.store = store
+        self.redistribute = redistribute
+        self.peers: dict[str, Peer] = {}
+        self.alerts_published = 0
+        self._on_event = on_event
+        self._subs: list[Any] = []
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._me = mesh.config.instance_id
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for p in self.peers.values():
+            counts[p.state] = counts.get(p.state, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no nodes"
+        return f"<Doctor {self._me} [{summary}; dead after {self.dead_after}s]>"
+
+    async def start(self) -> Doctor:
+        nc = self.mesh.nc
+        self._subs = [
+            await nc.subscribe("nxs.heartbeat.>", cb=self._on_heartbeat),
+            await nc.subscribe("nxs.status.>", cb=self._on_status),
+        ]
+        self._task = asyncio.create_task(self._watch(), name=f"nxs-doctor-{self._me}")
+        return self
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [{"node": p.node, "state": p.state, "reported": p.reported, "age": round(p.age(now), 3),
+                 "epoch": p.epoch, "location": p.location, "claims": len(p.claims)}
+                for p in sorted(self.peers.values(), key=lambda p: p.node)]
+
+    # -- input -------------------------------------------------------------------------------------
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        now = time.monotonic()
+        try:
+            env = decode(msg.data)
+        except EnvelopeError:
+            return  # garbage on a heartbeat subject is not a heartbeat; the stream keeps it for inspection
+        hb = env.content if isinstance(env.content, dict) else {}
+        epoch, seq = str(hb.get("epoch", "")), hb.get("seq", 0)
+        node = env.source.instance_id
+        if not epoch or not isinstance(seq, int):
+            return
+        claims = hb.get("claims") if isinstance(hb.get("claims"), dict) else {}
+        peer = self.peers.get(node)
+        if peer is None or peer.epoch != epoch:
+            if peer is not None and peer.state == "dead":
+                self._spawn(self._alert("recovered", peer, detail={"new_epoch": epoch, "restarted": True}))
+            self.peers[node] = Peer(node, epoch, seq, now, reported=str(hb.get("state", "running")),
+                                    location=env.source.location, claims=claims)
+            return
+        if seq < peer.seq:
+            return  # reordered, older news
+        was = peer.state
+        peer.seq, peer.last_seen, peer.claims = seq, now, claims
+        peer.reported = str(hb.get("state", peer.reported))
+        if was == "dead":
+            self._spawn(self._alert("recovered", peer, detail={"restarted": False}))
+        if peer.reported == "stopped":
+            peer.state = "stopped"
+        else:
+            peer.state = "alive"
+
+    async def _on_status(self, msg: Msg) -> None:
+        try:
+            env = decode(msg.data)
+        except EnvelopeError:
+            return
+        st = env.content if isinstance(env.content, dict) else {}
+        peer = self.peers.get(env.source.instance_id)
+        if peer is None or st.get("epoch") != peer.epoch:
+            return
+        peer.reported = str(st.get("state", peer.reported))
+        if peer.reported == "stopped":
+            peer.state = "stopped"  # a clean exit: silence from now on is expected
+
+    # -- judgement ---------------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        last_tick = time.monotonic()
+        while True:
+            await asyncio.sleep(self.check_every)  # sleep-ok: the doctor's clock
+            now = time.monotonic()
+            if now - last_tick > max(3 * self.check_every, self.dead_after / 2):
+                # We were stalled (paused process, blocked loop): our silence, not theirs.
+                log.warning("doctor %s stalled %.1fs; giving every node a fresh period", self._me, now - last_tick)
+                for p in self.peers.values():
+                    p.last_seen = max(p.last_seen, now)
+            last_tick = now
+            for peer in list(self.peers.values()):
+                if peer.node == self._me or peer.state in ("dead", "stopped"):
+                    continue
+                age = now - peer.last_seen
+                if age > self.dead_after:
+                    peer.state, peer.died_seq, peer.died_at = "dead", peer.seq, now
+                    peer.alerted = False
+                    peer.alert_settled = asyncio.Event()
+                    self._spawn(self._on_death(peer, age))
+                elif age > self.suspect_after and peer.state == "alive":
+                    peer.state = "suspect"
+                    log.info("node %s is suspect (silent %.1fs)", peer.node, age)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("doctor action failed: %r", task.exception())
+
+    async def _on_death(self, peer: Peer, silent: float) -> None:
+        log.warning("node %s is dead (silent %.2fs, %d claimed tasks)", peer.node, silent, len(peer.claims))
+        released = 0
+        if self.redistribute and peer.claims and self.store is not None:
+            released = await self._release(peer)
+        await self._alert("dead", peer, detail={"silent_for": round(silent, 3), "claims": len(peer.claims),
+                                                "released": released})
+
+    async def _release(self, peer: Peer) -> int:
+        """Nak the dead node's claimed deliveries so JetStream hands them to live workers now."""
+        assert self.store is not None
+        try:
+            store = self.store
+            key = f"r.{peer.node}.{peer.epoch}.{peer.seq}"
+            if not await retrying(lambda: store.elect(key, self._me), f"release election for {peer.node}", timeout=30):
+                return 0
+            nc = self.mesh.nc
+            for ack_subject in peer.claims.values():
+                if isinstance(ack_subject, str) and ack_subject.startswith("$JS.ACK."):
+                    await nc.publish(ack_subject, b"-NAK")
+            await nc.flush(timeout=5)
+        except (MeshError, Exception) as exc:  # noqa: BLE001 - the ack wait is the fallback
+            log.error("could not release tasks of %s: %r (they return after the ack wait)", peer.node, exc)
+            return 0
+        log.warning("released %d task(s) of dead node %s", len(peer.claims), peer.node)
+        return len(peer.claims)
+
+    async def _send_alert(self, env: Any, event: str, peer: Peer) -> Any:
+        """Publish directly (alerts never wait in an outbox), retried through leader elections (the
+        deterministic id makes a repeat harmless). A death that is over before its alert could be stored
+        is not alerted late: a doctor cut off from the quorum sees every other node die, and must not
+        report them once the partition heals. After a failure the next try waits two heartbeat
+        intervals, so a doctor that was the one cut off hears the others again before it retries."""
+        deadline = time.monotonic() + 120
+        attempt = 0
+        while True:
+            if event == "dead" and peer.state != "dead":
+                log.info("not alerting %s: it is back before its death could be recorded", peer.node)
+                return None
+            try:
+                if event == "dead" and await self._beat_stored_after_death(peer):
+                    # The quorum holds a newer heartbeat than the one we judged by: the node was alive
+                    # and we were the one cut off. Not a death.
+                    log.warning("not alerting %s: the mesh stored newer heartbeats of it", peer.node)
+                    return None
+                return await self.mesh.send(env)
+            except MeshError as exc:
+                attempt += 1
+                if time.monotonic() > deadline:
+                    log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
+                    return None
+                delay = max(min(2.0, 0.1 * 2**attempt), 2 * self.interval)
+                log.warning("%s alert for %s failed (%s); retrying in %.1fs", event, peer.node, exc, delay)
+                await asyncio.sleep(delay)  # sleep-ok: backoff between retries
+
+    async def _beat_stored_after_death(self, peer: Peer) -> bool:
+        """Ask the HEARTBEAT stream (replicated: the quorum's view, not ours) for the node's last beat."""
+        rec = await self.mesh.last("heartbeat", subjects.heartbeat(peer.node))
+        hb = rec.envelope.content if rec is not None and rec.envelope is not None else None
+        if not isinstance(hb, dict) or str(hb.get("epoch", "")) != peer.epoch:
+            return False
+        seq = hb.get("seq")
+        return isinstance(seq, int) and seq > peer.died_seq
+
+    async def _alert(self, event: str, peer: Peer, *, detail: dict[str, Any]) -> None:
+        seq = peer.died_seq if peer.died_seq >= 0 else peer.seq
+        content = {"event": event, "node": peer.node, "location": peer.location, "epoch": peer.epoch,
+                   "seq": seq, "detected_by": self._me, **detail}
+        env = new_envelope(
+            "ALERT", content, source=self.mesh.source, to=peer.node, priority=8 if event == "dead" else 5,
+            ttl=0, metadata={"node": peer.node, "event": event, "severity": "critical" if event == "dead" else "info"},
+            message_id=alert_id(event, peer.node, peer.epoch, seq),
+        )
+        if event == "recovered":
+            await peer.alert_settled.wait()
+            if not peer.alerted:
+                return  # its death was never alerted (see below), so neither is its recovery
+        try:
+            ack = await self._send_alert(env, event, peer)
+        finally:
+            if event == "dead":
+                peer.alert_settled.set()
+        if ack is None:
+            return
+        peer.alerted = event == "dead"
+        if not ack.duplicate:
+            self.alerts_published += 1
+            log.warning("ALERT %s: %s (%s)", event, peer.node, detail)
+        if self._on_event is not None:
+            result = self._on_event({**content, "duplicate": ack.duplicate})
+            if asyncio.iscoroutine(result):
+                await result

@@ -1,0 +1,377 @@
+"""The worker: one per node, or embedded in an agent's own asyncio program.
+
+    node = Node(MeshConfig(instance_id="nxs-node-001"), NodeOptions(capabilities=("resize",)))
+
+    @node.command("greet")
+    async def greet(args, ctx):
+        return f"hello {args}"
+
+    @node.task("resize")
+    async def resize(payload, ctx):
+        return {"ok": True}
+
+    async with node:                 # returns once RUNNING (heartbeating, consuming)
+        await node.wait_stopped()    # or do the agent's own work
+
+Lifecycle: STARTING -> RUNNING -> DRAINING -> STOPPED, published as the node's STATUS (last value
+per node on ``nxs.status.<node>``). A HEARTBEAT (``nxs.heartbeat.<node>``) goes out every interval:
+small (epoch = this incarnation's boot id, a counter, state, in-flight count, the claimed tasks).
+Stopping (SIGTERM/SIGINT in ``serve()``): status ``draining``, consumers stop fetching and finish
+in-flight work within ``grace``, heartbeats continue meanwhile (so no doctor calls it dead), then
+status ``stopped`` (so nobody waits for a timeout), then the connection drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Delivery, Reject, Retry
+from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.client.outbox import outbox_path
+from nxs_mesh.config import MeshConfig
+from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.handlers import Context, HandlerFn, Registry, builtin_registry, call_handler
+from nxs_mesh.node.tasks import TaskRunner, TaskStore, result_id, retrying
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.envelope import Envelope, encode, new_envelope
+from nxs_mesh.wire.errors import ClosedError, ConfigError, MeshError
+
+__all__ = ["Node", "NodeOptions", "NodeState"]
+
+log = logging.getLogger("nxs_mesh.node.node")
+
+VERSION = "0.1.0"
+
+
+class NodeState:
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """How the worker behaves (the connection and identity are in ``MeshConfig``)."""
+
+    heartbeat_interval: float = 1.0
+    dead_after: float = 5.0  # the Doctor's timeout (the seed's 5 s)
+    grace: float = 10.0  # how long in-flight work may take to finish on stop
+    capabilities: tuple[str, ...] = ()
+    doctor: bool = True
+    task_ack_wait: float = 30.0
+    task_concurrency: int = 1
+    # Commands handled at once; 1 runs them one at a time (a `sleep` delays a `ping` to the same node).
+    command_concurrency: int = 1
+    fetch_timeout: float = 5.0  # long-poll of idle consumers (an idle fetch is cancelled on stop)
+    start_timeout: float = 60.0  # keep retrying startup through leader elections / a server not up yet
+    status_every: float = 30.0  # status is republished this often (uptime, load), and on every state change
+    agents: tuple[str, ...] = ()
+    # Publishes that find no JetStream quorum wait in <data_dir>/outbox-<id>.sqlite (shared with the CLI).
+    outbox: bool = True
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
+            raise ConfigError("dead_after", "must be longer than the heartbeat interval (both positive)")
+
+
+class Node:
+    """A mesh worker: heartbeat + status, commands, tasks, and a Doctor."""
+
+    def __init__(self, config: MeshConfig, options: NodeOptions | None = None, registry: Registry | None = None) -> None:
+        self.config = config
+        self.options = options or NodeOptions()
+        self.registry = builtin_registry()
+        if registry is not None:
+            self.registry.merge(registry)
+        self.epoch = uuid.uuid4().hex[:12]  # this incarnation
+        self.state = NodeState.NEW
+        self.mesh: Mesh | None = None
+        self.doctor: Doctor | None = None
+        self.tasks: TaskRunner | None = None
+        self._commands: Consumer | None = None
+        self._hb_seq = 0
+        self._started_mono = 0.0
+        self._started_at = ""
+        self._beat_now = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._capabilities = set(self.options.capabilities)
+
+    def __repr__(self) -> str:
+        server = self.mesh.connected_url if self.mesh else None
+        n = (1 if self._commands else 0) + (len(self.tasks.consumers) if self.tasks else 0)
+        return (f"<Node {self.config.instance_id!r} {self.state.upper()} "
+                f"[server {server or '-'}, {n} consumers, {self.inflight} inflight]>")
+
+    # -- registration --------------------------------------------------------------------------------
+    def command(self, name: str | None = None) -> Callable[[HandlerFn], HandlerFn]:
+        return self.registry.command(name)
+
+    def task(self, capability: str) -> Callable[[HandlerFn], HandlerFn]:
+        """Register a task handler and declare the capability (before ``start``)."""
+        self._capabilities.add(capability)
+        return self.registry.task(capability)
+
+    @property
+    def node_id(self) -> str:
+        return self.config.instance_id
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return tuple(sorted(self._capabilities))
+
+    @property
+    def inflight(self) -> int:
+        cmd = self._commands._inflight if self._commands else 0  # noqa: SLF001 - same package
+        return cmd + (self.tasks.inflight if self.tasks else 0)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> Node:
+        if self.state != NodeState.NEW:
+            raise ClosedError(f"{self!r} cannot be started twice")
+        missing = [c for c in self._capabilities if c not in self.registry.tasks]
+        if missing:
+            raise ConfigError("capabilities", f"no task handler for {', '.join(sorted(missing))}")
+        self.state = NodeState.STARTING
+        self._started_mono = time.monotonic()
+        self._started_at = datetime.now(UTC).isoformat()
+        patience = self.options.start_timeout
+        outbox = outbox_path(self.config.data_dir, self.node_id) if self.options.outbox else None
+        if outbox is not None:
+            outbox.parent.mkdir(parents=True, exist_ok=True)
+        self.mesh = await retrying(
+            lambda: Mesh(self.config, outbox=outbox).connect(), "connect and ensure streams", timeout=patience
+        )
+        mesh = self.mesh
+        try:
+            await retrying(self._publish_status, "status", timeout=patience)
+            store = None
+            if self._capabilities or self.options.doctor:
+                store = await retrying(lambda: TaskStore.open(mesh), "task bucket", timeout=patience)
+            self._spawn(self._heartbeat_loop(), "heartbeat")
+            self._commands = Consumer(
+                self.mesh.nc, self.mesh.js,
+                ConsumerSpec(
+                    stream="NXS_COMMAND", durable=f"command-{self.node_id.replace(':', '-')}",
+                    filters=subjects.filters_for("command", self.node_id),
+                    ack_wait=self.config.ack_wait, max_deliver=self.config.max_deliver,
+                    batch=self.options.command_concurrency, concurrency=self.options.command_concurrency,
+                    fetch_timeout=self.options.fetch_timeout, dlq_instance=self.node_id,
+                ),
+                self._on_command,
+            )
+            await retrying(self._commands.start, "command consumer", timeout=patience)
+            if self._capabilities:
+                assert store is not None
+                self.tasks = TaskRunner(
+                    self.mesh, store, self.registry, epoch=self.epoch, capabilities=self.capabilities,
+                    ack_wait=self.options.task_ack_wait, concurrency=self.options.task_concurrency,
+                    fetch_timeout=self.options.fetch_timeout, on_claims=self._beat, node=self,
+                    start_timeout=patience,
+                )
+                await self.tasks.start()
+            if self.options.doctor:
+                self.doctor = await Doctor(
+                    self.mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval,
+                    store=store,
+                ).start()
+            self.state = NodeState.RUNNING
+            await retrying(self._publish_status, "status", timeout=patience)
+            self._spawn(self._status_loop(), "status")
+        except BaseException:
+            await self._teardown()
+            raise
+        log.info("node %s running (epoch %s, server %s)", self.node_id, self.epoch, self.mesh.connected_url)
+        return self
+
+    async def stop(self) -> None:
+        """Drain: stop fetching, finish in-flight work (``grace``), publish ``stopped``, close."""
+        if self.state in (NodeState.NEW, NodeState.STOPPED):
+            self.state = NodeState.STOPPED
+            self._stopped.set()
+            return
+        if self.state == NodeState.DRAINING:
+            await self._stopped.wait()
+            return
+        self.state = NodeState.DRAINING
+        log.info("node %s draining (%d in flight)", self.node_id, self.inflight)
+        with contextlib.suppress(MeshError):
+            await self._publish_status()
+        self._beat_now.set()
+        stops = [c.stop(self.options.grace) for c in ([self._commands] if self._commands else [])]
+        if self.tasks is not None:
+            stops.append(self.tasks.stop(self.options.grace))
+        await asyncio.gather(*stops, return_exceptions=True)
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self.doctor is not None:
+            await self.doctor.stop()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops = []
+        self.state = NodeState.STOPPED
+        if self.mesh is not None:
+            # "stopped" is what spares us a death alert: retry it through a leader election, briefly.
+            with contextlib.suppress(MeshError):
+                await retrying(self._publish_status, "stopped status", timeout=min(5.0, self.options.grace))
+            await asyncio.shield(self.mesh.close())
+        self._stopped.set()
+        log.info("node %s stopped", self.node_id)
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def serve(self, *, signals: bool = True, on_ready: Callable[[Node], Any] | None = None) -> None:
+        """Start, run until SIGTERM/SIGINT (or ``request_stop()``), then drain and stop."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self._stop_requested.set)
+                    installed.append(sig)
+        try:
+            await self.start()
+            if on_ready is not None:
+                on_ready(self)
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    # -- heartbeat and status ------------------------------------------------------------------------
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._loops.append(asyncio.create_task(coro, name=f"nxs-node-{name}"))
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.mesh is not None
+        while True:
+            try:
+                await self._beat()
+            except Exception as exc:  # noqa: BLE001 - a missed beat is logged, the loop goes on
+                log.debug("heartbeat failed: %r", exc)
+            self._beat_now.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.options.heartbeat_interval)
+
+    async def _beat(self) -> None:
+        """One heartbeat, plain publish (no JetStream ack round trip: a lost beat is replaced next interval)."""
+        assert self.mesh is not None
+        self._hb_seq += 1
+        # Small on purpose (idle traffic budget): the rest is in the status.
+        content: dict[str, Any] = {"epoch": self.epoch, "seq": self._hb_seq, "state": self.state}
+        if self.inflight:
+            content["inflight"] = self.inflight
+        if self.tasks is not None and self.tasks.claims:
+            content["claims"] = dict(self.tasks.claims)
+        env = new_envelope("HEARTBEAT", content, source=self.mesh.source, ttl=0)
+        await self.mesh.nc.publish(subjects.heartbeat(self.node_id), encode(env))
+        if "claims" in content:
+            await self.mesh.nc.flush(timeout=2)  # a claim must be known before its work starts
+
+    def status(self) -> dict[str, Any]:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        mesh = self.mesh
+        return {
+            "state": self.state, "version": VERSION, "epoch": self.epoch, "started_at": self._started_at,
+            "uptime": round(time.monotonic() - self._started_mono, 1) if self._started_mono else 0.0,
+            "load": round(load, 2), "inflight": self.inflight, "queue_depth": self._queue_depth,
+            "agents": list(self.options.agents or (self.config.agent_id,)), "location": self.config.location,
+            "server": mesh.connected_url if mesh else None,
+            "path": mesh.server_path if mesh else "disconnected",
+            "outbox": len(mesh.outbox) if mesh and mesh.outbox is not None else 0, "host": socket.gethostname(), "pid": os.getpid(),
+            "capabilities": list(self.capabilities), "commands": sorted(self.registry.commands),
+            "heartbeat_interval": self.options.heartbeat_interval, "dead_after": self.options.dead_after,
+        }
+
+    _queue_depth = 0
+
+    async def _publish_status(self) -> None:
+        assert self.mesh is not None
+        await self.mesh.publish("STATUS", self.status(), ttl=0)
+
+    async def refresh_queue_depth(self) -> int:
+        """Messages waiting for (or held by) this node's consumers; asks the server (the `status` command)."""
+        assert self.mesh is not None
+        depth = 0
+        for c in ([self._commands] if self._commands else []) + (self.tasks.consumers if self.tasks else []):
+            info = await self.mesh.js.consumer_info(c.spec.stream, c.spec.durable)
+            depth += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        self._queue_depth = depth
+        return depth
+
+    async def _status_loop(self) -> None:
+        assert self.mesh is not None
+        while True:
+            await asyncio.sleep(self.options.status_every)  # sleep-ok: a timer
+            try:
+                await self._publish_status()
+            except Exception as exc:  # noqa: BLE001 - status is best effort, the next round retries
+                log.debug("status publish failed: %r", exc)
+
+    # -- commands ------------------------------------------------------------------------------------
+    async def _on_command(self, env: Envelope, delivery: Delivery) -> None:
+        content = env.content
+        if not isinstance(content, dict) or not isinstance(content.get("command"), str):
+            await self._reply(env, None, error="not a command: content must be {\"command\": name, \"args\": ...}")
+            raise Reject("not a command: content must be {\"command\": name, \"args\": ...}")
+        name = content["command"]
+        fn = self.registry.commands.get(name)
+        if fn is None:
+            reason = f"unknown command {name!r}; this node knows {', '.join(sorted(self.registry.commands))}"
+            await self._reply(env, None, error=reason)
+            raise Reject(reason)
+        ctx = Context(self.node_id, env, delivery, self)
+        try:
+            result = await call_handler(fn, content.get("args"), ctx)
+        except Retry:
+            raise
+        except Reject as exc:
+            await self._reply(env, None, error=exc.reason)
+            raise
+        except Exception as exc:
+            if delivery.deliveries >= self.config.max_deliver:
+                await self._reply(env, None, error=f"{type(exc).__name__}: {exc}")
+            raise
+        await self._reply(env, result)
+
+    async def _reply(self, env: Envelope, content: Any, *, error: str | None = None) -> None:
+        if not isinstance(env.reply_to, str) or self.mesh is None:
+            return
+        corr = env.correlation_id if isinstance(env.correlation_id, str) else env.id
+        metadata: dict[str, Any] = {"ok": error is None, "command": env.content.get("command")
+                                    if isinstance(env.content, dict) else None}
+        if error is not None:
+            metadata["error"] = error
+        await self.mesh.publish(
+            "RESULT", content, to=env.source.instance_id, agent=env.source.agent_id, correlation_id=corr,
+            metadata=metadata, ttl=env.ttl, message_id=result_id(env.id),
+        )

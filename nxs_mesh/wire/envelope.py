@@ -1,0 +1,299 @@
+"""The wire envelope (public contract, DESIGN.md section 3): structs, codec and validation.
+
+Validation happens in msgspec's C decoder wherever it can (ids by pattern, priority range, UUID,
+RFC 3339 time), so decoding is both strict and fast; errors are re-raised as ``EnvelopeError``
+naming the offending field.
+
+>>> env = new_envelope("CHAT", "hello", source=Source("nxs-node-001", "main"), to="nxs-node-002")
+>>> decode(encode(env)) == env
+True
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal, get_args
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from nxs_mesh.wire.errors import EnvelopeError, UnknownMessageType
+
+__all__ = [
+    "BROADCAST",
+    "ENVELOPE_VERSION",
+    "MAX_ENVELOPE_BYTES",
+    "MESSAGE_TYPES",
+    "Envelope",
+    "MessageType",
+    "Payload",
+    "Source",
+    "Target",
+    "check_id",
+    "decode",
+    "encode",
+    "new_envelope",
+    "normalize_type",
+]
+
+ENVELOPE_VERSION: Final = 1
+#: Bigger envelopes are rejected before decoding (the server's default max_payload is 1 MiB).
+MAX_ENVELOPE_BYTES: Final = 1024 * 1024
+#: Target instance/agent meaning "everyone".
+BROADCAST: Final = "*"
+
+MessageType = Literal["CHAT", "COMMAND", "STATUS", "HEARTBEAT", "SYNC", "TASK", "RESULT", "ALERT"]
+MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
+_TYPE_SET: Final = frozenset(MESSAGE_TYPES)
+
+_ID = r"^[A-Za-z0-9_:-]{1,64}$"
+_ID_OR_ALL = r"^(\*|[A-Za-z0-9_:-]{1,64})$"
+_ID_RE = re.compile(_ID)
+_ID_OR_ALL_RE = re.compile(_ID_OR_ALL)
+
+# The decoder checks only the length; the character set is checked by decode() against a cache of ids
+# already seen valid (same regexes, same error text): msgspec's per-field pattern call was ~2/3 of decode.
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+IdOrAll = Annotated[str, Meta(min_length=1, max_length=64)]
+Priority = Annotated[int, Meta(ge=0, le=9)]
+Ttl = Annotated[int, Meta(ge=0)]
+Timestamp = Annotated[datetime, Meta(tz=True)]
+# Reserved in subjects for broadcast; a node may not be called that.
+_RESERVED_IDS = frozenset({"_all"})
+
+
+class Source(Struct, frozen=True):
+    instance_id: Id
+    agent_id: Id
+    location: Annotated[str, Meta(max_length=128)] = ""
+
+
+class Target(Struct, frozen=True):
+    instance_id: IdOrAll = BROADCAST
+    agent_id: IdOrAll = BROADCAST
+    broadcast: bool = False
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.broadcast or self.instance_id == BROADCAST
+
+
+class Payload(Struct, frozen=True):
+    content: Any = ""
+    metadata: dict[str, Any] = {}
+
+
+class Envelope(Struct, frozen=True):
+    message_id: uuid.UUID
+    timestamp: Timestamp
+    source: Source
+    target: Target
+    message_type: MessageType
+    payload: Payload
+    priority: Priority = 1
+    ttl: Ttl = 300
+    correlation_id: str | UnsetType = UNSET
+    reply_to: str | UnsetType = UNSET
+    v: int = ENVELOPE_VERSION
+
+    @property
+    def id(self) -> str:
+        return str(self.message_id)
+
+    @property
+    def content(self) -> Any:
+        return self.payload.content
+
+    def expires_at(self, stored_at: datetime | None = None) -> datetime | None:
+        """When this message expires, counted from ``stored_at`` (server time) if given."""
+        if self.ttl == 0:
+            return None
+        return (stored_at or self.timestamp) + timedelta(seconds=self.ttl)
+
+    def is_expired(self, now: datetime | None = None, stored_at: datetime | None = None) -> bool:
+        expires = self.expires_at(stored_at)
+        return expires is not None and (now or datetime.now(UTC)) >= expires
+
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(Envelope)
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_msgpack_decoder = msgspec.msgpack.Decoder(Envelope)
+
+_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def encode(env: Envelope, *, msgpack: bool = False) -> bytes:
+    return _msgpack_encoder.encode(env) if msgpack else _json_encoder.encode(env)
+
+
+def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> Envelope:
+    """Decode and validate wire bytes; raises ``EnvelopeError`` naming the bad field."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(f"envelope is {len(data)} bytes; the limit is {MAX_ENVELOPE_BYTES}")
+    try:
+        env = (_msgpack_decoder if msgpack else _json_decoder).decode(data)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        kind = "MessagePack" if msgpack else "JSON"
+        raise EnvelopeError(f"not valid {kind}: {exc}") from None
+    src, tgt, known = env.source, env.target, _VALID_IDS
+    if not (src.instance_id in known and src.agent_id in known
+            and (tgt.instance_id in known or tgt.instance_id == BROADCAST)
+            and (tgt.agent_id in known or tgt.agent_id == BROADCAST)):
+        _check_ids(env)
+    if env.source.instance_id in _RESERVED_IDS:
+        raise EnvelopeError("'_all' is reserved for broadcast", "source.instance_id")
+    return env
+
+
+# Ids that matched _ID (never "*"); bounded, since ids come from the network.
+_VALID_IDS: set[str] = set()
+
+
+def _check_ids(env: Envelope) -> None:
+    for value, field, pattern in (
+        (env.source.instance_id, "source.instance_id", _ID_RE),
+        (env.source.agent_id, "source.agent_id", _ID_RE),
+        (env.target.instance_id, "target.instance_id", _ID_OR_ALL_RE),
+        (env.target.agent_id, "target.agent_id", _ID_OR_ALL_RE),
+    ):
+        if value in _VALID_IDS or (value == BROADCAST and pattern is _ID_OR_ALL_RE):
+            continue
+        if not pattern.search(value):
+            raise EnvelopeError(f"Expected `str` matching regex {pattern.pattern!r}", field)
+        if len(_VALID_IDS) >= 10_000:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(value)
+
+
+def _validation_error(text: str) -> EnvelopeError:
+    match = _PATH_RE.search(text)
+    field = match.group(1) if match else None
+    message = _PATH_RE.sub("", text).rstrip(" -")
+    if field == "message_type":
+        shown = message.replace("Invalid enum value", "unknown message type")
+        return UnknownMessageType(f"{shown}; known types are {', '.join(MESSAGE_TYPES)}", "message_type")
+    return EnvelopeError(message, field or None)
+
+
+# Ids that passed check_id (match _ID, not reserved): the same few ids are checked on every publish.
+_CHECKED_IDS: set[str] = set()
+
+
+def check_id(value: object, field: str, *, allow_all: bool = False) -> str:
+    """Reject an instance or agent id at the edge, naming the field (never escape it)."""
+    if type(value) is str and (value in _CHECKED_IDS or (allow_all and value == BROADCAST)):
+        return value
+    pattern = _ID_OR_ALL_RE if allow_all else _ID_RE
+    if not isinstance(value, str) or not pattern.match(value):
+        allowed = "'*' or " if allow_all else ""
+        raise EnvelopeError(
+            f"{value!r} is not a valid id: use {allowed}1-64 characters from A-Z a-z 0-9 _ : -", field
+        )
+    if value in _RESERVED_IDS:
+        raise EnvelopeError(f"{value!r} is reserved for broadcast", field)
+    if type(value) is str and value != BROADCAST:
+        if len(_CHECKED_IDS) >= 10_000:  # bounded: ids may come from the network
+            _CHECKED_IDS.clear()
+        _CHECKED_IDS.add(value)
+    return value
+
+
+# Random (v4) message ids, built faster than uuid.uuid4() (~0.5 us instead of ~1.8 us): random bits
+# come 256 ids per os.urandom call (list.pop is atomic, so threads never share one; a forked child
+# drops its parent's pool), and the UUID is made from its int without re-validating it.
+_V4_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_V4_BITS: Final = (0x8000 << 48) | (0x4000 << 64)
+_id_pool: list[int] = []
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _uuid_from_int(value: int) -> uuid.UUID:
+    u = _new_object(uuid.UUID)
+    _set_slot(u, "int", value)
+    _set_slot(u, "is_safe", uuid.SafeUUID.unknown)
+    return u
+
+
+def _random_uuid() -> uuid.UUID:
+    try:
+        value = _id_pool.pop()
+    except IndexError:
+        raw = os.urandom(16 * 256)
+        _id_pool.extend((int.from_bytes(raw[i:i + 16]) & _V4_MASK) | _V4_BITS for i in range(0, len(raw), 16))
+        value = _id_pool.pop()
+    return _make_uuid(value)
+
+
+try:  # the fast constructor relies on UUID's slots; fall back to the public one if they ever change
+    _probe = _uuid_from_int(_V4_BITS | 12345)
+    _ok = _probe == uuid.UUID(int=_V4_BITS | 12345) and str(_probe) == str(uuid.UUID(int=_V4_BITS | 12345))
+except Exception:
+    _ok = False
+_make_uuid = _uuid_from_int if _ok else (lambda value: uuid.UUID(int=value))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+def normalize_type(value: str) -> MessageType:
+    upper = value.upper() if isinstance(value, str) else value
+    if upper not in MESSAGE_TYPES:
+        raise UnknownMessageType(
+            f"unknown message type {value!r}; known types are {', '.join(MESSAGE_TYPES)}", "message_type"
+        )
+    return upper  # type: ignore[return-value]
+
+
+def new_envelope(
+    message_type: str,
+    content: Any = "",
+    *,
+    source: Source,
+    to: str = BROADCAST,
+    agent: str = BROADCAST,
+    priority: int = 1,
+    ttl: int = 300,
+    metadata: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    message_id: uuid.UUID | str | None = None,
+) -> Envelope:
+    """Build a validated outgoing envelope. Struct constructors do not check constraints, this does."""
+    kind = message_type if message_type in _TYPE_SET else normalize_type(message_type)
+    to = check_id(to, "target.instance_id", allow_all=True)
+    agent = check_id(agent, "target.agent_id", allow_all=True)
+    check_id(source.instance_id, "source.instance_id")
+    check_id(source.agent_id, "source.agent_id")
+    if type(priority) is not int or not 0 <= priority <= 9:
+        raise EnvelopeError(f"{priority!r} is out of range: use an integer 0..9", "priority")
+    if type(ttl) is not int or ttl < 0:
+        raise EnvelopeError(f"{ttl!r} is invalid: use whole seconds >= 0 (0 = never expires)", "ttl")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(k, str) for k in metadata)):
+        raise EnvelopeError("must be a mapping of str to JSON values", "payload.metadata")
+    if message_id is None:
+        mid = _random_uuid()
+    else:
+        try:
+            mid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(str(message_id))
+        except ValueError:
+            raise EnvelopeError(f"{message_id!r} is not a UUID", "message_id") from None
+    if correlation_id is not None and not _ID_RE.match(correlation_id):
+        raise EnvelopeError(f"{correlation_id!r} is not a valid id", "correlation_id")
+    return Envelope(
+        message_id=mid,
+        timestamp=datetime.now(UTC),
+        source=source,
+        target=Target(instance_id=to, agent_id=agent, broadcast=to == BROADCAST),
+        message_type=kind,
+        payload=Payload(content=content, metadata=metadata or {}),
+        priority=priority,
+        ttl=ttl,
+        correlation_id=UNSET if correlation_id is None else correlation_id,
+        reply_to=UNSET if reply_to is None else reply_to,
+    )
