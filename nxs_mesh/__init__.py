@@ -19,6 +19,7 @@ from nxs_mesh.config import MeshConfig, load_config
 from nxs_mesh.node.doctor import Doctor
 from nxs_mesh.node.node import Node, NodeOptions, NodeState
 from nxs_mesh.transport.reader import Record
+from nxs_mesh.version import VERSION
 from nxs_mesh.wire.envelope import (
     MESSAGE_TYPES,
     Envelope,
@@ -50,7 +51,7 @@ from nxs_mesh.wire.errors import (
     UnknownMessageType,
 )
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "MESSAGE_TYPES",

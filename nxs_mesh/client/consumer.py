@@ -30,9 +30,10 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 
-from nxs_mesh.transport.connection import backoff_delay
+from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire import subjects
+from nxs_mesh.wire.contract import ENCODING_HEADER
 from nxs_mesh.wire.envelope import Envelope, decode
 from nxs_mesh.wire.errors import ClosedError, EnvelopeError, MeshError
 
@@ -40,7 +41,6 @@ __all__ = ["Abandon", "Consumer", "ConsumerStats", "Delivery", "Handler", "Rejec
 
 log = logging.getLogger("nxs_mesh.client.consumer")
 
-ENCODING_HEADER: Final = "Nxs-Encoding"
 # With messages in hand and the server's count saying more are on their way (a backlog), wait this long
 # at most for the rest of the batch, so that priority orders the whole batch.
 _BURST_WAIT: Final = 0.05
@@ -446,7 +446,8 @@ class Consumer:
             self.stats.retried += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("handler failed on %s (delivery %d): %r", env.id, meta.num_delivered, exc)
-            delay = min(self.spec.backoff_cap, self.spec.backoff_base * 2 ** (meta.num_delivered - 1))
+            delay = backoff_delay(meta.num_delivered - 1, base=self.spec.backoff_base, cap=self.spec.backoff_cap,
+                                  jitter=False)
             await self._retry_or_dead(env, msg, delay, f"handler raised {type(exc).__name__}: {exc}")
         else:
             self.stats.handled += 1

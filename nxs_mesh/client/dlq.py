@@ -10,11 +10,11 @@ from nats.js import errors as jse
 
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.transport.translate import translate_nats_errors
+from nxs_mesh.wire.contract import DLQ_STREAM
 from nxs_mesh.wire.errors import MeshError
 
 __all__ = ["DeadLetter", "Replayed", "list_dead_letters", "replay_dead_letter"]
 
-DLQ_STREAM = "NXS_DLQ"
 
 
 @dataclass(frozen=True)

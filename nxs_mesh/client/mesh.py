@@ -23,15 +23,26 @@ import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from nxs_mesh.client.consumer import ENCODING_HEADER, Consumer, ConsumerSpec, Handler
+from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher, OutboxItem
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.connection import ReconnectPolicy, connect, server_path
 from nxs_mesh.transport.publisher import Ack, JsPublisher
 from nxs_mesh.transport.reader import Record, peek_workqueue, read_stream
-from nxs_mesh.transport.streams import STREAMS, EnsureResult, ensure_streams, stream_for_kind
+from nxs_mesh.transport.streams import EnsureResult, ensure_streams, stream_for_kind
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire import subjects
+from nxs_mesh.wire.contract import (
+    DEFAULT_PRIORITY,
+    DEFAULT_TTL,
+    ENCODING_HEADER,
+    MSG_ID_HEADER,
+    MSGPACK,
+    REQUEST_PRIORITY,
+    STREAM_OF_TYPE,
+    TTL_HEADER,
+    TTL_TYPES,
+)
 from nxs_mesh.wire.envelope import Envelope, Source, check_id, decode, encode, new_envelope
 from nxs_mesh.wire.errors import (
     BrokenError,
@@ -47,12 +58,6 @@ from nxs_mesh.wire.errors import (
 
 __all__ = ["Mesh", "MeshState", "PublishResult"]
 
-# Streams whose config allows per-message TTL: there the server drops expired messages itself.
-_TTL_STREAMS: Final = frozenset(s.name for s in STREAMS if s.allow_msg_ttl)
-_STREAM_OF_TYPE: Final = {
-    "CHAT": "NXS_CHAT", "COMMAND": "NXS_COMMAND", "TASK": "NXS_TASK", "RESULT": "NXS_RESULT",
-    "STATUS": "NXS_STATUS", "HEARTBEAT": "NXS_HEARTBEAT", "SYNC": "NXS_SYNC", "ALERT": "NXS_ALERT",
-}
 # Current-state messages are only true when sent, so they never wait in the outbox: a drained old
 # heartbeat would fake presence, an old status could land after a newer one ("stopped" stuck behind
 # queued work), and a cut-off doctor's alerts about the majority would be false once delivered.
@@ -66,12 +71,13 @@ _SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping
 
 def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
     """The stream an envelope goes to and the headers it is published with (dedup id, ttl, encoding)."""
-    stream = _STREAM_OF_TYPE[env.message_type]
-    headers = {"Nats-Msg-Id": env.id}
-    if env.ttl and stream in _TTL_STREAMS:
-        headers["Nats-TTL"] = f"{env.ttl}s"
+    kind = env.message_type
+    headers = {MSG_ID_HEADER: env.id}
+    if env.ttl and kind in TTL_TYPES:
+        headers[TTL_HEADER] = f"{env.ttl}s"
     if msgpack:
-        headers[ENCODING_HEADER] = "msgpack"
+        headers[ENCODING_HEADER] = MSGPACK
+    stream = STREAM_OF_TYPE[kind]
     return stream, headers
 
 
@@ -243,8 +249,8 @@ class Mesh:
         *,
         to: str = "*",
         agent: str = "*",
-        priority: int = 1,
-        ttl: int = 300,
+        priority: int = DEFAULT_PRIORITY,
+        ttl: int = DEFAULT_TTL,
         metadata: dict[str, Any] | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
@@ -481,7 +487,7 @@ class Mesh:
         *,
         agent: str = "*",
         timeout: float = 5.0,
-        priority: int = 5,
+        priority: int = REQUEST_PRIORITY,
     ) -> Envelope:
         """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``."""
         corr = str(uuid.uuid4())

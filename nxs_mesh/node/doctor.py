@@ -35,8 +35,9 @@ from typing import Any, Final
 
 from nats.aio.msg import Msg
 
+from nxs_mesh.aio.retry import retrying
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.node.tasks import TaskStore, retrying
+from nxs_mesh.node.tasks import TaskStore
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import decode, new_envelope
 from nxs_mesh.wire.errors import EnvelopeError, MeshError

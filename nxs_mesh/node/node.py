@@ -36,13 +36,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from nxs_mesh.aio.retry import retrying
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Delivery, Reject, Retry
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.outbox import outbox_path
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.node.doctor import Doctor
 from nxs_mesh.node.handlers import Context, HandlerFn, Registry, builtin_registry, call_handler
-from nxs_mesh.node.tasks import TaskRunner, TaskStore, result_id, retrying
+from nxs_mesh.node.tasks import TaskRunner, TaskStore, result_id
+from nxs_mesh.version import VERSION
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, encode, new_envelope
 from nxs_mesh.wire.errors import ClosedError, ConfigError, MeshError
@@ -50,9 +52,6 @@ from nxs_mesh.wire.errors import ClosedError, ConfigError, MeshError
 __all__ = ["Node", "NodeOptions", "NodeState"]
 
 log = logging.getLogger("nxs_mesh.node.node")
-
-VERSION = "0.1.0"
-
 
 class NodeState:
     NEW = "new"

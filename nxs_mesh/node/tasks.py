@@ -40,47 +40,27 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
+from nxs_mesh.aio.retry import retrying
 from nxs_mesh.client.consumer import Abandon, Consumer, ConsumerSpec, Delivery, Reject
 from nxs_mesh.client.mesh import Mesh, PublishResult
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire import subjects
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL
 from nxs_mesh.wire.envelope import Envelope, check_id
-from nxs_mesh.wire.errors import ConfigError, MeshError, StreamConflict
+from nxs_mesh.wire.errors import ConfigError
 
-__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "retrying", "submit_task"]
+__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
 
 log = logging.getLogger("nxs_mesh.node.tasks")
 
-T = TypeVar("T")
-
 BUCKET: Final = "NXS_TASKS"
 _RESULT_NS: Final = uuid.UUID("6c1f9a52-7d0e-4b8e-9a55-6e1c3c2f6a01")
-
-
-async def retrying(op: Callable[[], Awaitable[T]], what: str, *, timeout: float = 60.0) -> T:
-    """Run a JetStream operation again through transient failures (a stream leader election, a
-    reconnect) until ``timeout``. Only for operations that are safe to repeat (idempotent ensures,
-    publishes with a deterministic message id). Configuration errors are not retried."""
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while True:
-        try:
-            return await op()
-        except (ConfigError, StreamConflict):
-            raise
-        except MeshError as exc:
-            attempt += 1
-            if time.monotonic() + 0.1 > deadline:
-                raise
-            delay = min(2.0, 0.1 * 2 ** attempt)
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)  # sleep-ok: backoff between retries
 
 
 def result_id(task_id: str) -> str:
@@ -268,8 +248,8 @@ async def submit_task(
     capability: str,
     payload: Any,
     *,
-    priority: int = 1,
-    ttl: int = 3600,
+    priority: int = DEFAULT_PRIORITY,
+    ttl: int = TASK_TTL,
     wait: bool = False,
     timeout: float = 60.0,
 ) -> tuple[PublishResult, Envelope | None]:

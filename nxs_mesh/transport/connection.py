@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -12,11 +11,12 @@ from urllib.parse import urlparse
 import nats
 from nats.aio.client import Client
 
+from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import ConfigError, ConnectError
 
-__all__ = ["ReconnectPolicy", "backoff_delay", "connect", "server_list", "server_path", "tls_context"]
+__all__ = ["ReconnectPolicy", "connect", "server_list", "server_path", "tls_context"]
 
 log = logging.getLogger("nxs_mesh.transport.connection")
 
@@ -31,11 +31,6 @@ def tls_context(cfg: MeshConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError("tls", f"cannot load TLS files: {exc}") from None
     return ctx
-
-
-def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
-    """Exponential backoff with full jitter (so a restarted cluster is not stampeded)."""
-    return random.uniform(0, min(cap, base * (2 ** max(0, attempt))))
 
 
 def server_list(local: str | None, peers: Sequence[str] = (), relay: str | None = None) -> tuple[str, ...]:

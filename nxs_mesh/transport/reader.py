@@ -19,8 +19,8 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
-from nxs_mesh.client.consumer import ENCODING_HEADER
 from nxs_mesh.transport.translate import translate_nats_errors
+from nxs_mesh.wire.contract import ENCODING_HEADER
 from nxs_mesh.wire.envelope import Envelope, decode
 from nxs_mesh.wire.errors import EnvelopeError, MeshError
 

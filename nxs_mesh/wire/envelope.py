@@ -20,6 +20,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL
 from nxs_mesh.wire.errors import EnvelopeError, UnknownMessageType
 
 __all__ = [
@@ -93,8 +94,8 @@ class Envelope(Struct, frozen=True):
     target: Target
     message_type: MessageType
     payload: Payload
-    priority: Priority = 1
-    ttl: Ttl = 300
+    priority: Priority = DEFAULT_PRIORITY
+    ttl: Ttl = DEFAULT_TTL
     correlation_id: str | UnsetType = UNSET
     reply_to: str | UnsetType = UNSET
     v: int = ENVELOPE_VERSION
@@ -257,8 +258,8 @@ def new_envelope(
     source: Source,
     to: str = BROADCAST,
     agent: str = BROADCAST,
-    priority: int = 1,
-    ttl: int = 300,
+    priority: int = DEFAULT_PRIORITY,
+    ttl: int = DEFAULT_TTL,
     metadata: dict[str, Any] | None = None,
     correlation_id: str | None = None,
     reply_to: str | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY
 from nxs_mesh.wire.envelope import BROADCAST, Envelope, check_id
 from nxs_mesh.wire.errors import EnvelopeError
 
@@ -50,11 +51,11 @@ def chat(to: str, agent: str = BROADCAST) -> str:
     return f"{ROOT}.chat.{_seg(to)}.{_seg(agent)}"
 
 
-def command(to: str, agent: str = BROADCAST, priority: int = 1) -> str:
+def command(to: str, agent: str = BROADCAST, priority: int = DEFAULT_PRIORITY) -> str:
     return f"{ROOT}.command.{_seg(to)}.{_seg(agent)}.p{priority}"
 
 
-def task(capability: str, priority: int = 1) -> str:
+def task(capability: str, priority: int = DEFAULT_PRIORITY) -> str:
     check_id(capability, "capability")
     return f"{ROOT}.task.{capability}.p{priority}"
 
