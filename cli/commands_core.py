@@ -7,7 +7,6 @@ where stopping was not the normal way to end the command.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -29,7 +28,7 @@ from .common import say as _say
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh, MeshConfig
-    from nxs_mesh.transport.streams import EnsureResult
+    from nxs_mesh.client.admin import EnsureResult
 
 dlq_app = typer.Typer(help="Dead letters: messages a consumer could not handle, with the reason.",
                       no_args_is_help=True)
@@ -225,19 +224,16 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
 
 async def _stream_missing(mesh: Mesh, subject: str) -> bool:
     """True when JetStream answers that no stream takes ``subject`` (as opposed to having no quorum)."""
-    from nats.js import errors as jse
+    from nxs_mesh.wire.errors import MeshError
 
     try:
-        await asyncio.wait_for(mesh.js.find_stream_name_by_subject(subject), 2.0)
-    except jse.NotFoundError:
-        return True
-    except Exception:
-        return False
-    return False
+        return await mesh.admin.find_stream(subject) is None
+    except MeshError:
+        return False  # no answer: JetStream is there but busy, or we cannot tell
 
 
 def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
-    from nxs_mesh.client.mesh import queue_offline
+    from nxs_mesh.client.publishing import queue_offline
     from nxs_mesh.client.outbox import Outbox, outbox_path
 
     path = outbox_path(cfg.data_dir, cfg.instance_id)
@@ -260,28 +256,16 @@ def _human_bytes(n: int) -> str:
 
 
 async def _streams(ctx: typer.Context) -> list[dict[str, Any]]:
-    from nats.js import errors as jse
-
-    from nxs_mesh.transport.streams import STREAMS
-    from nxs_mesh.transport.translate import translate_nats_errors
+    from nxs_mesh.client.admin import STREAMS
 
     rows: list[dict[str, Any]] = []
     async with _open(ctx) as mesh:
         for spec in STREAMS:
-            with translate_nats_errors(f"stream {spec.name}"):
-                try:
-                    info = await mesh.js.stream_info(spec.name)
-                except jse.NotFoundError:
-                    rows.append({"stream": spec.name, "exists": False, "subjects": list(spec.subjects)})
-                    continue
-            cfg, st = info.config, info.state
-            rows.append({
-                "stream": spec.name, "exists": True, "subjects": list(cfg.subjects or []),
-                "retention": getattr(cfg.retention, "value", cfg.retention),
-                "messages": st.messages, "bytes": st.bytes, "consumers": st.consumer_count,
-                "replicas": cfg.num_replicas, "first_seq": st.first_seq, "last_seq": st.last_seq,
-                "leader": info.cluster.leader if info.cluster else None,
-            })
+            report = await mesh.admin.stream(spec.name)
+            if report is None:
+                rows.append({"stream": spec.name, "exists": False, "subjects": list(spec.subjects)})
+            else:
+                rows.append(report.as_dict())
     return rows
 
 
@@ -406,14 +390,10 @@ def dlq_replay(
 
 
 async def _dlq_purge(ctx: typer.Context) -> int:
-    from nxs_mesh.client.dlq import DLQ_STREAM
-    from nxs_mesh.transport.translate import translate_nats_errors
+    from nxs_mesh.wire.contract import DLQ_STREAM
 
     async with _open(ctx) as mesh:
-        with translate_nats_errors("purge dead letters"):
-            count = (await mesh.js.stream_info(DLQ_STREAM)).state.messages
-            await mesh.js.purge_stream(DLQ_STREAM)
-    return int(count)
+        return await mesh.admin.purge(DLQ_STREAM)
 
 
 @dlq_app.command("purge")

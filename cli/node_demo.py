@@ -79,16 +79,17 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
     from nxs_mesh import Mesh, MeshConfig
     from nxs_mesh.node.checkup import list_nodes
     from nxs_mesh.node.tasks import TaskStore, submit_task
-    from nxs_mesh.wire.envelope import decode
+    from nxs_mesh.wire.errors import MeshError
 
     for node, location in NODES:
         procs[node] = _spawn(url, node, location, work)
     async with Mesh(MeshConfig(servers=(url,), instance_id="demo-cli", agent_id="operator")) as mesh:
 
         async def state(node: str) -> str | None:
-            with contextlib.suppress(Exception):
-                raw = await mesh.js.get_last_msg("NXS_STATUS", f"nxs.status.{node}")
-                return decode(raw.data or b"").content.get("state")
+            with contextlib.suppress(MeshError):
+                rec = await mesh.last("status", f"nxs.status.{node}")
+                if rec is not None and rec.envelope is not None and isinstance(rec.envelope.content, dict):
+                    return rec.envelope.content.get("state")
             return None
 
         for node, _ in NODES:
@@ -106,10 +107,10 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
 
         alerts: dict[str, float] = {}
 
-        async def on_alert(msg: Any) -> None:
-            alerts.setdefault(msg.subject, time.monotonic())
+        async def on_alert(subject: str, data: bytes, headers: Any) -> None:
+            alerts.setdefault(subject, time.monotonic())
 
-        await mesh.nc.subscribe("nxs.alert.>", cb=on_alert)
+        await mesh.subscribe("nxs.alert.>", on_alert)
         store = await TaskStore.open(mesh)
         ack, _ = await submit_task(mesh, "sleep", 4.0, ttl=300)
         claim = await _until(lambda: _first(store.get(ack.message_id)), 15, "the task to be claimed")

@@ -70,8 +70,9 @@ def health_table(report: Any) -> Group:
 
 
 async def top_loop(mesh: Any, *, interval: float = 1.0, iterations: int = 0) -> None:
+    from nxs_mesh.client.admin import STREAMS
     from nxs_mesh.node.checkup import list_nodes
-    from nxs_mesh.transport.streams import STREAMS
+    from nxs_mesh.wire.errors import MeshError
 
     previous: dict[str, int] = {}
     last_t = time.monotonic()
@@ -86,14 +87,16 @@ async def top_loop(mesh: Any, *, interval: float = 1.0, iterations: int = 0) -> 
             rates.add_column(col, justify="left" if col == "stream" else "right")
         for spec in STREAMS:
             try:
-                si = await mesh.js.stream_info(spec.name)
-            except Exception:  # noqa: BLE001 - a missing stream shows as '-'
+                si = await mesh.admin.stream(spec.name)
+            except MeshError:
+                si = None
+            if si is None:  # missing (or unreachable for now): shown as '-'
                 rates.add_row(spec.name, "-", "-", "-")
                 continue
-            seq = si.state.last_seq or 0
+            seq = si.last_seq
             rate = (seq - previous[spec.name]) / dt if spec.name in previous else 0.0
             previous[spec.name] = seq
-            rates.add_row(spec.name, str(si.state.messages), str(seq), f"{rate:.1f}")
+            rates.add_row(spec.name, str(si.messages), str(seq), f"{rate:.1f}")
         return Group(nodes_table(await list_nodes(mesh)), rates)
 
     n = 0

@@ -19,7 +19,7 @@ from .common import say as _say
 
 if TYPE_CHECKING:
     from nxs_mesh import Mesh
-    from nxs_mesh.transport.reader import Record
+    from nxs_mesh.client.mesh import Record
 
 
 # -- tail -------------------------------------------------------------------------------------------------
@@ -66,18 +66,14 @@ async def _history(
     mesh: Mesh, kind: str, keep: _Filter, *, seq: int | None, since: datetime | None, last: int | None
 ) -> tuple[list[Record], int]:
     """Stored records (filtered) and the highest sequence the read covered, so following can go on after it."""
-    from nats.js import errors as jse
-
-    from nxs_mesh.transport.streams import stream_for_kind
-    from nxs_mesh.transport.translate import translate_nats_errors
+    from nxs_mesh.client.admin import stream_for_kind
     from nxs_mesh.wire.errors import MeshError
 
     name = stream_for_kind(kind).name
-    with translate_nats_errors(f"tail {name}"):
-        try:
-            end = (await mesh.js.stream_info(name)).state.last_seq
-        except jse.NotFoundError:
-            raise MeshError(f"stream {name} does not exist; run `nxs init` (or `nxs up`)") from None
+    report = await mesh.admin.stream(name)
+    if report is None:
+        raise MeshError(f"stream {name} does not exist; run `nxs init` (or `nxs up`)")
+    end = report.last_seq
     if last == 0:
         return [], end
     # With client-side filters, "the last N" means the last N that match: read from the start.

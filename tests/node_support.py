@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nats.js import errors as jse
-
 from nxs_mesh import Mesh
 from nxs_mesh.testing import eventually
-from nxs_mesh.wire.envelope import Envelope, decode
+from nxs_mesh.wire.envelope import Envelope
 
 # Short timings so the scenarios run in seconds; the defaults (1 s / 5 s) behave the same, slower.
 HB = 0.2
@@ -79,11 +77,8 @@ class _suppress:
 
 
 async def last_status(mesh: Mesh, node: str) -> dict[str, Any] | None:
-    try:
-        raw = await mesh.js.get_last_msg("NXS_STATUS", f"nxs.status.{node}")
-    except jse.NotFoundError:
-        return None
-    content = decode(raw.data or b"").content
+    rec = await mesh.last("status", f"nxs.status.{node}")
+    content = rec.envelope.content if rec is not None and rec.envelope is not None else None
     return content if isinstance(content, dict) else None
 
 

@@ -72,8 +72,8 @@ async def test_publish_many_stores_in_order_and_dedups(mesh: Mesh):
     assert not any(r.duplicate for r in results)
     again = await mesh.publish_many(envs[:5])  # same message ids: harmless re-send
     assert all(r.duplicate for r in again)
-    info = await mesh.js.stream_info("NXS_CHAT")
-    assert info.state.messages == 300
+    info = await mesh.admin.stream("NXS_CHAT")
+    assert info.messages == 300
     recs = [r async for r in mesh.tail("chat", instance="bench-peer", last=3)]
     assert [r.envelope.content for r in recs] == [297, 298, 299]
 

@@ -282,11 +282,11 @@ def test_dlq_list_shows_a_dead_letter_with_its_reason_and_replay_puts_it_back(na
     async def dead_letter_garbage() -> None:
         async with Mesh(MeshConfig(servers=(url,), instance_id=node)) as mesh:
             await mesh.consume("chat", lambda env: None, agent="main")
-            ack = await mesh.js.publish(subject, b"{not json")
+            ack = await mesh.link.js.publish(subject, b"{not json")  # a foreign, broken publisher
             assert ack.stream == "NXS_CHAT"
 
             async def dead() -> bool:
-                return (await mesh.js.stream_info("NXS_DLQ")).state.messages == 1
+                return (await mesh.admin.stream("NXS_DLQ")).messages == 1
 
             await eventually(dead, what="the garbage message in NXS_DLQ")
 

@@ -22,7 +22,7 @@ from nxs_mesh import (
 )
 from nxs_mesh.config import load_config
 from nxs_mesh.transport.server import NatsServer, free_port
-from nxs_mesh.transport.streams import STREAMS, ensure_streams
+from nxs_mesh.transport.streams import STREAMS
 
 
 async def test_unreachable_server_is_a_connect_error():
@@ -83,14 +83,15 @@ async def test_ensure_is_idempotent_updates_and_reports_conflicts(nats_server):
         # An older config of ours (shorter max_age) and a conflicting one (wrong retention).
         await js.add_stream(name="NXS_CHAT", subjects=["nxs.chat.>"], max_age=3600)
         await js.add_stream(name="NXS_TASK", subjects=["nxs.task.>"], retention=jsapi.RetentionPolicy.LIMITS)
-        first = {r.stream: r for r in await ensure_streams(js)}
-        assert first["NXS_CHAT"].action == "updated" and "max_age" in first["NXS_CHAT"].detail
-        assert first["NXS_TASK"].action == "conflict" and "retention" in first["NXS_TASK"].detail
-        assert first["NXS_COMMAND"].action == "created"
-        await js.delete_stream("NXS_TASK")
-        await ensure_streams(js)
-        again = await ensure_streams(js)
-        assert {r.action for r in again} == {"unchanged"} and len(again) == len(STREAMS)
+        async with Mesh(MeshConfig(servers=(nats_server.url,), instance_id="ensurer"), ensure=False) as mesh:
+            first = {r.stream: r for r in await mesh.ensure_streams()}
+            assert first["NXS_CHAT"].action == "updated" and "max_age" in first["NXS_CHAT"].detail
+            assert first["NXS_TASK"].action == "conflict" and "retention" in first["NXS_TASK"].detail
+            assert first["NXS_COMMAND"].action == "created"
+            await js.delete_stream("NXS_TASK")
+            await mesh.ensure_streams()
+            again = await mesh.ensure_streams()
+            assert {r.action for r in again} == {"unchanged"} and len(again) == len(STREAMS)
     finally:
         await nc.close()
 

@@ -27,10 +27,10 @@ async def _stream_ids(mesh: Mesh, to: str) -> collections.Counter[str]:
 
 async def test_streams_are_r3_on_a_three_server_cluster(nats_cluster: LocalCluster) -> None:
     async with Mesh(MeshConfig(servers=tuple(nats_cluster.urls), instance_id=unique_id("n"))) as mesh:
-        assert await mesh.cluster_size() == 3
-        info = await mesh.js.stream_info("NXS_CHAT")
-        assert info.config.num_replicas == 3
-        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+        assert mesh.cluster_size() == 3
+        info = await mesh.admin.stream("NXS_CHAT")
+        assert info.replicas == 3
+        assert info.leader is not None and len(info.replicas_current) == 2
 
 
 @pytest.mark.timeout(120)
@@ -59,7 +59,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_message(nats_cluster: Lo
     stop = asyncio.Event()
     try:
         consumer = await consumer_mesh.consume("chat", handler, durable=f"jepsen-{to}", batch=128)
-        leader = (await pubs[0].js.stream_info("NXS_CHAT")).cluster.leader  # type: ignore[union-attr]
+        leader = (await pubs[0].admin.stream("NXS_CHAT")).leader  # type: ignore[union-attr]
         victim = next(s for s in nats_cluster.servers if s.name == leader)
 
         stored: list[str] = []

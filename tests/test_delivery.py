@@ -25,8 +25,8 @@ async def test_same_message_id_is_stored_once(mesh: Mesh):
     second = await mesh.publish("CHAT", "once", to="n2", message_id=mid)
     assert not first.duplicate and second.duplicate
     assert second.seq == first.seq
-    info = await mesh.js.stream_info("NXS_CHAT")
-    assert info.state.messages == 1
+    info = await mesh.admin.stream("NXS_CHAT")
+    assert info.messages == 1
 
 
 async def test_acked_message_is_not_handed_twice(mesh: Mesh, nats_server):
@@ -209,7 +209,7 @@ async def test_command_stream_drops_expired_server_side(mesh: Mesh):
     await mesh.publish("HEARTBEAT", {}, ttl=1)
 
     async def counts():
-        return [(await mesh.js.stream_info(s)).state.messages for s in ("NXS_COMMAND", "NXS_HEARTBEAT")]
+        return [(await mesh.admin.stream(s)).messages for s in ("NXS_COMMAND", "NXS_HEARTBEAT")]
 
     assert await counts() == [1, 1]
 
@@ -296,7 +296,7 @@ async def test_tail_of_the_work_queue_peeks_without_taking(mesh: Mesh):
     await mesh.publish("TASK", {"n": 1}, capability="resize")
     await mesh.publish("TASK", {"n": 2}, capability="resize", priority=7)
     assert [r.envelope.content async for r in mesh.tail("task")] == [{"n": 1}, {"n": 2}]
-    assert (await mesh.js.stream_info("NXS_TASK")).state.messages == 2  # still there for the workers
+    assert (await mesh.admin.stream("NXS_TASK")).messages == 2  # still there for the workers
 
 
 async def test_long_handler_is_kept_alive_not_redelivered(mesh: Mesh):

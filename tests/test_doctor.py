@@ -64,10 +64,10 @@ async def test_kill9_one_of_three_one_alert_task_finishes_elsewhere_once(
                      timeout=10, what="the watcher hears all three")
     first_alert: dict[str, float] = {}
 
-    async def on_alert(msg) -> None:
-        first_alert.setdefault(msg.subject, time.monotonic())
+    async def on_alert(subject: str, data: bytes, headers: object) -> None:
+        first_alert.setdefault(subject, time.monotonic())
 
-    await mesh.nc.subscribe("nxs.alert.>", cb=on_alert)
+    await mesh.subscribe("nxs.alert.>", on_alert)
     store = await TaskStore.open(mesh)
 
     ack, _ = await submit_task(mesh, "sleep", 3.0, ttl=120)

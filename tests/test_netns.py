@@ -112,12 +112,12 @@ class Proc:
 
 
 async def _lead_on(mesh: Mesh, stream: str, server: str) -> bool:
-    info = await mesh.js.stream_info(stream)
-    if info.cluster is not None and info.cluster.leader == server:
+    info = await mesh.admin.stream(stream)
+    if info is not None and info.leader == server:
         return True
     req = json.dumps({"placement": {"preferred": server}}).encode()
     with contextlib.suppress(Exception):
-        await mesh.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", req, timeout=5)
+        await mesh.link.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", req, timeout=5)
     return False
 
 
@@ -182,8 +182,8 @@ def test_partition_outbox_drains_and_doctor_sees_it(lab: NetnsLab, servers: list
         observer = await Mesh(MeshConfig(servers=tuple(_servers_for(lab, h2).split(",")),
                                          instance_id=unique_id("obs"), replicas=3),
                               outbox=tmp_path / "outbox-observer.sqlite").connect()
-        info = await observer.js.stream_info("NXS_CHAT")
-        assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2  # type: ignore[union-attr]
+        info = await observer.admin.stream("NXS_CHAT")
+        assert info is not None and info.replicas == 3 and len(info.replicas_current) == 2
         events: list[tuple[float, str, str]] = []
         doctor = None
         workers: list[Proc] = []

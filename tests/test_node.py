@@ -44,8 +44,8 @@ async def test_embedded_node_decorators_status_heartbeat_and_stop(mesh: Mesh, me
         assert status.content["state"] == "running"
         _, result = await submit_task(mesh, "double", 21, wait=True, timeout=15)
         assert result is not None and result.content == 42 and result.payload.metadata["node"] == node.node_id
-        raw = await mesh.js.get_last_msg("NXS_HEARTBEAT", f"nxs.heartbeat.{node.node_id}")
-        assert len(raw.data) < 600  # heartbeats stay small (idle traffic budget)
+        raw = await mesh.last("heartbeat", f"nxs.heartbeat.{node.node_id}")
+        assert raw is not None and len(raw.data) < 600  # heartbeats stay small (idle traffic budget)
     assert (await last_status(mesh, node.node_id))["state"] == "stopped"
     assert "STOPPED" in repr(node)
 
@@ -95,8 +95,8 @@ async def test_failing_handler_retried_then_dead_lettered_garbage_too_worker_sur
     async with node:
         nid = node.node_id
         await mesh.publish("COMMAND", {"command": "boom", "args": 1}, to=nid)
-        await mesh.js.publish(f"nxs.command.{nid}._all.p1", b"this is not json", headers={"Nats-Msg-Id": "g1"})
-        await mesh.js.publish("nxs.task.echo.p1", b'{"message_id": 7}', headers={"Nats-Msg-Id": "g2"})
+        await mesh.link.js.publish(f"nxs.command.{nid}._all.p1", b"this is not json", headers={"Nats-Msg-Id": "g1"})
+        await mesh.link.js.publish("nxs.task.echo.p1", b'{"message_id": 7}', headers={"Nats-Msg-Id": "g2"})
         await mesh.publish("COMMAND", "no command field", to=nid)
 
         async def dead() -> list:

@@ -37,10 +37,10 @@ async def _trial(session: BenchSession) -> tuple[float, float]:
     mesh = await session.mesh()
     alerts: dict[str, float] = {}
 
-    async def on_alert(msg: Any) -> None:
-        alerts.setdefault(subjects.parse(msg.subject).instance or "", time.monotonic())
+    async def on_alert(subject: str, data: bytes, headers: Any) -> None:
+        alerts.setdefault(subjects.parse(subject).instance or "", time.monotonic())
 
-    sub = await mesh.nc.subscribe("nxs.alert.>", cb=on_alert)
+    sub = await mesh.subscribe("nxs.alert.>", on_alert)
     try:
         # Two beats from each once both are up: each one's Doctor has seen the other alive.
         for _ in range(2):

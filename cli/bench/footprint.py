@@ -23,8 +23,8 @@ TRAFFIC_TARGET = 1024  # bytes/s, the seed's budget for an idle node
 
 async def wait_heartbeat(session: BenchSession, instance_id: str, worker: Worker, timeout: float = 30.0) -> None:
     """Wait for the node's first heartbeat (it is up, connected and announced)."""
-    mesh = await session.mesh()
-    sub = await mesh.nc.subscribe(subjects.heartbeat(instance_id), max_msgs=1)
+    raw = await session.raw()  # the bench's own nats-py client: a baseline tool may touch nats-py
+    sub = await raw.subscribe(subjects.heartbeat(instance_id), max_msgs=1)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -6,11 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from nats.js import errors as jse
-
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.transport.translate import translate_nats_errors
-from nxs_mesh.wire.contract import DLQ_STREAM
+from nxs_mesh.wire.contract import DLQ_STREAM, MSG_ID_HEADER
 from nxs_mesh.wire.errors import MeshError
 
 __all__ = ["DeadLetter", "Replayed", "list_dead_letters", "replay_dead_letter"]
@@ -68,18 +65,18 @@ async def replay_dead_letter(mesh: Mesh, seq: int) -> Replayed:
     Returns where it went. The replay carries a deterministic ``Nats-Msg-Id`` so running it
     twice within the duplicate window stores it once.
     """
-    with translate_nats_errors(f"dead letter {seq}"):
-        try:
-            raw = await mesh.js.get_msg(DLQ_STREAM, seq)
-        except jse.NotFoundError:
-            raise MeshError(f"no dead letter with id {seq} (see `nxs dlq list`)") from None
-        headers = dict(raw.headers or {})
-        subject = headers.get("Nxs-Dlq-Subject")
-        if not subject:
-            raise MeshError(f"dead letter {seq} has no original subject; cannot replay")
-        out = {k: v for k, v in headers.items() if k.startswith("Nxs-") and not k.startswith("Nxs-Dlq-")}
-        out["Nats-Msg-Id"] = f"replay:{DLQ_STREAM}:{seq}"
-        out["Nxs-Replayed-From"] = str(seq)
-        ack = await mesh.js.publish(subject, raw.data or b"", headers=out, timeout=mesh.publish_timeout)
-        await mesh.js.delete_msg(DLQ_STREAM, seq)
-    return Replayed(seq, subject, headers.get("Nxs-Dlq-Stream", ack.stream), int(ack.seq))
+    rec = await mesh.admin.message(DLQ_STREAM, seq)
+    if rec is None:
+        raise MeshError(f"no dead letter with id {seq} (see `nxs dlq list`)")
+    headers = rec.headers
+    subject = headers.get("Nxs-Dlq-Subject")
+    if not subject:
+        raise MeshError(f"dead letter {seq} has no original subject; cannot replay")
+    if "Nxs-Dlq-Truncated" in headers:
+        raise MeshError(f"dead letter {seq} holds a truncated copy ({headers['Nxs-Dlq-Truncated']}); cannot replay")
+    out = {k: v for k, v in headers.items() if k.startswith("Nxs-") and not k.startswith("Nxs-Dlq-")}
+    out[MSG_ID_HEADER] = f"replay:{DLQ_STREAM}:{seq}"
+    out["Nxs-Replayed-From"] = str(seq)
+    ack = await mesh.pub.publish(subject, rec.data, out, mesh.publish_timeout)
+    await mesh.admin.delete_message(DLQ_STREAM, seq)
+    return Replayed(seq, subject, headers.get("Nxs-Dlq-Stream", ack.stream), int(ack.seq or 0))

@@ -1,4 +1,6 @@
-"""The client agents embed: publish, consume, tail, request/reply.
+"""The client agents embed: publish, consume, tail, request/reply, and what the layers above need of
+the mesh (plain subscriptions for presence, immediate publishes for heartbeats, stream reports,
+buckets). It is the boundary: nothing above it sees nats-py.
 
     async with Mesh(MeshConfig(servers=("nats://127.0.0.1:4222",), instance_id="nxs-node-001")) as mesh:
         ack = await mesh.publish("CHAT", "hello", to="nxs-node-002")
@@ -8,101 +10,37 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-import msgspec
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-
-from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler
-from nxs_mesh.client.outbox import Outbox, OutboxFlusher, OutboxItem
+from nxs_mesh.client.admin import MeshAdmin
+from nxs_mesh.client.calls import await_result, build_result
+from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name
+from nxs_mesh.client.outbox import Outbox, OutboxFlusher
+from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
 from nxs_mesh.config import MeshConfig
-from nxs_mesh.transport.connection import ReconnectPolicy, connect, server_path
-from nxs_mesh.transport.publisher import Ack, JsPublisher
+from nxs_mesh.transport import admin
+from nxs_mesh.transport.connection import ReconnectPolicy, server_path
+from nxs_mesh.transport.link import Inbound, Link, ServerInfo
+from nxs_mesh.transport.publisher import JsPublisher
 from nxs_mesh.transport.reader import Record, peek_workqueue, read_stream
 from nxs_mesh.transport.streams import EnsureResult, ensure_streams, stream_for_kind
-from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import (
-    DEFAULT_PRIORITY,
-    DEFAULT_TTL,
-    ENCODING_HEADER,
-    MSG_ID_HEADER,
-    MSGPACK,
-    REQUEST_PRIORITY,
-    STREAM_OF_TYPE,
-    TTL_HEADER,
-    TTL_TYPES,
-)
-from nxs_mesh.wire.envelope import Envelope, Source, check_id, decode, encode, new_envelope
-from nxs_mesh.wire.errors import (
-    BrokenError,
-    ClosedError,
-    EnvelopeError,
-    JetStreamUnavailable,
-    MeshTimeout,
-    NoResponders,
-    NotConnectedError,
-    PublishError,
-    RemoteError,
-)
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, REQUEST_PRIORITY
+from nxs_mesh.wire.envelope import Envelope, Source, check_id, new_envelope
+from nxs_mesh.wire.errors import ClosedError, NotConnectedError
 
-__all__ = ["Mesh", "MeshState", "PublishResult"]
-
-# Current-state messages are only true when sent, so they never wait in the outbox: a drained old
-# heartbeat would fake presence, an old status could land after a newer one ("stopped" stuck behind
-# queued work), and a cut-off doctor's alerts about the majority would be false once delivered.
-_NEVER_QUEUED: Final = frozenset({"HEARTBEAT", "STATUS", "ALERT"})
-# Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox.
-_OFFLINE_ERRORS: Final = (JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
-# After this many "JetStream unavailable" answers in a row from one server, reconnect elsewhere.
-_JS_UNAVAILABLE_SWITCH: Final = 3
-_SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
+__all__ = ["Mesh", "MeshState", "PublishResult", "Record"]
 
 
-def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
-    """The stream an envelope goes to and the headers it is published with (dedup id, ttl, encoding)."""
-    kind = env.message_type
-    headers = {MSG_ID_HEADER: env.id}
-    if env.ttl and kind in TTL_TYPES:
-        headers[TTL_HEADER] = f"{env.ttl}s"
-    if msgpack:
-        headers[ENCODING_HEADER] = MSGPACK
-    stream = STREAM_OF_TYPE[kind]
-    return stream, headers
-
-
-def queue_offline(outbox: Outbox, env: Envelope, *, subject: str | None = None) -> PublishResult:
-    """Put an envelope in ``outbox`` without any server (the CLI when nothing answers); the node
-    worker's flusher (same file) or ``nxs outbox flush`` sends it later, deduplicated by message_id."""
-    subject = subject or subjects.for_envelope(env)
-    stream, headers = publish_headers(env)
-    outbox.put(subject, encode(env), headers, message_id=env.id, stream=stream)
-    return PublishResult(env.id, stream, None, queued=True)
-
-
-class MeshState(enum.Enum):
+class MeshState(enum.StrEnum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    message_id: str
-    stream: str
-    seq: int | None
-    duplicate: bool = False
-    queued: bool = False  # True when held in the offline outbox instead of stored
 
 
 class Mesh:
@@ -122,21 +60,18 @@ class Mesh:
         self.config = cfg.replace(**overrides) if overrides else cfg
         self.source = Source(self.config.instance_id, self.config.agent_id, self.config.location)
         self._ensure = ensure
-        self._nc: Client | None = None
-        self._js: JetStreamContext | None = None
-        self._pub: JsPublisher | None = None  # the publish path (send, publish_many, the outbox flusher)
+        self._link: Link | None = None
+        self._path: PublishPath | None = None
         self._consumers: list[Consumer] = []
         self.state = MeshState.UNOPENED
         self.publish_timeout = 5.0
         self._own_outbox = outbox is not None and not isinstance(outbox, Outbox)
-        self.outbox: Outbox | None = Outbox(outbox) if self._own_outbox else outbox  # type: ignore[arg-type]
-        self.flusher: OutboxFlusher | None = None
+        self.outbox: Outbox | None = Outbox(outbox) if not isinstance(outbox, Outbox | None) else outbox
         self._policy = ReconnectPolicy()
-        self._js_unavailable = 0
-        self._last_switch = -_SWITCH_EVERY
 
     def __repr__(self) -> str:
-        server = self._nc.connected_url.netloc if self._nc and self._nc.connected_url else "-"
+        link = self._link
+        server = (link.connected_netloc if link is not None else None) or "-"
         queued = f", {len(self.outbox)} outbox" if self.outbox is not None and self.state is MeshState.OPEN else ""
         return (f"<Mesh {self.config.instance_id}/{self.config.agent_id} {self.state.name} "
                 f"[server {server}, {len(self._consumers)} consumers{queued}]>")
@@ -147,21 +82,11 @@ class Mesh:
             raise ClosedError("this Mesh was closed; create a new one")
         if self.state is MeshState.OPEN:
             return self
-        self._nc = await connect(self.config, policy=self._policy, reconnected_cb=self._on_reconnected)
-        self._js = self._nc.jetstream(timeout=self.publish_timeout)
-        self._pub = JsPublisher(self._nc)
-        try:
-            with translate_nats_errors("connect"):
-                await self._pub.start()
-        except BaseException:
-            nc, self._nc, self._js, self._pub = self._nc, None, None, None
-            with contextlib.suppress(Exception):
-                await nc.close()
-            raise
+        self._link = await Link.open(self.config, policy=self._policy, on_reconnected=self._on_reconnected)
+        self._path = PublishPath(self._link, self.outbox, self.publish_timeout)
         self.state = MeshState.OPEN
-        if self.outbox is not None:
-            self.flusher = OutboxFlusher(self.outbox, self._send_window)
-            self.flusher.start()
+        if self._path.flusher is not None:
+            self._path.flusher.start()
         if self._ensure:
             try:
                 await self.ensure_streams()
@@ -178,19 +103,13 @@ class Mesh:
         consumers, self._consumers = self._consumers, []
         for c in consumers:
             await c.stop()
-        if self.flusher is not None:
-            await self.flusher.stop()  # what is still queued stays on disk for the next start
+        if self._path is not None and self._path.flusher is not None:
+            await self._path.flusher.stop()  # what is still queued stays on disk for the next start
         if self._own_outbox and self.outbox is not None:
             self.outbox.close()
-        pub, self._pub = self._pub, None
-        if pub is not None:
-            await pub.close()  # publishes still waiting for an ack fail with ClosedError
-        nc, self._nc, self._js = self._nc, None, None
-        if nc is not None and not nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(nc.drain(), 5))
-            with contextlib.suppress(Exception):
-                await nc.close()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()  # publishes still waiting for an ack fail with ClosedError
 
     async def __aenter__(self) -> Mesh:
         return await self.connect()
@@ -199,47 +118,63 @@ class Mesh:
         await self.close()
 
     @property
-    def nc(self) -> Client:
-        if self._nc is None or self.state is not MeshState.OPEN:
+    def link(self) -> Link:
+        """The transport connection (for ``transport`` helpers; layers above use the methods here)."""
+        if self._link is None or self.state is not MeshState.OPEN:
             if self.state is MeshState.CLOSED:
                 raise ClosedError("this Mesh is closed")
             raise NotConnectedError("not connected: use `async with Mesh(...)` or `await mesh.connect()`")
-        return self._nc
+        return self._link
 
     @property
-    def js(self) -> JetStreamContext:
-        self.nc  # noqa: B018 - raises the right error when not open
-        assert self._js is not None
-        return self._js
+    def pub(self) -> JsPublisher:
+        """The lean JetStream publisher of the current connection."""
+        return self.link.publisher
+
+    @property
+    def flusher(self) -> OutboxFlusher | None:
+        return self._path.flusher if self._path is not None else None
+
+    @property
+    def admin(self) -> MeshAdmin:
+        """Stream, consumer and bucket management (reports, purge, stored messages)."""
+        return MeshAdmin(self.link, self.config)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._link is not None and self._link.is_connected
+
+    @property
+    def reopens(self) -> int:
+        """How often the connection was closed under us and reopened."""
+        return self._link.reopens if self._link is not None else 0
 
     @property
     def connected_url(self) -> str | None:
-        if self._nc is None or self._nc.connected_url is None:
-            return None
-        u = self._nc.connected_url
-        return f"{u.scheme}://{u.hostname}:{u.port}"
+        return self._link.connected_url if self._link is not None else None
 
     @property
     def server_path(self) -> str:
         """"local", "peer", "relay" or "disconnected": which path this client uses now."""
-        if self._nc is None or not self._nc.is_connected:
+        if not self.is_connected:
             return "disconnected"
         return server_path(self.config.servers, self.connected_url)
 
+    def server_info(self) -> ServerInfo:
+        return self.link.server_info()
+
     async def _on_reconnected(self) -> None:
-        self._js_unavailable = 0
-        if self.flusher is not None:
-            self.flusher.wake()
+        if self._path is not None:
+            self._path.reconnected()
 
     async def ensure_streams(self, replicas: int | None = None) -> list[EnsureResult]:
         """Create/update every mesh stream (idempotent); replicas default to min(3, cluster size)."""
-        n = replicas or self.config.replicas or await self.cluster_size()
-        return await ensure_streams(self.js, replicas=min(3, n))
+        n = replicas or self.config.replicas or self.cluster_size()
+        return await ensure_streams(self.link, replicas=min(3, n))
 
-    async def cluster_size(self) -> int:
-        info = self.nc._server_info or {}
-        routes = info.get("connect_urls") or []
-        return max(1, len(set(routes)) if info.get("cluster") else 1)
+    def cluster_size(self) -> int:
+        info = self.server_info()
+        return max(1, len(info.connect_urls)) if info.cluster else 1
 
     # -- publish -----------------------------------------------------------------------------------
     async def publish(
@@ -269,101 +204,13 @@ class Mesh:
 
     async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False) -> PublishResult:
         """Store a ready envelope (its ``message_id`` is the dedup key: re-sending it is harmless)."""
-        subject = subject or subjects.for_envelope(env)
-        try:
-            data = encode(env, msgpack=msgpack)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
-        return await self.send_raw(subject, data, env, msgpack=msgpack)
+        return await self.send_raw(subject or subjects.for_envelope(env), encode_checked(env, msgpack=msgpack), env,
+                                   msgpack=msgpack)
 
     async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
-        stream, headers = publish_headers(env, msgpack=msgpack)
-        mid = headers["Nats-Msg-Id"]  # str(UUID) is not free: once per message
-        if self.outbox is not None and env.message_type not in _NEVER_QUEUED:
-            return await self._publish_or_queue(subject, data, headers, mid, stream)
-        # JsPublisher.publish raises mesh errors only (MeshTimeout, JetStreamUnavailable, StreamError, ...)
-        ack = await (self._pub if self.state is MeshState.OPEN and self._pub is not None else self.pub).publish(
-            subject, data, headers, self.publish_timeout)
-        if ack.seq is None:
-            raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
-        return PublishResult(mid, ack.stream, ack.seq, ack.duplicate)
-
-    @property
-    def pub(self) -> JsPublisher:
-        self.nc  # noqa: B018 - raises the right error when not open
-        assert self._pub is not None
-        return self._pub
-
-    async def _publish_or_queue(
-        self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str
-    ) -> PublishResult:
-        assert self.outbox is not None and self.flusher is not None
-        nc = self.nc
-        # Behind what already waits (order), or straight in while reconnecting (nats-py would buffer the
-        # publish and we would wait publish_timeout for nothing).
-        if len(self.outbox) or not nc.is_connected:
-            return self._queue(subject, data, headers, message_id, stream)
-        try:
-            ack = await self.pub.publish(subject, data, headers, self.publish_timeout)
-        except _OFFLINE_ERRORS as exc:
-            if isinstance(exc, JetStreamUnavailable | NoResponders):
-                await self._note_js_unavailable()
-            return self._queue(subject, data, headers, message_id, stream)
-        self._js_unavailable = 0
-        if ack.seq is None:
-            raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
-        return PublishResult(message_id, ack.stream, ack.seq, ack.duplicate)
-
-    def _queue(self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str) -> PublishResult:
-        assert self.outbox is not None and self.flusher is not None
-        self.outbox.put(subject, data, headers, message_id=message_id, stream=stream)  # may raise OutboxFull
-        self.flusher.wake()
-        return PublishResult(message_id, stream, None, queued=True)
-
-    async def _note_js_unavailable(self) -> None:
-        """An isolated server answers, but without JetStream quorum: after a few, try another member.
-
-        A stream electing a new leader answers the same way on every server, so before leaving we ask
-        this server for the JetStream account info (served by the meta leader): only when that fails
-        too is the server cut off (or JetStream is off there) and another member worth trying."""
-        self._js_unavailable += 1
-        nc, js = self._nc, self._js
-        if (self._js_unavailable < _JS_UNAVAILABLE_SWITCH or nc is None or js is None
-                or len(self.config.servers) < 2 or time.monotonic() - self._last_switch < _SWITCH_EVERY):
-            return
-        self._js_unavailable = 0
-        try:
-            await asyncio.wait_for(js.account_info(), 1.0)
-            return  # JetStream answers here: a leader election, not isolation; stay
-        except Exception:
-            pass
-        self._last_switch = time.monotonic()
-        self._policy.avoid(nc.connected_url.netloc if nc.connected_url else None)
-        await nc.force_reconnect()
-
-    async def _send_window(self, items: list[OutboxItem]) -> list[BaseException | None]:
-        """The outbox flusher's sender: publish a window pipelined, one result per item, in order."""
-        nc, pub = self._nc, self._pub
-        if nc is None or not nc.is_connected or pub is None:
-            raise NotConnectedError("not connected")
-        try:
-            acks = await pub.publish_batch(
-                ((item.subject, item.data, item.headers) for item in items), self.publish_timeout, "outbox flush")
-        except MeshTimeout:
-            return [MeshTimeout("outbox flush: no acknowledgement")] * len(items)
-        out: list[BaseException | None] = []
-        for ack in acks:
-            if type(ack) is not Ack:
-                out.append(ack)  # type: ignore[arg-type]
-            elif ack.seq is None:
-                out.append(PublishError("no sequence in the acknowledgement"))
-            else:
-                out.append(None)
-        if any(type(a) is not Ack for a in acks):
-            await self._note_js_unavailable()
-        else:
-            self._js_unavailable = 0
-        return out
+        self.link  # noqa: B018 - raises the right error when not open
+        assert self._path is not None
+        return await self._path.send_raw(subject, data, env, msgpack=msgpack)
 
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
@@ -374,31 +221,22 @@ class Mesh:
         On an error, envelopes already stored stay stored; re-sending the batch is harmless (each
         ``message_id`` is its dedup key).
         """
-        pub = self.pub
-        mids: list[str] = []
+        self.link  # noqa: B018 - raises the right error when not open
+        assert self._path is not None
+        return await self._path.publish_many(envelopes, msgpack=msgpack)
 
-        def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
-            # Built as they are sent (pipelined with the acks already coming back).
-            for env in envelopes:
-                try:
-                    data = encode(env, msgpack=msgpack)
-                except (TypeError, msgspec.EncodeError) as exc:
-                    raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
-                _, headers = publish_headers(env, msgpack=msgpack)
-                mids.append(headers["Nats-Msg-Id"])
-                yield subjects.for_envelope(env), data, headers
+    async def publish_now(self, subject: str, data: bytes) -> None:
+        """A plain publish with no stream acknowledgement (heartbeats: a lost one is replaced next interval)."""
+        await self.link.publish(subject, data)
 
-        # No future per message: JsPublisher keeps the replies in a list, bounds what is in flight and
-        # raises MeshTimeout when no ack arrives for publish_timeout (a stall watchdog).
-        acks = await pub.publish_batch(wire(), self.publish_timeout)
-        results = []
-        for mid, ack in zip(mids, acks, strict=True):
-            if type(ack) is not Ack:
-                raise ack  # type: ignore[misc]
-            if ack.seq is None:
-                raise PublishError(f"publish of {mid}: no sequence in the server's acknowledgement")
-            results.append(PublishResult(mid, ack.stream, ack.seq, ack.duplicate))
-        return results
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait until the server has everything published so far."""
+        await self.link.flush(timeout)
+
+    async def subscribe(self, subject: str, callback: Inbound) -> Any:
+        """A plain subscription, ``callback(subject, data, headers)`` per message, kept across reconnects
+        and reopens; ``await sub.unsubscribe()`` ends it. For live views (presence), not for work."""
+        return await self.link.subscribe(subject, callback)
 
     # -- consume -----------------------------------------------------------------------------------
     async def consume(
@@ -415,6 +253,8 @@ class Mesh:
         ack_wait: float | None = None,
         max_deliver: int | None = None,
         backoff_base: float = 0.5,
+        fetch_timeout: float = 1.0,
+        on_change: Any = None,
     ) -> Consumer:
         """Run a durable consumer of ``kind`` (chat, command, sync, task, ...) calling ``handler`` per envelope.
 
@@ -428,18 +268,18 @@ class Mesh:
                 filters = subjects.filters_for(kind, instance or self.config.instance_id, agent)
             else:
                 filters = subjects.filters_for(kind, instance)
-        durable = durable or f"{kind.lower()}-{self.config.instance_id}-{(agent or 'all').replace('*', 'all')}"
+        durable = durable or durable_name(kind.lower(), self.config.instance_id, agent or "all")
         check_id(durable.replace("_", "-"), "durable")
         consumer = Consumer(
-            self.nc, self.js,
+            self.link,
             ConsumerSpec(
-                stream=spec.name, durable=durable, filters=list(filters),
+                stream=spec.name, durable=durable, filters=tuple(filters),
                 ack_wait=ack_wait or self.config.ack_wait,
                 max_deliver=max_deliver or self.config.max_deliver,
-                batch=batch, concurrency=concurrency, backoff_base=backoff_base,
+                batch=batch, concurrency=concurrency, backoff_base=backoff_base, fetch_timeout=fetch_timeout,
                 dlq_instance=self.config.instance_id,
             ),
-            handler,
+            handler, on_change=on_change,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -463,20 +303,12 @@ class Mesh:
         if filters is None:
             filters = subjects.filters_for(kind, instance, agent) if kind.lower() != "dlq" else list(spec.subjects)
         if spec.retention == "workqueue":  # peek: a reading consumer would take the workers' tasks
-            return peek_workqueue(self.js, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
-        return read_stream(self.nc, self.js, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+            return peek_workqueue(self.link, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
+        return read_stream(self.link, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
 
     async def last(self, kind: str, subject: str) -> Record | None:
         """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None."""
-        from nats.js import errors as jse
-
-        spec = stream_for_kind(kind)
-        with translate_nats_errors(f"last message on {subject}"):
-            try:
-                raw = await self.js.get_last_msg(spec.name, subject)
-            except jse.NotFoundError:
-                return None
-        return Record.from_raw(raw)
+        return await admin.last_message(self.link, stream_for_kind(kind).name, subject)
 
     # -- request / reply ---------------------------------------------------------------------------
     async def request(
@@ -504,35 +336,17 @@ class Mesh:
     ) -> tuple[PublishResult, Envelope]:
         """Publish with ``reply_to`` = ``nxs.result.<correlation_id>`` and wait for that RESULT.
 
-        Subscribes before publishing, so a fast answer is not missed. Raises ``MeshTimeout`` after
-        ``timeout`` and ``RemoteError`` when the RESULT carries an error."""
+        Raises ``MeshTimeout`` after ``timeout`` and ``RemoteError`` when the RESULT carries an error."""
         reply = subjects.result(correlation_id)
-        with translate_nats_errors("subscribe"):
-            sub = await self.nc.subscribe(reply, max_msgs=1)
-        try:
-            ack = await self.publish(
-                message_type, content, correlation_id=correlation_id, reply_to=reply, **publish
-            )
-            try:
-                msg = await sub.next_msg(timeout=timeout)
-            except TimeoutError:
-                raise MeshTimeout(f"no {waiting_for} within {timeout}s") from None
-            env = decode(msg.data)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        error = env.payload.metadata.get("error")
-        if error:
-            raise RemoteError(str(error), env.source.instance_id)
+
+        async def send() -> PublishResult:
+            return await self.publish(message_type, content, correlation_id=correlation_id, reply_to=reply, **publish)
+
+        ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for)
         return ack, env
 
-    async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None) -> PublishResult:
-        """Answer a COMMAND with a RESULT envelope (correlated by the request's correlation id)."""
-        corr = request.correlation_id if isinstance(request.correlation_id, str) else request.id
-        metadata: dict[str, Any] = {"ok": error is None}
-        if error is not None:
-            metadata["error"] = error
-        return await self.publish(
-            "RESULT", content, to=request.source.instance_id, agent=request.source.agent_id,
-            correlation_id=corr, metadata=metadata, ttl=request.ttl,
-        )
+    async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None,
+                    message_id: str | None = None, **metadata: Any) -> PublishResult:
+        """Answer a request with a RESULT envelope (correlated by the request's correlation id)."""
+        return await self.send(build_result(request, content, source=self.source, error=error,
+                                            message_id=message_id, **metadata))

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.transport.reader import Record
+from nxs_mesh.client.mesh import Mesh, Record
 
 __all__ = ["AlertHook", "alert_record", "read_alerts"]
 

@@ -13,11 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js import errors as jse
-
+from nxs_mesh.client.admin import STREAMS
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.transport.streams import STREAMS
-from nxs_mesh.transport.translate import translate_nats_errors
+from nxs_mesh.wire.contract import DLQ_STREAM
 from nxs_mesh.wire.errors import MeshError
 
 __all__ = ["Check", "Health", "HealthReport", "NodeView", "check_mesh", "list_nodes"]
@@ -116,38 +114,36 @@ class HealthReport:
 async def check_mesh(mesh: Mesh, *, dead_after: float | None = None, lag_warn: int = 1000) -> HealthReport:
     """Servers, JetStream, streams, consumer lag, dead letters, dead nodes: one pass, no waiting."""
     report = HealthReport()
-    info = mesh.nc._server_info or {}  # noqa: SLF001 - nats-py exposes no public accessor
-    peers = sorted(set(info.get("connect_urls") or []))
-    report.add("server", "ok", f"{mesh.connected_url} (nats-server {info.get('version', '?')}"
-               f"{', cluster ' + info['cluster'] if info.get('cluster') else ''}"
+    info = mesh.server_info()
+    peers = info.connect_urls
+    report.add("server", "ok", f"{mesh.connected_url} (nats-server {info.version}"
+               f"{', cluster ' + info.cluster if info.cluster else ''}"
                f"{', peers ' + ', '.join(peers) if peers else ''})")
     try:
-        with translate_nats_errors("jetstream"):
-            acct = await mesh.js.account_info()
+        acct = await mesh.admin.account()
     except MeshError as exc:
         report.add("jetstream", "fail", str(exc))
         report.health = Health.DOWN
         return report
     report.add("jetstream", "ok", f"{acct.streams} streams, {acct.consumers} consumers, "
-               f"{(acct.storage or 0) / 1e6:.1f} MB stored")
+               f"{acct.storage / 1e6:.1f} MB stored")
     missing, lagging, dlq = [], [], 0
     for spec in STREAMS:
         try:
-            with translate_nats_errors(f"stream {spec.name}"):
-                si = await mesh.js.stream_info(spec.name)
-                consumers = await mesh.js.consumers_info(spec.name)
-        except (jse.NotFoundError, MeshError):
+            si = await mesh.admin.stream(spec.name)
+            consumers = await mesh.admin.consumers(spec.name) if si is not None else []
+        except MeshError:
+            si = None
+        if si is None:
             missing.append(spec.name)
             continue
-        if spec.name == "NXS_DLQ":
-            dlq = si.state.messages or 0
+        if spec.name == DLQ_STREAM:
+            dlq = si.messages
         for ci in consumers:
-            name = ci.config.durable_name or ci.name or ""
-            if name.startswith("nxs_tail_"):
+            if ci.name.startswith("nxs_tail_"):
                 continue
-            pending = (ci.num_pending or 0) + (ci.num_ack_pending or 0)
-            if pending >= lag_warn:
-                lagging.append(f"{spec.name}/{name}: {pending}")
+            if ci.backlog >= lag_warn:
+                lagging.append(f"{spec.name}/{ci.name}: {ci.backlog}")
     report.add("streams", "fail" if missing else "ok",
                f"missing {', '.join(missing)} (run `nxs init`)" if missing else f"all {len(STREAMS)} present")
     report.add("consumer lag", "warn" if lagging else "ok", "; ".join(lagging) or f"every consumer under {lag_warn}")
@@ -161,4 +157,9 @@ async def check_mesh(mesh: Mesh, *, dead_after: float | None = None, lag_warn: i
     live = [n.node for n in report.nodes if n.state not in ("dead", "stopped")]
     report.add("nodes", "fail" if dead else "ok",
                f"{len(live)} live, dead: {', '.join(dead)}" if dead else f"{len(live)} live, none dead")
+    degraded = [n for n in report.nodes if n.state == "degraded"]
+    if degraded:
+        report.add("degraded nodes", "fail", "; ".join(
+            f"{n.node}: {', '.join(f'{k} ({v})' for k, v in (n.status.get('problems') or {}).items()) or 'degraded'}"
+            for n in degraded))
     return report

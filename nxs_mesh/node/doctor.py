@@ -25,35 +25,34 @@ node's claimed tasks to live workers (see ``tasks``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-from nats.aio.msg import Msg
+from typing import Any
 
 from nxs_mesh.aio.retry import retrying
+from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.tasks import TaskStore
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import decode, new_envelope
 from nxs_mesh.wire.errors import EnvelopeError, MeshError
+from nxs_mesh.wire.ids import alert_id
 
-__all__ = ["Doctor", "Peer", "alert_id"]
+__all__ = ["Doctor", "Peer", "PeerState", "alert_id"]
 
 log = logging.getLogger("nxs_mesh.node.doctor")
-
-_ALERT_NS: Final = uuid.UUID("0d6f3c1e-2b7a-4f4e-8c0a-6f5b1d2e3a90")
 
 AlertCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
-def alert_id(event: str, node: str, epoch: str, seq: int) -> str:
-    """The deterministic message id of an alert: equal for every doctor that sees the same event."""
-    return str(uuid.uuid5(_ALERT_NS, f"alert:{event}:{node}:{epoch}:{seq}"))
+class PeerState(enum.StrEnum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    STOPPED = "stopped"
 
 
 @dataclass
@@ -64,7 +63,7 @@ class Peer:
     epoch: str
     seq: int
     last_seen: float  # local monotonic time of the last heartbeat
-    state: str = "alive"  # alive, suspect, dead, stopped
+    state: PeerState = PeerState.ALIVE
     reported: str = "running"  # what the node says of itself
     location: str = ""
     claims: dict[str, str] = field(default_factory=dict)
@@ -91,6 +90,7 @@ class Doctor:
         store: TaskStore | None = None,
         on_event: AlertCallback | None = None,
         redistribute: bool = True,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.mesh = mesh
         self.dead_after = dead_after
@@ -103,8 +103,7 @@ class Doctor:
         self.alerts_published = 0
         self._on_event = on_event
         self._subs: list[Any] = []
-        self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._sup = Supervisor(f"doctor {mesh.config.instance_id}", on_change=on_change)
         self._me = mesh.config.instance_id
 
     def __repr__(self) -> str:
@@ -114,27 +113,25 @@ class Doctor:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no nodes"
         return f"<Doctor {self._me} [{summary}; dead after {self.dead_after}s]>"
 
+    @property
+    def problems(self) -> dict[str, str]:
+        return self._sup.problems
+
     async def start(self) -> Doctor:
-        nc = self.mesh.nc
+        """Subscribe to heartbeats and statuses and start judging; returns once subscribed."""
         self._subs = [
-            await nc.subscribe("nxs.heartbeat.>", cb=self._on_heartbeat),
-            await nc.subscribe("nxs.status.>", cb=self._on_status),
+            await self.mesh.subscribe("nxs.heartbeat.>", self._on_heartbeat),
+            await self.mesh.subscribe("nxs.status.>", self._on_status),
         ]
-        self._task = asyncio.create_task(self._watch(), name=f"nxs-doctor-{self._me}")
+        self._sup.keep("watch", self._watch)
         return self
 
     async def stop(self) -> None:
+        """Stop listening and judging; alerts under way get 5 s to be stored."""
         for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await sub.unsubscribe()
         self._subs = []
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
+        await self._sup.stop(timeout=5)
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -143,10 +140,10 @@ class Doctor:
                 for p in sorted(self.peers.values(), key=lambda p: p.node)]
 
     # -- input -------------------------------------------------------------------------------------
-    async def _on_heartbeat(self, msg: Msg) -> None:
+    async def _on_heartbeat(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         now = time.monotonic()
         try:
-            env = decode(msg.data)
+            env = decode(data)
         except EnvelopeError:
             return  # garbage on a heartbeat subject is not a heartbeat; the stream keeps it for inspection
         hb = env.content if isinstance(env.content, dict) else {}
@@ -157,7 +154,7 @@ class Doctor:
         claims = hb.get("claims") if isinstance(hb.get("claims"), dict) else {}
         peer = self.peers.get(node)
         if peer is None or peer.epoch != epoch:
-            if peer is not None and peer.state == "dead":
+            if peer is not None and peer.state is PeerState.DEAD:
                 self._spawn(self._alert("recovered", peer, detail={"new_epoch": epoch, "restarted": True}))
             self.peers[node] = Peer(node, epoch, seq, now, reported=str(hb.get("state", "running")),
                                     location=env.source.location, claims=claims)
@@ -167,16 +164,16 @@ class Doctor:
         was = peer.state
         peer.seq, peer.last_seen, peer.claims = seq, now, claims
         peer.reported = str(hb.get("state", peer.reported))
-        if was == "dead":
+        if was is PeerState.DEAD:
             self._spawn(self._alert("recovered", peer, detail={"restarted": False}))
         if peer.reported == "stopped":
-            peer.state = "stopped"
+            peer.state = PeerState.STOPPED
         else:
-            peer.state = "alive"
+            peer.state = PeerState.ALIVE
 
-    async def _on_status(self, msg: Msg) -> None:
+    async def _on_status(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         try:
-            env = decode(msg.data)
+            env = decode(data)
         except EnvelopeError:
             return
         st = env.content if isinstance(env.content, dict) else {}
@@ -185,7 +182,7 @@ class Doctor:
             return
         peer.reported = str(st.get("state", peer.reported))
         if peer.reported == "stopped":
-            peer.state = "stopped"  # a clean exit: silence from now on is expected
+            peer.state = PeerState.STOPPED  # a clean exit: silence from now on is expected
 
     # -- judgement ---------------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -200,27 +197,20 @@ class Doctor:
                     p.last_seen = max(p.last_seen, now)
             last_tick = now
             for peer in list(self.peers.values()):
-                if peer.node == self._me or peer.state in ("dead", "stopped"):
+                if peer.node == self._me or peer.state in (PeerState.DEAD, PeerState.STOPPED):
                     continue
                 age = now - peer.last_seen
                 if age > self.dead_after:
-                    peer.state, peer.died_seq, peer.died_at = "dead", peer.seq, now
+                    peer.state, peer.died_seq, peer.died_at = PeerState.DEAD, peer.seq, now
                     peer.alerted = False
                     peer.alert_settled = asyncio.Event()
                     self._spawn(self._on_death(peer, age))
-                elif age > self.suspect_after and peer.state == "alive":
-                    peer.state = "suspect"
+                elif age > self.suspect_after and peer.state is PeerState.ALIVE:
+                    peer.state = PeerState.SUSPECT
                     log.info("node %s is suspect (silent %.1fs)", peer.node, age)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("doctor action failed: %r", task.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._sup.spawn("action", coro)
 
     async def _on_death(self, peer: Peer, silent: float) -> None:
         log.warning("node %s is dead (silent %.2fs, %d claimed tasks)", peer.node, silent, len(peer.claims))
@@ -238,12 +228,8 @@ class Doctor:
             key = f"r.{peer.node}.{peer.epoch}.{peer.seq}"
             if not await retrying(lambda: store.elect(key, self._me), f"release election for {peer.node}", timeout=30):
                 return 0
-            nc = self.mesh.nc
-            for ack_subject in peer.claims.values():
-                if isinstance(ack_subject, str) and ack_subject.startswith("$JS.ACK."):
-                    await nc.publish(ack_subject, b"-NAK")
-            await nc.flush(timeout=5)
-        except (MeshError, Exception) as exc:  # noqa: BLE001 - the ack wait is the fallback
+            await self.mesh.admin.release([s for s in peer.claims.values() if isinstance(s, str)])
+        except MeshError as exc:  # the ack wait is the fallback
             log.error("could not release tasks of %s: %r (they return after the ack wait)", peer.node, exc)
             return 0
         log.warning("released %d task(s) of dead node %s", len(peer.claims), peer.node)
@@ -258,7 +244,7 @@ class Doctor:
         deadline = time.monotonic() + 120
         attempt = 0
         while True:
-            if event == "dead" and peer.state != "dead":
+            if event == "dead" and peer.state is not PeerState.DEAD:
                 log.info("not alerting %s: it is back before its death could be recorded", peer.node)
                 return None
             try:

@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
 
-from nxs_mesh.client.consumer import Delivery, positional_arity
+from nxs_mesh.client.delivery import Delivery, positional_arity
+from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import ConfigError
 
@@ -50,7 +51,9 @@ class Context:
     node_id: str
     envelope: Envelope
     delivery: Delivery | None = None
-    node: Any = None  # the running Node (status, mesh) when there is one
+    mesh: Mesh | None = None  # to publish, request, reply (the node's own connection)
+    # The node's current STATUS content (the built-in `status` command answers with it).
+    status: Callable[[], Awaitable[dict[str, Any]]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def in_progress(self) -> None:
@@ -128,10 +131,9 @@ async def _ping(args: Any, ctx: Context) -> Any:
 
 
 async def _status(args: Any, ctx: Context) -> Any:
-    if ctx.node is None:
+    if ctx.status is None:
         return {"node": ctx.node_id}
-    await ctx.node.refresh_queue_depth()
-    return ctx.node.status()
+    return await ctx.status()
 
 
 async def _echo(args: Any, ctx: Context) -> Any:

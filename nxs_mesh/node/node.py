@@ -13,18 +13,21 @@
     async with node:                 # returns once RUNNING (heartbeating, consuming)
         await node.wait_stopped()    # or do the agent's own work
 
-Lifecycle: STARTING -> RUNNING -> DRAINING -> STOPPED, published as the node's STATUS (last value
+Lifecycle: STARTING -> RUNNING (DEGRADED while one of its loops is down and being restarted) ->
+DRAINING -> STOPPED, published as the node's STATUS (last value
 per node on ``nxs.status.<node>``). A HEARTBEAT (``nxs.heartbeat.<node>``) goes out every interval:
 small (epoch = this incarnation's boot id, a counter, state, in-flight count, the claimed tasks).
 Stopping (SIGTERM/SIGINT in ``serve()``): status ``draining``, consumers stop fetching and finish
 in-flight work within ``grace``, heartbeats continue meanwhile (so no doctor calls it dead), then
-status ``stopped`` (so nobody waits for a timeout), then the connection drains.
+status ``stopped`` (so nobody waits for a timeout), then the connection drains; the whole stop
+takes ``grace`` plus a few seconds at most, even with no server to talk to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -37,26 +40,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nxs_mesh.aio.retry import retrying
-from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Delivery, Reject, Retry
+from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.client.consumer import Consumer, durable_name
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.outbox import outbox_path
 from nxs_mesh.config import MeshConfig
+from nxs_mesh.node.commands import CommandRunner
 from nxs_mesh.node.doctor import Doctor
-from nxs_mesh.node.handlers import Context, HandlerFn, Registry, builtin_registry, call_handler
-from nxs_mesh.node.tasks import TaskRunner, TaskStore, result_id
+from nxs_mesh.node.handlers import HandlerFn, Registry, builtin_registry
+from nxs_mesh.node.tasks import TaskRunner, TaskStore
 from nxs_mesh.version import VERSION
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Envelope, encode, new_envelope
+from nxs_mesh.wire.envelope import encode, new_envelope
 from nxs_mesh.wire.errors import ClosedError, ConfigError, MeshError
 
 __all__ = ["Node", "NodeOptions", "NodeState"]
 
-log = logging.getLogger("nxs_mesh.node.node")
+log = logging.getLogger("nxs_mesh.node")
 
-class NodeState:
+# Stopping publishes "draining" and "stopped" and drains the connection; each gets at most this long,
+# so a node whose server is gone still stops within grace plus a few seconds.
+_STOP_STEP = 2.0
+
+
+class NodeState(enum.StrEnum):
     NEW = "new"
     STARTING = "starting"
     RUNNING = "running"
+    DEGRADED = "degraded"  # running, but a consumer or loop died and is being restarted
     DRAINING = "draining"
     STOPPED = "stopped"
 
@@ -96,7 +107,7 @@ class Node:
         if registry is not None:
             self.registry.merge(registry)
         self.epoch = uuid.uuid4().hex[:12]  # this incarnation
-        self.state = NodeState.NEW
+        self._state = NodeState.NEW
         self.mesh: Mesh | None = None
         self.doctor: Doctor | None = None
         self.tasks: TaskRunner | None = None
@@ -104,17 +115,19 @@ class Node:
         self._hb_seq = 0
         self._started_mono = 0.0
         self._started_at = ""
+        self._queue_depth = 0
         self._beat_now = asyncio.Event()
+        self._status_now = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
+        self._sup = Supervisor(f"node {config.instance_id}", on_change=self._health_changed)
         self._capabilities = set(self.options.capabilities)
+        self._last_state = ""
 
     def __repr__(self) -> str:
         server = self.mesh.connected_url if self.mesh else None
-        n = (1 if self._commands else 0) + (len(self.tasks.consumers) if self.tasks else 0)
-        return (f"<Node {self.config.instance_id!r} {self.state.upper()} "
-                f"[server {server or '-'}, {n} consumers, {self.inflight} inflight]>")
+        return (f"<Node {self.config.instance_id!r} {self.state.name} "
+                f"[server {server or '-'}, {len(self.consumers)} consumers, {self.inflight} inflight]>")
 
     # -- registration --------------------------------------------------------------------------------
     def command(self, name: str | None = None) -> Callable[[HandlerFn], HandlerFn]:
@@ -125,6 +138,7 @@ class Node:
         self._capabilities.add(capability)
         return self.registry.task(capability)
 
+    # -- views ---------------------------------------------------------------------------------------
     @property
     def node_id(self) -> str:
         return self.config.instance_id
@@ -134,18 +148,39 @@ class Node:
         return tuple(sorted(self._capabilities))
 
     @property
+    def consumers(self) -> list[Consumer]:
+        return ([self._commands] if self._commands else []) + (self.tasks.consumers if self.tasks else [])
+
+    @property
     def inflight(self) -> int:
-        cmd = self._commands._inflight if self._commands else 0  # noqa: SLF001 - same package
+        cmd = self._commands.inflight if self._commands else 0
         return cmd + (self.tasks.inflight if self.tasks else 0)
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """What is down right now (a consumer or loop being restarted), by name, with its cause."""
+        out = dict(self._sup.problems)
+        for c in self.consumers:
+            out.update({f"consumer {c.spec.durable}": why for why in c.problems.values()})
+        if self.doctor is not None:
+            out.update({f"doctor {k}": why for k, why in self.doctor.problems.items()})
+        return out
+
+    @property
+    def state(self) -> NodeState:
+        if self._state is NodeState.RUNNING and self.problems:
+            return NodeState.DEGRADED
+        return self._state
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> Node:
-        if self.state != NodeState.NEW:
+        """Connect, publish status, start heartbeats, consumers and the Doctor; returns once RUNNING."""
+        if self._state is not NodeState.NEW:
             raise ClosedError(f"{self!r} cannot be started twice")
         missing = [c for c in self._capabilities if c not in self.registry.tasks]
         if missing:
             raise ConfigError("capabilities", f"no task handler for {', '.join(sorted(missing))}")
-        self.state = NodeState.STARTING
+        self._state = NodeState.STARTING
         self._started_mono = time.monotonic()
         self._started_at = datetime.now(UTC).isoformat()
         patience = self.options.start_timeout
@@ -155,85 +190,92 @@ class Node:
         self.mesh = await retrying(
             lambda: Mesh(self.config, outbox=outbox).connect(), "connect and ensure streams", timeout=patience
         )
-        mesh = self.mesh
         try:
-            await retrying(self._publish_status, "status", timeout=patience)
-            store = None
-            if self._capabilities or self.options.doctor:
-                store = await retrying(lambda: TaskStore.open(mesh), "task bucket", timeout=patience)
-            self._spawn(self._heartbeat_loop(), "heartbeat")
-            self._commands = Consumer(
-                self.mesh.nc, self.mesh.js,
-                ConsumerSpec(
-                    stream="NXS_COMMAND", durable=f"command-{self.node_id.replace(':', '-')}",
-                    filters=subjects.filters_for("command", self.node_id),
-                    ack_wait=self.config.ack_wait, max_deliver=self.config.max_deliver,
-                    batch=self.options.command_concurrency, concurrency=self.options.command_concurrency,
-                    fetch_timeout=self.options.fetch_timeout, dlq_instance=self.node_id,
-                ),
-                self._on_command,
-            )
-            await retrying(self._commands.start, "command consumer", timeout=patience)
-            if self._capabilities:
-                assert store is not None
-                self.tasks = TaskRunner(
-                    self.mesh, store, self.registry, epoch=self.epoch, capabilities=self.capabilities,
-                    ack_wait=self.options.task_ack_wait, concurrency=self.options.task_concurrency,
-                    fetch_timeout=self.options.fetch_timeout, on_claims=self._beat, node=self,
-                    start_timeout=patience,
-                )
-                await self.tasks.start()
-            if self.options.doctor:
-                self.doctor = await Doctor(
-                    self.mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval,
-                    store=store,
-                ).start()
-            self.state = NodeState.RUNNING
-            await retrying(self._publish_status, "status", timeout=patience)
-            self._spawn(self._status_loop(), "status")
+            await self._start_parts(self.mesh, patience)
         except BaseException:
-            await self._teardown()
+            await self._teardown(time.monotonic() + _STOP_STEP)
             raise
         log.info("node %s running (epoch %s, server %s)", self.node_id, self.epoch, self.mesh.connected_url)
         return self
 
+    async def _start_parts(self, mesh: Mesh, patience: float) -> None:
+        await retrying(self._publish_status, "status", timeout=patience)
+        store = None
+        if self._capabilities or self.options.doctor:
+            store = await retrying(lambda: TaskStore.open(mesh), "task bucket", timeout=patience)
+        self._sup.keep("heartbeat", self._heartbeat_loop)
+        runner = CommandRunner(mesh, self.registry, max_deliver=self.config.max_deliver, status=self.current_status)
+
+        async def consume_commands() -> Consumer:
+            return await mesh.consume(
+                "command", runner.handle, durable=durable_name("command", self.node_id),
+                filters=subjects.filters_for("command", self.node_id),
+                batch=self.options.command_concurrency, concurrency=self.options.command_concurrency,
+                fetch_timeout=self.options.fetch_timeout, on_change=self._health_changed,
+            )
+
+        self._commands = await retrying(consume_commands, "command consumer", timeout=patience)
+        if self._capabilities:
+            assert store is not None
+            self.tasks = TaskRunner(
+                mesh, store, self.registry, epoch=self.epoch, capabilities=self.capabilities,
+                ack_wait=self.options.task_ack_wait, concurrency=self.options.task_concurrency,
+                fetch_timeout=self.options.fetch_timeout, on_claims=self._beat, status=self.current_status,
+                start_timeout=patience, on_change=self._health_changed,
+            )
+            await self.tasks.start()
+        if self.options.doctor:
+            self.doctor = await Doctor(
+                mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval, store=store,
+                on_change=self._health_changed,
+            ).start()
+        self._state = NodeState.RUNNING
+        await retrying(self._publish_status, "status", timeout=patience)
+        self._sup.keep("status", self._status_loop)
+
     async def stop(self) -> None:
-        """Drain: stop fetching, finish in-flight work (``grace``), publish ``stopped``, close."""
-        if self.state in (NodeState.NEW, NodeState.STOPPED):
-            self.state = NodeState.STOPPED
+        """Drain: stop fetching, finish in-flight work (``grace``), publish ``stopped``, close.
+
+        Bounded: ``grace`` for the work, and a few seconds each for the two statuses and the drain,
+        however unreachable the server is."""
+        if self._state in (NodeState.NEW, NodeState.STOPPED):
+            self._state = NodeState.STOPPED
             self._stopped.set()
             return
-        if self.state == NodeState.DRAINING:
+        if self._state is NodeState.DRAINING:
             await self._stopped.wait()
             return
-        self.state = NodeState.DRAINING
+        self._state = NodeState.DRAINING
         log.info("node %s draining (%d in flight)", self.node_id, self.inflight)
-        with contextlib.suppress(MeshError):
-            await self._publish_status()
+        await self._status_within(time.monotonic() + _STOP_STEP)
         self._beat_now.set()
         stops = [c.stop(self.options.grace) for c in ([self._commands] if self._commands else [])]
         if self.tasks is not None:
             stops.append(self.tasks.stop(self.options.grace))
         await asyncio.gather(*stops, return_exceptions=True)
-        await self._teardown()
+        await self._teardown(time.monotonic() + _STOP_STEP)
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, deadline: float) -> None:
         if self.doctor is not None:
             await self.doctor.stop()
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._loops = []
-        self.state = NodeState.STOPPED
+        await self._sup.stop(timeout=0)
+        self._state = NodeState.STOPPED
         if self.mesh is not None:
             # "stopped" is what spares us a death alert: retry it through a leader election, briefly.
-            with contextlib.suppress(MeshError):
-                await retrying(self._publish_status, "stopped status", timeout=min(5.0, self.options.grace))
+            await self._status_within(deadline)
             await asyncio.shield(self.mesh.close())
         self._stopped.set()
         log.info("node %s stopped", self.node_id)
+
+    async def _status_within(self, deadline: float) -> None:
+        """Publish the status, retried until ``deadline``; given up at once when not connected."""
+        if self.mesh is None or not self.mesh.is_connected:
+            return
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await retrying(self._publish_status, "status", timeout=max(0.1, deadline - time.monotonic()))
+        except (MeshError, TimeoutError) as exc:
+            log.warning("node %s: could not publish its %s status (%s)", self.node_id, self._state, exc)
 
     async def __aenter__(self) -> Node:
         return await self.start()
@@ -267,16 +309,17 @@ class Node:
                 loop.remove_signal_handler(sig)
 
     # -- heartbeat and status ------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> None:
-        self._loops.append(asyncio.create_task(coro, name=f"nxs-node-{name}"))
+    def _health_changed(self) -> None:
+        """A loop died or recovered somewhere in this node: tell the mesh now, not at the next round."""
+        self._beat_now.set()
+        self._status_now.set()
 
     async def _heartbeat_loop(self) -> None:
-        assert self.mesh is not None
         while True:
             try:
                 await self._beat()
-            except Exception as exc:  # noqa: BLE001 - a missed beat is logged, the loop goes on
-                log.debug("heartbeat failed: %r", exc)
+            except MeshError as exc:
+                log.debug("heartbeat failed: %s", exc)  # a missed beat is replaced next interval
             self._beat_now.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.options.heartbeat_interval)
@@ -286,91 +329,58 @@ class Node:
         assert self.mesh is not None
         self._hb_seq += 1
         # Small on purpose (idle traffic budget): the rest is in the status.
-        content: dict[str, Any] = {"epoch": self.epoch, "seq": self._hb_seq, "state": self.state}
+        content: dict[str, Any] = {"epoch": self.epoch, "seq": self._hb_seq, "state": str(self.state)}
         if self.inflight:
             content["inflight"] = self.inflight
         if self.tasks is not None and self.tasks.claims:
             content["claims"] = dict(self.tasks.claims)
         env = new_envelope("HEARTBEAT", content, source=self.mesh.source, ttl=0)
-        await self.mesh.nc.publish(subjects.heartbeat(self.node_id), encode(env))
+        await self.mesh.publish_now(subjects.heartbeat(self.node_id), encode(env))
         if "claims" in content:
-            await self.mesh.nc.flush(timeout=2)  # a claim must be known before its work starts
+            await self.mesh.flush(timeout=2)  # a claim must be known before its work starts
 
     def status(self) -> dict[str, Any]:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
         mesh = self.mesh
+        problems = self.problems
         return {
-            "state": self.state, "version": VERSION, "epoch": self.epoch, "started_at": self._started_at,
+            "state": str(self.state), "version": VERSION, "epoch": self.epoch, "started_at": self._started_at,
             "uptime": round(time.monotonic() - self._started_mono, 1) if self._started_mono else 0.0,
             "load": round(load, 2), "inflight": self.inflight, "queue_depth": self._queue_depth,
             "agents": list(self.options.agents or (self.config.agent_id,)), "location": self.config.location,
             "server": mesh.connected_url if mesh else None,
             "path": mesh.server_path if mesh else "disconnected",
-            "outbox": len(mesh.outbox) if mesh and mesh.outbox is not None else 0, "host": socket.gethostname(), "pid": os.getpid(),
-            "capabilities": list(self.capabilities), "commands": sorted(self.registry.commands),
+            "outbox": len(mesh.outbox) if mesh and mesh.outbox is not None else 0, "host": socket.gethostname(),
+            "pid": os.getpid(), "capabilities": list(self.capabilities), "commands": sorted(self.registry.commands),
             "heartbeat_interval": self.options.heartbeat_interval, "dead_after": self.options.dead_after,
+            **({"problems": problems} if problems else {}),
         }
 
-    _queue_depth = 0
+    async def current_status(self) -> dict[str, Any]:
+        """The status with a fresh queue depth (asks the server): what the `status` command answers."""
+        await self.refresh_queue_depth()
+        return self.status()
 
     async def _publish_status(self) -> None:
         assert self.mesh is not None
-        await self.mesh.publish("STATUS", self.status(), ttl=0)
+        status = self.status()
+        await self.mesh.publish("STATUS", status, ttl=0)
+        self._last_state = status["state"]
 
     async def refresh_queue_depth(self) -> int:
         """Messages waiting for (or held by) this node's consumers; asks the server (the `status` command)."""
-        assert self.mesh is not None
         depth = 0
-        for c in ([self._commands] if self._commands else []) + (self.tasks.consumers if self.tasks else []):
-            info = await self.mesh.js.consumer_info(c.spec.stream, c.spec.durable)
-            depth += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        for c in self.consumers:
+            depth += await c.queue_depth()
         self._queue_depth = depth
         return depth
 
     async def _status_loop(self) -> None:
-        assert self.mesh is not None
         while True:
-            await asyncio.sleep(self.options.status_every)  # sleep-ok: a timer
+            self._status_now.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._status_now.wait(), self.options.status_every)
             try:
                 await self._publish_status()
-            except Exception as exc:  # noqa: BLE001 - status is best effort, the next round retries
-                log.debug("status publish failed: %r", exc)
-
-    # -- commands ------------------------------------------------------------------------------------
-    async def _on_command(self, env: Envelope, delivery: Delivery) -> None:
-        content = env.content
-        if not isinstance(content, dict) or not isinstance(content.get("command"), str):
-            await self._reply(env, None, error="not a command: content must be {\"command\": name, \"args\": ...}")
-            raise Reject("not a command: content must be {\"command\": name, \"args\": ...}")
-        name = content["command"]
-        fn = self.registry.commands.get(name)
-        if fn is None:
-            reason = f"unknown command {name!r}; this node knows {', '.join(sorted(self.registry.commands))}"
-            await self._reply(env, None, error=reason)
-            raise Reject(reason)
-        ctx = Context(self.node_id, env, delivery, self)
-        try:
-            result = await call_handler(fn, content.get("args"), ctx)
-        except Retry:
-            raise
-        except Reject as exc:
-            await self._reply(env, None, error=exc.reason)
-            raise
-        except Exception as exc:
-            if delivery.deliveries >= self.config.max_deliver:
-                await self._reply(env, None, error=f"{type(exc).__name__}: {exc}")
-            raise
-        await self._reply(env, result)
-
-    async def _reply(self, env: Envelope, content: Any, *, error: str | None = None) -> None:
-        if not isinstance(env.reply_to, str) or self.mesh is None:
-            return
-        corr = env.correlation_id if isinstance(env.correlation_id, str) else env.id
-        metadata: dict[str, Any] = {"ok": error is None, "command": env.content.get("command")
-                                    if isinstance(env.content, dict) else None}
-        if error is not None:
-            metadata["error"] = error
-        await self.mesh.publish(
-            "RESULT", content, to=env.source.instance_id, agent=env.source.agent_id, correlation_id=corr,
-            metadata=metadata, ttl=env.ttl, message_id=result_id(env.id),
-        )
+            except MeshError as exc:
+                log.debug("status publish failed: %s", exc)  # best effort: the next round retries

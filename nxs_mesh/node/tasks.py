@@ -42,32 +42,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from nats.js import api as jsapi
-from nats.js import errors as jse
-
 from nxs_mesh.aio.retry import retrying
-from nxs_mesh.client.consumer import Abandon, Consumer, ConsumerSpec, Delivery, Reject
+from nxs_mesh.client.admin import Bucket, BucketSpec
+from nxs_mesh.client.calls import build_result
+from nxs_mesh.client.consumer import Consumer, durable_name
+from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh, PublishResult
 from nxs_mesh.node.handlers import Context, Registry, call_handler
-from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL
 from nxs_mesh.wire.envelope import Envelope, check_id
-from nxs_mesh.wire.errors import ConfigError
+from nxs_mesh.wire.errors import Abandon, ConfigError, HandlerSignal, MeshError, Reject
+from nxs_mesh.wire.ids import result_id
 
 __all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
 
 log = logging.getLogger("nxs_mesh.node.tasks")
 
 BUCKET: Final = "NXS_TASKS"
-_RESULT_NS: Final = uuid.UUID("6c1f9a52-7d0e-4b8e-9a55-6e1c3c2f6a01")
-
-
-def result_id(task_id: str) -> str:
-    """The RESULT message id of a task: deterministic, so a re-publish is deduplicated."""
-    return str(uuid.uuid5(_RESULT_NS, f"result:{task_id}"))
-
-
 def kv_safe(value: str) -> str:
     return value.replace(":", "=")  # ids may hold ':', KV keys may not
 
@@ -75,53 +67,41 @@ def kv_safe(value: str) -> str:
 class TaskStore:
     """The NXS_TASKS key-value bucket: claim records with fencing, and doctor elections."""
 
-    def __init__(self, kv: Any) -> None:
-        self._kv = kv
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    def __repr__(self) -> str:
+        return f"<TaskStore {self._bucket.name}>"
 
     @classmethod
     async def open(cls, mesh: Mesh, *, replicas: int | None = None) -> TaskStore:
-        with translate_nats_errors(f"bucket {BUCKET}"):
-            try:
-                kv = await mesh.js.key_value(BUCKET)
-            except jse.BucketNotFoundError:
-                n = replicas or mesh.config.replicas or await mesh.cluster_size()
-                kv = await mesh.js.create_key_value(
-                    jsapi.KeyValueConfig(bucket=BUCKET, history=1, ttl=86400.0, replicas=min(3, n),
-                                         description="task claims (fencing) and doctor elections"))
-        return cls(kv)
+        spec = BucketSpec(BUCKET, ttl=86400.0, description="task claims (fencing) and doctor elections")
+        return cls(await mesh.admin.bucket(spec, replicas=replicas))
 
     async def get(self, task_id: str) -> tuple[dict[str, Any] | None, int]:
-        with translate_nats_errors("task claim read"):
-            try:
-                entry = await self._kv.get(f"t.{task_id}")
-            except (jse.KeyNotFoundError, jse.KeyDeletedError):
-                return None, 0
+        entry = await self._bucket.get(f"t.{task_id}")
+        if entry is None:
+            return None, 0
         try:
-            return json.loads(entry.value or b"{}"), int(entry.revision or 0)
+            return json.loads(entry.value or b"{}"), entry.revision
         except ValueError:
-            return None, int(entry.revision or 0)
+            return None, entry.revision
 
     async def cas(self, task_id: str, record: dict[str, Any], last: int) -> int | None:
         """Write ``record`` if the key is still at revision ``last`` (0 = absent); None if not."""
         data = json.dumps(record, separators=(",", ":")).encode()
-        with translate_nats_errors("task claim write"):
-            try:
-                if last == 0:
-                    return int(await self._kv.create(f"t.{task_id}", data))
-                return int(await self._kv.update(f"t.{task_id}", data, last=last))
-            except jse.KeyWrongLastSequenceError:
-                return None
+        if last == 0:
+            return await self._bucket.create(f"t.{task_id}", data)
+        return await self._bucket.update(f"t.{task_id}", data, last=last)
 
     async def elect(self, key: str, who: str) -> bool:
         """True for exactly one caller of ``key`` (within the bucket's ttl)."""
-        with translate_nats_errors("election"):
-            try:
-                await self._kv.create(kv_safe(key), who.encode())
-                return True
-            except jse.KeyWrongLastSequenceError:
-                # Ours already if an earlier attempt was stored but its answer was lost.
-                entry = await self._kv.get(kv_safe(key))
-                return bool(entry.value == who.encode())
+        safe = kv_safe(key)
+        if await self._bucket.create(safe, who.encode()) is not None:
+            return True
+        # Ours already if an earlier attempt was stored but its answer was lost.
+        entry = await self._bucket.get(safe)
+        return entry is not None and entry.value == who.encode()
 
 
 @dataclass(frozen=True)
@@ -145,8 +125,9 @@ class TaskRunner:
         concurrency: int = 1,
         fetch_timeout: float = 2.0,
         on_claims: Callable[[], Awaitable[None]] | None = None,
-        node: Any = None,
+        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         start_timeout: float = 60.0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.mesh, self.store, self.registry = mesh, store, registry
         self.start_timeout = start_timeout
@@ -158,26 +139,24 @@ class TaskRunner:
         self.completed = 0
         self.fenced = 0
         self._on_claims = on_claims
-        self._node = node
+        self._status = status
+        self._on_change = on_change
+        self.result_failures = 0
 
     async def start(self) -> None:
         for cap in self.capabilities:
             check_id(cap, "capability")
             if cap not in self.registry.tasks:
                 raise ConfigError("capabilities", f"no task handler for capability {cap!r}")
-            consumer = Consumer(
-                self.mesh.nc, self.mesh.js,
-                ConsumerSpec(
-                    stream="NXS_TASK", durable=f"task-{kv_safe(cap).replace('=', '-')}",
-                    filters=[f"{subjects.ROOT}.task.{cap}.>"], ack_wait=self.ack_wait,
-                    max_deliver=self.mesh.config.max_deliver, batch=self.concurrency,
-                    concurrency=self.concurrency, fetch_timeout=self.fetch_timeout,
-                    dlq_instance=self.owner.node,
-                ),
-                self._handle,
-            )
-            await retrying(consumer.start, f"task consumer {cap}", timeout=self.start_timeout)
-            self.consumers.append(consumer)
+
+            async def consume(cap: str = cap) -> Consumer:
+                return await self.mesh.consume(
+                    "task", self._handle, durable=durable_name("task", cap), filters=[f"{subjects.ROOT}.task.{cap}.>"],
+                    ack_wait=self.ack_wait, batch=self.concurrency, concurrency=self.concurrency,
+                    fetch_timeout=self.fetch_timeout, on_change=self._on_change,
+                )
+
+            self.consumers.append(await retrying(consume, f"task consumer {cap}", timeout=self.start_timeout))
 
     async def stop(self, grace: float) -> None:
         await asyncio.gather(*(c.stop(grace) for c in self.consumers))
@@ -206,41 +185,49 @@ class TaskRunner:
         if self._on_claims is not None:
             try:
                 await self._on_claims()  # an immediate heartbeat: doctors learn the claim before work starts
-            except Exception as exc:  # noqa: BLE001 - the regular heartbeat carries it anyway
-                log.debug("claim heartbeat failed: %r", exc)
-        ctx = Context(self.owner.node, env, delivery, self._node, {"task_id": task_id, "token": token})
+            except MeshError as exc:
+                log.debug("claim heartbeat failed: %s", exc)  # the regular heartbeat carries it anyway
+        ctx = Context(self.owner.node, env, delivery, mesh=self.mesh, status=self._status,
+                      extra={"task_id": task_id, "token": token})
         try:
             try:
                 result = await call_handler(self.registry.tasks[cap], env.content, ctx)
-            except (Abandon, Reject):
+            except HandlerSignal:
                 raise
             except Exception as exc:
                 if delivery.deliveries >= self.mesh.config.max_deliver:
                     await self._publish_result(env, None, {"node": self.owner.node},
                                                error=f"{type(exc).__name__}: {exc}")
                 raise
-            done = {**claim, "state": "done", "result": result, "finished": time.time()}
-            if await self.store.cas(task_id, done, token) is None:
-                self.fenced += 1
-                log.warning("task %s: fenced (another worker owns it now); dropping our stale result", task_id)
-                raise Abandon()
-            self.completed += 1
-            await self._publish_result(env, result, done)
+            await self._complete(env, claim, token, result)
         finally:
             self.claims.pop(task_id, None)
+
+    async def _complete(self, env: Envelope, claim: dict[str, Any], token: int, result: Any) -> None:
+        """Record the task done (CAS from our token, retried through elections), then publish its RESULT.
+        Once done is recorded, a RESULT that cannot be stored is logged: re-running the task would not
+        mend it, and a redelivery finds the done record and publishes it again."""
+        done = {**claim, "state": "done", "result": result, "finished": time.time()}
+        won = await retrying(lambda: self.store.cas(env.id, done, token), f"task {env.id} completion", timeout=30)
+        if won is None:
+            self.fenced += 1
+            log.warning("task %s: fenced (another worker owns it now); dropping our stale result", env.id)
+            raise Abandon()
+        self.completed += 1
+        try:
+            await self._publish_result(env, result, done)
+        except MeshError as exc:
+            self.result_failures += 1
+            log.error("task %s done, but its RESULT cannot be stored: %s", env.id, exc)
 
     async def _publish_result(
         self, env: Envelope, result: Any, record: dict[str, Any], *, error: str | None = None
     ) -> PublishResult:
-        corr = env.correlation_id if isinstance(env.correlation_id, str) else env.id
-        metadata: dict[str, Any] = {"ok": error is None, "task_id": env.id, "node": record.get("node"),
-                                    "capability": env.payload.metadata.get("capability")}
-        if error is not None:
-            metadata["error"] = error
-        return await self.mesh.publish(
-            "RESULT", result, to=env.source.instance_id, agent=env.source.agent_id, correlation_id=corr,
-            metadata=metadata, message_id=result_id(env.id) if error is None else None, ttl=0,
-        )
+        return await self.mesh.send(build_result(
+            env, result, source=self.mesh.source, error=error, ttl=0,
+            message_id=result_id(env.id) if error is None else None,
+            task_id=env.id, node=record.get("node"), capability=env.payload.metadata.get("capability"),
+        ))
 
 
 async def submit_task(

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
+from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.contract import ENCODING_HEADER
 from nxs_mesh.wire.envelope import Envelope, decode
@@ -84,11 +85,11 @@ def _config(name: str, filters: Sequence[str], *, seq: int | None, since: dateti
 
 
 async def _open(
-    nc: Client, js: JetStreamContext, stream: str, filters: Sequence[str], *,
+    js: JetStreamContext, stream: str, filters: Sequence[str], *,
     seq: int | None, since: datetime | None, last: int | None,
 ) -> tuple[str, int, int]:
     """Create the ephemeral consumer; returns (name, pending, how many to skip for last-N)."""
-    name = f"nxs_tail_{nc._nuid.next().decode()}"
+    name = f"nxs_tail_{uuid.uuid4().hex[:16]}"
     if last is None:
         info = await js.add_consumer(stream, _config(name, filters, seq=seq, since=since))
         return name, info.num_pending or 0, 0
@@ -107,8 +108,7 @@ async def _open(
 
 
 async def read_stream(
-    nc: Client,
-    js: JetStreamContext,
+    link: Link,
     stream: str,
     filters: Sequence[str],
     *,
@@ -122,9 +122,10 @@ async def read_stream(
     """Yield stored messages in stream order; with ``follow`` keep waiting for new ones."""
     if last is not None and last < 1:
         return
+    js = link.js
     with translate_nats_errors(f"tail {stream}"):
         try:
-            name, pending, skip = await _open(nc, js, stream, filters, seq=seq, since=since, last=last)
+            name, pending, skip = await _open(js, stream, filters, seq=seq, since=since, last=last)
         except jse.NotFoundError:
             raise MeshError(f"stream {stream} does not exist; run `nxs init`") from None
         psub = await js.pull_subscribe_bind(consumer=name, stream=stream)
@@ -157,7 +158,7 @@ async def read_stream(
 
 
 async def peek_workqueue(
-    js: JetStreamContext, stream: str, subject: str, *, start: int = 1, since: datetime | None = None,
+    link: Link, stream: str, subject: str, *, start: int = 1, since: datetime | None = None,
     follow: bool = False, poll: float = 1.0,
 ) -> AsyncIterator[Record]:
     """Read a work-queue stream without taking its work: message by message with direct gets (a
@@ -166,7 +167,7 @@ async def peek_workqueue(
     while True:
         with translate_nats_errors(f"tail {stream}"):
             try:
-                raw = await js.get_msg(stream, seq=cursor, subject=subject, next=True)
+                raw = await link.js.get_msg(stream, seq=cursor, subject=subject, next=True)
             except jse.NotFoundError:
                 raw = None
         if raw is None or raw.seq is None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
+from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import translate_nats_errors
 
 __all__ = ["STREAMS", "EnsureResult", "StreamSpec", "ensure_streams", "stream_for_kind"]
@@ -111,9 +111,10 @@ def _differences(have: jsapi.StreamConfig, want: jsapi.StreamConfig) -> list[str
 
 
 async def ensure_streams(
-    js: JetStreamContext, *, replicas: int = 1, specs: tuple[StreamSpec, ...] = STREAMS
+    link: Link, *, replicas: int = 1, specs: tuple[StreamSpec, ...] = STREAMS
 ) -> list[EnsureResult]:
     """Create missing streams, update older configs, report conflicts. Idempotent."""
+    js = link.js
     results = []
     for spec in specs:
         want = spec.config(replicas)

@@ -1,13 +1,14 @@
-"""One error tree for the whole mesh. Callers never see nats-py exceptions.
+"""One error tree for the whole mesh. Callers never see nats-py exceptions (``transport.translate``
+maps them where they enter).
 
     MeshError
     ├── ConfigError                 bad configuration value (names the setting)
     ├── EnvelopeError               an envelope or id failed validation (names the field)
     │   └── UnknownMessageType
     ├── ConnectError                could not reach any server
-    ├── NotConnectedError           the client is not open (never opened, or closed by us)
-    ├── ClosedError                 used after close()
-    ├── BrokenError                 the server went away under us
+    ├── NotConnectedError           the client is not open now (never opened, or reconnecting)
+    ├── ClosedError                 we closed it: used after close()
+    ├── BrokenError                 the peer went away: the connection broke under us
     ├── MeshTimeout                 an operation did not complete in time
     │   └── NoResponders            a request found nobody listening
     ├── PublishError                the server did not store a message
@@ -19,17 +20,26 @@
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
-Handler control flow is not an error: a handler raises ``Retry`` or ``Reject`` (see ``consumer``).
+Handler outcomes are not errors: a handler *signals* how its message ends by raising one of
+
+    HandlerSignal
+    ├── Retry                       nak: redeliver after ``delay``
+    ├── Reject                      terminate and dead-letter with the reason
+    └── Abandon                     neither ack nor nak: another delivery owns the message now
+
+and ``client.delivery`` is the one place that decides what each means.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Abandon",
     "BrokenError",
     "ClosedError",
     "ConfigError",
     "ConnectError",
     "EnvelopeError",
+    "HandlerSignal",
     "JetStreamUnavailable",
     "MeshError",
     "MeshTimeout",
@@ -38,7 +48,9 @@ __all__ = [
     "OutboxFull",
     "PortInUse",
     "PublishError",
+    "Reject",
     "RemoteError",
+    "Retry",
     "ServerError",
     "StreamConflict",
     "StreamError",
@@ -51,13 +63,15 @@ class MeshError(Exception):
 
 
 class ConfigError(MeshError):
+    """A configuration value is wrong; ``setting`` names it."""
+
     def __init__(self, setting: str, message: str) -> None:
         self.setting = setting
         super().__init__(f"{setting}: {message}")
 
 
 class EnvelopeError(MeshError):
-    """Validation failure; ``field`` is the dotted path of the offending field (or None)."""
+    """An envelope or id failed validation; ``field`` is the dotted path of the offending field (or None)."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         self.field = field
@@ -66,51 +80,51 @@ class EnvelopeError(MeshError):
 
 
 class UnknownMessageType(EnvelopeError):
-    pass
+    """``message_type`` is none of the contract's types."""
 
 
 class ConnectError(MeshError):
-    pass
+    """No server of the list answered (or it refused our credentials)."""
 
 
 class NotConnectedError(MeshError):
-    pass
+    """Not connected right now: never opened, or between a disconnect and the reconnect."""
 
 
 class ClosedError(MeshError):
-    pass
+    """We closed it: the object was used after ``close()``/``stop()``."""
 
 
 class BrokenError(MeshError):
-    pass
+    """The peer went away: the connection broke under an operation (stale, closed by the server)."""
 
 
 class MeshTimeout(MeshError):
-    pass
+    """An operation did not complete within its timeout."""
 
 
 class NoResponders(MeshTimeout):
-    pass
+    """A request reached the server but nobody subscribes to its subject."""
 
 
 class PublishError(MeshError):
-    pass
+    """The server did not store a message (and said so, or gave no usable acknowledgement)."""
 
 
 class OutboxFull(PublishError):
-    pass
+    """The offline outbox reached its bound; nothing more can be queued until it drains."""
 
 
 class StreamError(MeshError):
-    pass
+    """A JetStream asset (stream, consumer, bucket) is missing or was refused."""
 
 
 class StreamConflict(StreamError):
-    pass
+    """An existing asset has a config we cannot change into the wanted one."""
 
 
 class JetStreamUnavailable(MeshError):
-    pass
+    """The server answers but JetStream does not (no quorum, leader election, disabled)."""
 
 
 class RemoteError(MeshError):
@@ -122,13 +136,39 @@ class RemoteError(MeshError):
 
 
 class ServerError(MeshError):
-    pass
+    """The embedded nats-server failed to start, check or stop."""
 
 
 class PortInUse(ServerError):
+    """The port the embedded server wants is taken."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         super().__init__(
             f"port {port} on {host} is already in use; choose another with --port N "
             f"(or NXS_PORT=N), or stop whatever listens there"
         )
+
+
+class HandlerSignal(Exception):  # noqa: N818 - control flow, not an error: never a MeshError
+    """Base of what a handler raises to decide how its message ends (see the tree above)."""
+
+
+class Retry(HandlerSignal):
+    """Have the message redelivered after ``delay`` seconds (counts as a delivery)."""
+
+    def __init__(self, delay: float = 1.0, reason: str = "") -> None:
+        self.delay, self.reason = delay, reason
+        super().__init__(reason or f"retry in {delay}s")
+
+
+class Reject(HandlerSignal):
+    """Terminate the message and send it to the dead-letter stream with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Abandon(HandlerSignal):
+    """Leave the message alone: no ack, no nak (a fenced worker: another delivery owns it now)."""

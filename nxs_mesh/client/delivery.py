@@ -1,0 +1,309 @@
+"""The delivery policy of a consumer: screen, expiry, dedup, priority, dispatch, settle, dead letters.
+
+A handler decides the fate of a message by how it ends (faststream's idea); this module is the one
+place that decides what each outcome means:
+
+- returns              -> ack (the message id is remembered first, so a lost ack never runs it twice here)
+- raises ``Retry``     -> nak with the given delay (counts as a delivery)
+- raises ``Reject``    -> terminate and dead-letter with the reason
+- raises ``Abandon``   -> neither ack nor nak (another delivery owns the message now)
+- raises anything else -> nak with exponential backoff; after ``max_deliver`` attempts, dead-letter
+
+Every input is settled, whatever its size or shape: anything that goes wrong while screening (not
+an envelope, nested too deep for the decoder, a subject that disagrees with the envelope, a bad id)
+is dead-lettered with the reason, and the consumer goes on. A dead-letter copy that would not fit
+the server's ``max_payload`` stores a truncated copy plus the reason and the original's stream and
+sequence. Expired messages (stored time + ttl in the past) are never handed to a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from nxs_mesh.aio.retry import backoff_delay
+from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.transport import pull
+from nxs_mesh.transport.link import Link
+from nxs_mesh.transport.pull import Delivered, Meta
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.contract import ENCODING_HEADER, MSG_ID_HEADER, MSGPACK
+from nxs_mesh.wire.envelope import Envelope, check_id, decode
+from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry
+
+__all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "positional_arity"]
+
+log = logging.getLogger("nxs_mesh.client.delivery")
+
+Handler = Callable[..., Awaitable[Any]]
+
+# Room left for the DLQ headers and the protocol line when a dead letter must be truncated to fit.
+_DLQ_HEADROOM: Final = 4096
+
+
+@dataclass
+class Delivery:
+    """What a two-argument handler gets besides the envelope."""
+
+    subject: str
+    stream_seq: int
+    deliveries: int
+    stored_at: datetime
+    _msg: Delivered
+
+    @property
+    def ack_subject(self) -> str:
+        """Where acks for this delivery go (a Doctor may nak it there for a worker that died)."""
+        return str(self._msg.reply)
+
+    async def in_progress(self) -> None:
+        """Tell the server this message is still being worked on (resets its ack timer)."""
+        await pull.in_progress(self._msg)
+
+
+@dataclass
+class DeliveryStats:
+    handled: int = 0
+    acked: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    invalid: int = 0
+    expired: int = 0
+    duplicates: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    durable: str
+    max_deliver: int = 5
+    concurrency: int = 1
+    ack_wait: float = 30.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    dedup_size: int = 10_000
+    dlq_instance: str = "unknown"
+
+
+def positional_arity(fn: Callable[..., Any], default: int = 1) -> int:
+    """How many positional parameters ``fn`` takes (``default`` when it cannot be inspected): handlers
+    may take fewer arguments than the mesh could give them."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return default
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+_Ready = tuple[int, int, Envelope, Delivered, Meta]
+
+
+class DeliveryPolicy:
+    """Hands screened envelopes to ``handler`` and settles each delivery by the handler's outcome."""
+
+    def __init__(self, link: Link, spec: PolicySpec, handler: Handler, tasks: Supervisor) -> None:
+        self._link, self.spec, self._handler, self._tasks = link, spec, handler, tasks
+        self._wants_delivery = positional_arity(handler) >= 2
+        self.stats = DeliveryStats()
+        self._acked_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.inflight = 0
+
+    async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
+        """Screen a batch, then run its envelopes by priority (higher first, then stream order)."""
+        ready: list[_Ready] = []
+        for msg, meta in msgs:
+            item = await self._screen(msg, meta)
+            if item is not None:
+                ready.append(item)
+        if len(ready) > 1:
+            ready.sort(key=_priority_order)
+        if self.spec.concurrency <= 1:
+            for _, _, env, msg, meta in ready:
+                await self._handle(env, msg, meta)
+            return
+        sem = asyncio.Semaphore(self.spec.concurrency)
+
+        async def run(env: Envelope, msg: Delivered, meta: Meta) -> None:
+            async with sem:
+                await self._handle(env, msg, meta)
+
+        async with asyncio.TaskGroup() as tg:
+            for _, _, env, msg, meta in ready:
+                tg.create_task(run(env, msg, meta))
+
+    # -- screening --------------------------------------------------------------------------------------
+    async def _screen(self, msg: Delivered, meta: Meta) -> _Ready | None:
+        """Decode and check one delivery; returns it ready to handle, or settles it here."""
+        try:
+            headers = msg.headers
+            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            _check_addressing(env, msg.subject)
+        except EnvelopeError as exc:
+            return await self._invalid(msg, f"invalid envelope: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever the input does to the decoder, it is settled here
+            return await self._invalid(msg, f"undecodable ({type(exc).__name__}: {str(exc)[:200]})")
+        # Expired by stored (server) time + ttl; in integer ns, same rule as Envelope.is_expired(stored_at=).
+        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+            self.stats.expired += 1
+            await pull.term(msg)
+            return None
+        return env.priority, meta.stream_seq, env, msg, meta
+
+    async def _invalid(self, msg: Delivered, reason: str) -> None:
+        self.stats.invalid += 1
+        await self.dead_letter(msg, reason, kind="invalid")
+        return None
+
+    # -- handling ---------------------------------------------------------------------------------------
+    async def _handle(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
+        mid = env.id  # str(UUID) is not free: once per message
+        if mid in self._acked_ids:
+            # Already handled once (a redelivery after a lost ack, or a re-publish). Checked here, not
+            # when screening, so duplicates within one fetched batch are caught too.
+            self.stats.duplicates += 1
+            await pull.ack(msg)
+            return
+        self.inflight += 1
+        # The keepalive starts only when the handler outlasts one interval: most finish sooner, and a
+        # timer costs far less per message than a task created and cancelled (consume throughput).
+        keepalive: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self._keepalive_interval,
+            lambda: keepalive.append(self._tasks.spawn(f"keepalive {mid}", self._keepalive(msg))))
+        try:
+            await self._run_handler(env, msg, meta)
+        finally:
+            timer.cancel()
+            for task in keepalive:
+                task.cancel()
+            self.inflight -= 1
+
+    async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
+        try:
+            if self._wants_delivery:
+                stored_at = datetime.fromtimestamp(meta.stored_ns / 1_000_000_000.0, UTC)
+                await self._handler(env, Delivery(msg.subject, meta.stream_seq, meta.num_delivered, stored_at, msg))
+            else:
+                await self._handler(env)
+        except Retry as sig:
+            self.stats.retried += 1
+            await self._retry_or_dead(env, msg, meta, sig.delay, sig.reason or "handler asked to retry")
+        except Abandon:
+            pass  # fenced: the message belongs to another delivery now; acking or naking would disturb it
+        except Reject as sig:
+            await self.dead_letter(msg, f"rejected by handler: {sig.reason}", kind=env.message_type)
+        except asyncio.CancelledError:
+            # Our own shutdown gave up waiting: hand the message back at once, nothing is lost.
+            await _quietly(pull.nak(msg), "nak on cancel")
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure of a handler means "retry"
+            self.stats.retried += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("handler failed on %s (delivery %d): %r", env.id, meta.num_delivered, exc)
+            delay = backoff_delay(meta.num_delivered - 1, base=self.spec.backoff_base, cap=self.spec.backoff_cap,
+                                  jitter=False)
+            await self._retry_or_dead(env, msg, meta, delay, f"handler raised {type(exc).__name__}: {exc}")
+        else:
+            self.stats.handled += 1
+            # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
+            self._remember(env.id)
+            await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
+            self.stats.acked += 1
+
+    @property
+    def _keepalive_interval(self) -> float:
+        return max(0.2, self.spec.ack_wait / 3)
+
+    async def _keepalive(self, msg: Delivered) -> None:
+        """In-progress acks while a handler runs, so a long handler is not redelivered mid-work. A failed
+        one (reconnecting) is tried again next interval; the handler's own outcome settles the message."""
+        while True:
+            try:
+                await pull.in_progress(msg)
+            except MeshError as exc:
+                log.debug("in-progress ack failed (%s); next in %.1fs", exc, self._keepalive_interval)
+            await asyncio.sleep(self._keepalive_interval)  # sleep-ok: a timer, not synchronisation
+
+    async def _retry_or_dead(self, env: Envelope, msg: Delivered, meta: Meta, delay: float, reason: str) -> None:
+        if meta.num_delivered >= self.spec.max_deliver:
+            await self.dead_letter(msg, f"{reason} (gave up after {meta.num_delivered} deliveries)",
+                                   kind=env.message_type)
+        else:
+            await pull.nak(msg, delay)
+
+    def _remember(self, message_id: str) -> None:
+        self._acked_ids[message_id] = None
+        if len(self._acked_ids) > self.spec.dedup_size:
+            self._acked_ids.popitem(last=False)
+
+    # -- dead letters -------------------------------------------------------------------------------------
+    async def dead_letter(self, msg: Delivered, reason: str, *, kind: str) -> None:
+        """Copy to the DLQ with the reason in headers, then terminate. If the copy fails, nak instead:
+        a message is never dropped without a record."""
+        meta = pull.meta_of(msg)
+        headers = dead_letter_headers(msg, meta, reason, self.spec.durable)
+        data = fit_payload(bytes(msg.data), headers, self._link.server_info().max_payload)
+        if len(data) < len(msg.data):
+            headers["Nxs-Dlq-Truncated"] = f"{len(msg.data)} bytes stored as {len(data)}"
+        try:
+            await self._link.publisher.publish(subjects.dlq(kind, self.spec.dlq_instance), data, headers, 5.0)
+        except MeshError as exc:
+            log.error("cannot dead-letter %s/%s: %s; will retry", meta.stream, meta.stream_seq, exc)
+            await _quietly(pull.nak(msg, 1.0), "nak after a failed dead letter")
+            return
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered %s/%s: %s", meta.stream, meta.stream_seq, reason)
+        await _quietly(pull.term(msg), "term after dead letter")
+
+
+def dead_letter_headers(msg: Delivered, meta: Meta, reason: str, consumer: str) -> dict[str, str]:
+    headers = {
+        MSG_ID_HEADER: f"dlq:{meta.stream}:{meta.stream_seq}",
+        "Nxs-Dlq-Reason": reason.replace("\r", " ").replace("\n", " ")[:1000],
+        "Nxs-Dlq-Subject": msg.subject,
+        "Nxs-Dlq-Stream": meta.stream,
+        "Nxs-Dlq-Seq": str(meta.stream_seq),
+        "Nxs-Dlq-Consumer": consumer,
+        "Nxs-Dlq-Deliveries": str(meta.num_delivered),
+        "Nxs-Dlq-Time": datetime.now(UTC).isoformat(),
+    }
+    for key, value in (msg.headers or {}).items():
+        if key.startswith("Nxs-") and key not in headers and len(value) < 1024:
+            headers[key] = value
+    return headers
+
+
+def fit_payload(data: bytes, headers: dict[str, str], max_payload: int) -> bytes:
+    """``data`` cut so that it and ``headers`` fit in one message the server accepts (nats-py closes the
+    connection when the server refuses one: a dead letter must never do that)."""
+    room = max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - _DLQ_HEADROOM
+    return data if len(data) <= room else data[:max(0, room)]
+
+
+def _check_addressing(env: Envelope, subject: str) -> None:
+    """The subject a message was stored under must be the one its envelope says (DESIGN.md section 4),
+    and every id the mesh later uses as a subject token must be one."""
+    if isinstance(env.correlation_id, str):
+        check_id(env.correlation_id, "correlation_id")
+    expected = subjects.for_envelope(env)
+    if subject != expected:
+        raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
+
+
+def _priority_order(item: _Ready) -> tuple[int, int]:
+    return -item[0], item[1]
+
+
+async def _quietly(op: Awaitable[None], what: str) -> None:
+    """Settle best effort: if the connection is gone the server redelivers after ack_wait anyway."""
+    try:
+        await op
+    except MeshError as exc:
+        log.debug("%s failed: %s", what, exc)

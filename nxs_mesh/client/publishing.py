@@ -1,0 +1,213 @@
+"""The publish path of a ``Mesh``: store with the lean publisher, or queue in the offline outbox while
+no JetStream quorum answers, and leave a server that is cut off from the quorum.
+
+One policy for every sender (the ``Mesh``, the CLI, the outbox flusher): current-state messages
+(HEARTBEAT, STATUS, ALERT) are never queued, everything else is queued only when the failure means
+"no quorum reachable now".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from nxs_mesh.client.outbox import Outbox, OutboxFlusher, OutboxItem
+from nxs_mesh.transport.admin import account_report
+from nxs_mesh.transport.link import Link
+from nxs_mesh.transport.publisher import Ack
+from nxs_mesh.wire import subjects
+from nxs_mesh.wire.contract import (
+    ENCODING_HEADER,
+    MSG_ID_HEADER,
+    MSGPACK,
+    STREAM_OF_TYPE,
+    TTL_HEADER,
+    TTL_TYPES,
+)
+from nxs_mesh.wire.envelope import Envelope, encode
+from nxs_mesh.wire.errors import (
+    BrokenError,
+    EnvelopeError,
+    JetStreamUnavailable,
+    MeshError,
+    MeshTimeout,
+    NoResponders,
+    NotConnectedError,
+    PublishError,
+)
+
+__all__ = ["NEVER_QUEUED", "PublishPath", "PublishResult", "encode_checked", "publish_headers", "queue_offline"]
+
+log = logging.getLogger("nxs_mesh.client.publishing")
+
+# Current-state messages are only true when sent, so they never wait in the outbox: a drained old
+# heartbeat would fake presence, an old status could land after a newer one ("stopped" stuck behind
+# queued work), and a cut-off doctor's alerts about the majority would be false once delivered.
+NEVER_QUEUED: Final = frozenset({"HEARTBEAT", "STATUS", "ALERT"})
+# Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox.
+_OFFLINE_ERRORS: Final = (JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
+# After this many "JetStream unavailable" answers in a row from one server, reconnect elsewhere.
+_JS_UNAVAILABLE_SWITCH: Final = 3
+_SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    message_id: str
+    stream: str
+    seq: int | None
+    duplicate: bool = False
+    queued: bool = False  # True when held in the offline outbox instead of stored
+
+
+def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
+    """The stream an envelope goes to and the headers it is published with (dedup id, ttl, encoding)."""
+    kind = env.message_type
+    headers = {MSG_ID_HEADER: env.id}
+    if env.ttl and kind in TTL_TYPES:
+        headers[TTL_HEADER] = f"{env.ttl}s"
+    if msgpack:
+        headers[ENCODING_HEADER] = MSGPACK
+    return STREAM_OF_TYPE[kind], headers
+
+
+def encode_checked(env: Envelope, *, msgpack: bool = False) -> bytes:
+    """``encode`` with the failure named as the envelope field it comes from."""
+    try:
+        return encode(env, msgpack=msgpack)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+    except UnicodeEncodeError as exc:
+        raise EnvelopeError(f"not valid UTF-8 text: {exc.reason} at {exc.start}", "payload.content") from None
+
+
+def queue_offline(outbox: Outbox, env: Envelope, *, subject: str | None = None) -> PublishResult:
+    """Put an envelope in ``outbox`` without any server (the CLI when nothing answers); a flusher on
+    the same file or ``nxs outbox flush`` sends it later, deduplicated by message_id."""
+    subject = subject or subjects.for_envelope(env)
+    stream, headers = publish_headers(env)
+    outbox.put(subject, encode_checked(env), headers, message_id=env.id, stream=stream)
+    return PublishResult(env.id, stream, None, queued=True)
+
+
+def _result(subject: str, mid: str, ack: Ack) -> PublishResult:
+    if ack.seq is None:
+        raise PublishError(f"publish to {subject}: no sequence in the server's acknowledgement")
+    return PublishResult(mid, ack.stream, ack.seq, ack.duplicate)
+
+
+class PublishPath:
+    """Sends envelopes over a link, through an optional outbox (owned by the ``Mesh``)."""
+
+    def __init__(self, link: Link, outbox: Outbox | None, timeout: float) -> None:
+        self._link, self.outbox, self.timeout = link, outbox, timeout
+        self.flusher: OutboxFlusher | None = OutboxFlusher(outbox, self.send_window) if outbox is not None else None
+        self._js_unavailable = 0
+        self._last_switch = -_SWITCH_EVERY
+
+    def reconnected(self) -> None:
+        self._js_unavailable = 0
+        if self.flusher is not None:
+            self.flusher.wake()
+
+    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
+        stream, headers = publish_headers(env, msgpack=msgpack)
+        mid = headers[MSG_ID_HEADER]  # str(UUID) is not free: once per message
+        if self.outbox is not None and env.message_type not in NEVER_QUEUED:
+            return await self._publish_or_queue(subject, data, headers, mid, stream)
+        # JsPublisher.publish raises mesh errors only (MeshTimeout, JetStreamUnavailable, StreamError, ...)
+        return _result(subject, mid, await self._link.publisher.publish(subject, data, headers, self.timeout))
+
+    async def _publish_or_queue(
+        self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str
+    ) -> PublishResult:
+        assert self.outbox is not None
+        # Behind what already waits (order), or straight in while reconnecting (nats-py would buffer the
+        # publish and we would wait publish_timeout for nothing).
+        if len(self.outbox) or not self._link.is_connected:
+            return self._queue(subject, data, headers, message_id, stream)
+        try:
+            ack = await self._link.publisher.publish(subject, data, headers, self.timeout)
+        except _OFFLINE_ERRORS as exc:
+            if isinstance(exc, JetStreamUnavailable | NoResponders):
+                await self._note_js_unavailable()
+            return self._queue(subject, data, headers, message_id, stream)
+        self._js_unavailable = 0
+        return _result(subject, message_id, ack)
+
+    def _queue(self, subject: str, data: bytes, headers: dict[str, str], message_id: str, stream: str) -> PublishResult:
+        assert self.outbox is not None and self.flusher is not None
+        self.outbox.put(subject, data, headers, message_id=message_id, stream=stream)  # may raise OutboxFull
+        self.flusher.wake()
+        return PublishResult(message_id, stream, None, queued=True)
+
+    async def _note_js_unavailable(self) -> None:
+        """An isolated server answers, but without JetStream quorum: after a few, try another member.
+
+        A stream electing a new leader answers the same way on every server, so before leaving we ask
+        this server for the JetStream account info (served by the meta leader): only when that fails
+        too is the server cut off (or JetStream is off there) and another member worth trying."""
+        self._js_unavailable += 1
+        link = self._link
+        if (self._js_unavailable < _JS_UNAVAILABLE_SWITCH or not link.is_connected
+                or len(link.config.servers) < 2 or time.monotonic() - self._last_switch < _SWITCH_EVERY):
+            return
+        self._js_unavailable = 0
+        try:
+            await account_report(link, timeout=1.0)
+            return  # JetStream answers here: a leader election, not isolation; stay
+        except (MeshError, TimeoutError) as exc:
+            log.warning("server %s has no JetStream quorum (%s); trying another member", link.connected_url, exc)
+        self._last_switch = time.monotonic()
+        link.avoid_current()
+        await link.force_reconnect()
+
+    async def send_window(self, items: list[OutboxItem]) -> list[BaseException | None]:
+        """The outbox flusher's sender: publish a window pipelined, one result per item, in order."""
+        if not self._link.is_connected:
+            raise NotConnectedError("not connected")
+        try:
+            acks = await self._link.publisher.publish_batch(
+                ((item.subject, item.data, item.headers) for item in items), self.timeout, "outbox flush")
+        except MeshTimeout:
+            return [MeshTimeout("outbox flush: no acknowledgement")] * len(items)
+        out: list[BaseException | None] = []
+        for ack in acks:
+            if not isinstance(ack, Ack):
+                out.append(ack)
+            elif ack.seq is None:
+                out.append(PublishError("no sequence in the acknowledgement"))
+            else:
+                out.append(None)
+        if any(not isinstance(a, Ack) for a in acks):
+            await self._note_js_unavailable()
+        else:
+            self._js_unavailable = 0
+        return out
+
+    async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
+        """Pipelined (see ``Mesh.publish_many``)."""
+        mids: list[str] = []
+
+        def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
+            # Built as they are sent (pipelined with the acks already coming back).
+            for env in envelopes:
+                data = encode_checked(env, msgpack=msgpack)
+                _, headers = publish_headers(env, msgpack=msgpack)
+                mids.append(headers[MSG_ID_HEADER])
+                yield subjects.for_envelope(env), data, headers
+
+        # No future per message: JsPublisher keeps the replies in a list, bounds what is in flight and
+        # raises MeshTimeout when no ack arrives for the timeout (a stall watchdog).
+        acks = await self._link.publisher.publish_batch(wire(), self.timeout)
+        results = []
+        for mid, ack in zip(mids, acks, strict=True):
+            if not isinstance(ack, Ack):
+                raise ack
+            results.append(_result(mid, mid, ack))
+        return results

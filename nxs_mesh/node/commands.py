@@ -1,0 +1,76 @@
+"""A node's COMMAND consumer handler: run the named handler, answer with a RESULT.
+
+Once a handler has returned, its message is settled whatever happens next: a RESULT that cannot be
+built or stored is logged and counted, never a reason to run the handler again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nxs_mesh.client.calls import build_result
+from nxs_mesh.client.delivery import Delivery
+from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.node.handlers import Context, Registry, call_handler
+from nxs_mesh.wire.envelope import Envelope
+from nxs_mesh.wire.errors import HandlerSignal, MeshError, Reject
+from nxs_mesh.wire.ids import result_id
+
+__all__ = ["CommandRunner"]
+
+log = logging.getLogger("nxs_mesh.node.commands")
+
+_NOT_A_COMMAND = 'not a command: content must be {"command": name, "args": ...}'
+
+
+class CommandRunner:
+    """Handles the COMMANDs of one node (``handle`` is the consumer's handler)."""
+
+    def __init__(self, mesh: Mesh, registry: Registry, *, max_deliver: int,
+                 status: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
+        self.mesh, self.registry, self.max_deliver, self._status = mesh, registry, max_deliver, status
+        self.reply_failures = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.mesh.config.instance_id
+
+    async def handle(self, env: Envelope, delivery: Delivery) -> None:
+        content = env.content
+        if not isinstance(content, dict) or not isinstance(content.get("command"), str):
+            await self._reply(env, None, error=_NOT_A_COMMAND)
+            raise Reject(_NOT_A_COMMAND)
+        name = content["command"]
+        fn = self.registry.commands.get(name)
+        if fn is None:
+            reason = f"unknown command {name!r}; this node knows {', '.join(sorted(self.registry.commands))}"
+            await self._reply(env, None, error=reason)
+            raise Reject(reason)
+        ctx = Context(self.node_id, env, delivery, mesh=self.mesh, status=self._status)
+        try:
+            result = await call_handler(fn, content.get("args"), ctx)
+        except Reject as exc:
+            await self._reply(env, None, error=exc.reason)
+            raise
+        except HandlerSignal:
+            raise
+        except Exception as exc:
+            if delivery.deliveries >= self.max_deliver:
+                await self._reply(env, None, error=f"{type(exc).__name__}: {exc}")
+            raise
+        await self._reply(env, result)
+
+    async def _reply(self, env: Envelope, content: Any, *, error: str | None = None) -> None:
+        if not isinstance(env.reply_to, str):
+            return
+        command = env.content.get("command") if isinstance(env.content, dict) else None
+        try:
+            await self.mesh.send(build_result(env, content, source=self.mesh.source, error=error,
+                                              message_id=result_id(env.id), command=command))
+        except MeshError as exc:
+            # The command ran (or was refused) already: running it again would not mend the answer.
+            self.reply_failures += 1
+            log.error("command %s from %s: cannot store its RESULT (%s); the caller times out",
+                      env.id, env.source.instance_id, exc)
