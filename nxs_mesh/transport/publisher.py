@@ -74,6 +74,23 @@ def ack_of(msg: Msg, what: str) -> Ack | MeshError:
     return StreamError(f"{what}: {ack.error}")
 
 
+def _acks(replies: list[Msg | None], what: str) -> list[Ack | MeshError]:
+    """One ack or mesh error per reply of a finished batch, in order."""
+    out: list[Ack | MeshError] = []
+    for msg in replies:
+        assert msg is not None
+        if msg.headers is None:  # the common case, inlined
+            try:
+                ack = _decode_ack(msg.data)
+                if ack.error is None:
+                    out.append(ack)
+                    continue
+            except msgspec.DecodeError:
+                pass
+        out.append(ack_of(msg, what))
+    return out
+
+
 def _mapped(exc: Exception, what: str) -> MeshError:
     ours = mesh_error_for(exc, what)
     assert ours is not None
@@ -261,16 +278,4 @@ class JsPublisher:
         finally:
             timer.cancel()
             self._batches.pop(bid, None)
-        out: list[Ack | MeshError] = []
-        for msg in replies:
-            assert msg is not None
-            if msg.headers is None:  # the common case, inlined
-                try:
-                    ack = _decode_ack(msg.data)
-                    if ack.error is None:
-                        out.append(ack)
-                        continue
-                except msgspec.DecodeError:
-                    pass
-            out.append(ack_of(msg, what))
-        return out
+        return _acks(replies, what)

@@ -142,6 +142,8 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> En
     except msgspec.DecodeError as exc:
         kind = "MessagePack" if msgpack else "JSON"
         raise EnvelopeError(f"not valid {kind}: {exc}") from None
+    except RecursionError:
+        raise EnvelopeError("nested too deeply to decode") from None
     src, tgt, known = env.source, env.target, _VALID_IDS
     if not (src.instance_id in known and src.agent_id in known
             and (tgt.instance_id in known or tgt.instance_id == BROADCAST)
