@@ -233,8 +233,8 @@ async def _stream_missing(mesh: Mesh, subject: str) -> bool:
 
 
 def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
-    from nxs_mesh.client.publishing import queue_offline
     from nxs_mesh.client.outbox import Outbox, outbox_path
+    from nxs_mesh.client.publishing import queue_offline
 
     path = outbox_path(cfg.data_dir, cfg.instance_id)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import nats
 import pytest
 
-from nxs_mesh import Mesh, MeshConfig, Node, NodeOptions
+from nxs_mesh import Mesh, Node, NodeOptions
 from nxs_mesh.testing import eventually, unique_id
 
 FAST = NodeOptions(heartbeat_interval=0.2, dead_after=1.0, fetch_timeout=1.0, doctor=False)
