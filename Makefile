@@ -30,9 +30,10 @@ demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a n
 bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
 	$(BIN)/nxs bench
 
-lint: $(STAMP) ## ruff (installed into .venv on first use)
-	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet ruff
+lint: $(STAMP) ## ruff on everything, mypy --strict on the library (both installed into .venv on first use)
+	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	$(BIN)/python -m ruff check nxs_mesh cli tests
+	$(BIN)/python -m mypy
 
 clean: ## remove .venv and the local store
 	rm -rf $(VENV) .nxs build *.egg-info

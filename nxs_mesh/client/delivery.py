@@ -146,9 +146,11 @@ class DeliveryPolicy:
             env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
             _check_addressing(env, msg.subject)
         except EnvelopeError as exc:
-            return await self._invalid(msg, f"invalid envelope: {exc}")
+            await self._invalid(msg, f"invalid envelope: {exc}")
+            return None
         except Exception as exc:  # noqa: BLE001 - whatever the input does to the decoder, it is settled here
-            return await self._invalid(msg, f"undecodable ({type(exc).__name__}: {str(exc)[:200]})")
+            await self._invalid(msg, f"undecodable ({type(exc).__name__}: {str(exc)[:200]})")
+            return None
         # Expired by stored (server) time + ttl; in integer ns, same rule as Envelope.is_expired(stored_at=).
         if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
             self.stats.expired += 1
@@ -159,7 +161,6 @@ class DeliveryPolicy:
     async def _invalid(self, msg: Delivered, reason: str) -> None:
         self.stats.invalid += 1
         await self.dead_letter(msg, reason, kind="invalid")
-        return None
 
     # -- handling ---------------------------------------------------------------------------------------
     async def _handle(self, env: Envelope, msg: Delivered, meta: Meta) -> None:

@@ -151,7 +151,8 @@ class Doctor:
         node = env.source.instance_id
         if not epoch or not isinstance(seq, int):
             return
-        claims = hb.get("claims") if isinstance(hb.get("claims"), dict) else {}
+        raw_claims = hb.get("claims")
+        claims: dict[str, str] = raw_claims if isinstance(raw_claims, dict) else {}
         peer = self.peers.get(node)
         if peer is None or peer.epoch != epoch:
             if peer is not None and peer.state is PeerState.DEAD:

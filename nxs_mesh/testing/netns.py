@@ -140,7 +140,7 @@ def run_in_netns(ns: str, fn: Callable[[], Awaitable[T]], *, timeout: float | No
     """Run ``asyncio.run(fn())`` in a thread that has joined namespace ``ns`` (the caller stays where it
     is: setns(2) on a thread affects that thread only). Sockets it opens live in ``ns``; processes it
     starts inherit ``ns``."""
-    result: list[Any] = []
+    result: list[T] = []
     error: list[BaseException] = []
 
     def body() -> None:
@@ -152,7 +152,7 @@ def run_in_netns(ns: str, fn: Callable[[], Awaitable[T]], *, timeout: float | No
                     raise OSError(ctypes.get_errno(), f"setns({ns}) failed")
             finally:
                 os.close(fd)
-            result.append(asyncio.run(fn()))
+            result.append(asyncio.run(_as_coroutine(fn)))
         except BaseException as exc:  # handed to the caller's thread
             error.append(exc)
 
@@ -164,6 +164,10 @@ def run_in_netns(ns: str, fn: Callable[[], Awaitable[T]], *, timeout: float | No
     if error:
         raise error[0]
     return result[0]
+
+
+async def _as_coroutine(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
 
 
 # -- the publishing agent (run inside a namespace) --------------------------------------------------------

@@ -266,7 +266,7 @@ class Link:
 
     async def flush(self, timeout: float = 2.0) -> None:
         with translate_nats_errors("flush"):
-            await self.nc.flush(timeout=timeout)
+            await self.nc.flush(timeout=max(1, round(timeout)))  # nats-py takes whole seconds
 
     async def subscribe(self, subject: str, cb: Inbound) -> _Sub:
         """A plain subscription; kept across a reopen. ``await sub.unsubscribe()`` ends it."""

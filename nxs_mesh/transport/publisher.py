@@ -221,7 +221,7 @@ class JsPublisher:
             timer.cancel()
             self._waiters.pop(token, None)
         ack = ack_of(msg, f"publish to {subject}")
-        if type(ack) is not Ack:
+        if isinstance(ack, MeshError):
             raise ack
         return ack
 
@@ -244,6 +244,7 @@ class JsPublisher:
         # The watchdog: asyncio.timeout interrupts whatever the sender awaits (a blocked send included);
         # a timer every timeout/4 pushes it back while acks still arrive, so a steady stream never trips.
         seen = -1
+        timer: asyncio.TimerHandle
 
         def check() -> None:
             nonlocal seen, timer

@@ -221,7 +221,7 @@ class NatsServer:
         query = "?js-enabled-only=true" if not js else ""
         try:
             with urllib.request.urlopen(f"{self.monitor_url}/healthz{query}", timeout=1) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 

@@ -293,7 +293,7 @@ def new_envelope(
         timestamp=datetime.now(UTC),
         source=source,
         target=Target(instance_id=to, agent_id=agent, broadcast=to == BROADCAST),
-        message_type=kind,
+        message_type=kind,  # type: ignore[arg-type]  # checked against MESSAGE_TYPES above
         payload=Payload(content=content, metadata=metadata or {}),
         priority=priority,
         ttl=ttl,
