@@ -22,7 +22,7 @@ from nxs_cli.bench.stats import percentile
 from nxs_cli.bench.throughput import content_of
 
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Envelope, encode, new_envelope
+from nxs_mesh.wire.envelope import Envelope, Source, encode, new_envelope
 
 __all__ = ["bench_latency", "bench_request"]
 
@@ -44,16 +44,21 @@ def _rows(scenario: str, mesh: list[float], raw: list[float], qs: tuple[int, ...
 
 
 async def bench_latency(session: BenchSession) -> list[Row]:
-    opts = session.options
-    n, content = opts.latency_samples, content_of(opts.size)
     # One connection per side, as an agent has: the mesh publishes and consumes through one Mesh, raw
     # nats-py through one client (separate connections would add a socket hop to the mesh side only).
-    pub = sub = await session.mesh()
-    nc = await session.raw()
-    js = nc.jetstream()
-    loop = asyncio.get_running_loop()
+    mesh = await _mesh_latency(session)
+    raw = await _raw_latency(session)
+    rows = _rows("publish -> handler", mesh, raw, (50, 90, 99), 1.2)
+    rows[0] = replace(rows[0], note="mesh: durable pull consumer; raw: durable push consumer, explicit ack")
+    return rows
 
-    # -- mesh: publish -> durable pull consumer handler
+
+async def _mesh_latency(session: BenchSession) -> list[float]:
+    """mesh: publish -> durable pull consumer handler."""
+    opts = session.options
+    content = content_of(opts.size)
+    pub = sub = await session.mesh()
+    loop = asyncio.get_running_loop()
     to = session.unique("lat-m")
     waiter: asyncio.Future[float] | None = None
 
@@ -71,14 +76,21 @@ async def bench_latency(session: BenchSession) -> list[Row]:
         return await asyncio.wait_for(waiter, 10) - t0
 
     try:
-        mesh = await _samples(n, mesh_once)
+        return await _samples(opts.latency_samples, mesh_once)
     finally:
         await consumer.stop()
 
-    # -- raw: js.publish -> durable push consumer, explicit ack
+
+async def _raw_latency(session: BenchSession) -> list[float]:
+    """raw: js.publish -> durable push consumer, explicit ack."""
+    opts = session.options
+    nc = await session.raw()
+    js = nc.jetstream()
+    loop = asyncio.get_running_loop()
     raw_to = session.unique("lat-r")
     subject = subjects.chat(raw_to)
-    wire = encode(new_envelope("CHAT", content, source=pub.source, to=raw_to))
+    source = Source(raw_to, "bench")  # only the bytes matter: the raw side never decodes them
+    wire = encode(new_envelope("CHAT", content_of(opts.size), source=source, to=raw_to))
     raw_waiter: asyncio.Future[float] | None = None
 
     async def on_msg(msg: Msg) -> None:
@@ -99,12 +111,9 @@ async def bench_latency(session: BenchSession) -> list[Row]:
         return await asyncio.wait_for(raw_waiter, 10) - t0
 
     try:
-        raw = await _samples(n, raw_once)
+        return await _samples(opts.latency_samples, raw_once)
     finally:
         await rsub.unsubscribe()
-    rows = _rows("publish -> handler", mesh, raw, (50, 90, 99), 1.2)
-    rows[0] = replace(rows[0], note="mesh: durable pull consumer; raw: durable push consumer, explicit ack")
-    return rows
 
 
 async def bench_request(session: BenchSession) -> list[Row]:
