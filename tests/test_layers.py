@@ -131,3 +131,13 @@ async def test_the_one_private_nats_py_attribute_we_read_still_exists(mesh: Mesh
     assert isinstance(getattr(nc, "_server_info", None), dict)
     info = server_info_of(nc)
     assert info.version not in ("", "?") and info.max_payload == nc.max_payload and info.jetstream
+
+
+def test_layers_above_the_client_use_the_mesh_not_its_connection():
+    """node/, deploy/ and the CLI go through ``Mesh`` methods: never its transport objects."""
+    reach = []
+    for path in [*modules(LIB / "node"), *modules(LIB / "deploy"), *(p for p in modules(CLI) if "bench" not in p.parts)]:
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Attribute) and n.attr in ("link", "nc", "js", "pub", "_link"):
+                reach.append(f"{path.relative_to(ROOT)}:{n.lineno} .{n.attr}")
+    assert reach == []

@@ -28,7 +28,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxs_mesh.wire.errors import OutboxFull
+from nxs_mesh.aio.retry import backoff_delay
+from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.wire.errors import MeshError, OutboxFull
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_MESSAGES", "Outbox", "OutboxFlusher", "OutboxItem", "OutboxStats", "outbox_path",
@@ -206,7 +208,8 @@ class OutboxFlusher:
         self.outbox, self._send, self.window, self.poll = outbox, send, window, poll
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sup = Supervisor(f"outbox {outbox.path.name}")
+        self._started = False
         self._stopping = False
         self._failures = 0
         self.sent = 0
@@ -216,22 +219,25 @@ class OutboxFlusher:
             self._empty.set()
 
     def __repr__(self) -> str:
-        state = "running" if self._task and not self._task.done() else "stopped"
+        state = "running" if self._started else "stopped"
         return f"<OutboxFlusher {state} [{len(self.outbox)} queued, {self.sent} sent]>"
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="nxs-outbox-flusher")
-            self._task.add_done_callback(_log_crash)
+        """Start flushing (a supervised loop: if it dies it is logged and restarted)."""
+        if not self._started:
+            self._started = True
+            self._sup.keep("flush", self._run)
+
+    @property
+    def problems(self) -> dict[str, str]:
+        return self._sup.problems
 
     async def stop(self) -> None:
+        """Stop flushing; what is still queued stays on disk."""
         self._stopping = True
         self._wake.set()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._started = False
+        await self._sup.stop(timeout=0)
 
     def wake(self) -> None:
         """Something was queued or the connection came back: try now."""
@@ -268,7 +274,7 @@ class OutboxFlusher:
         items = self.outbox.peek(self.window)
         try:
             errors = await self._send(items)
-        except Exception as exc:  # the whole window failed (not connected, ...)
+        except MeshError as exc:  # the whole window failed (not connected, ...)
             errors = [exc] * len(items)
         done = []
         for item, err in zip(items, errors, strict=True):
@@ -284,15 +290,10 @@ class OutboxFlusher:
             return True
         self._failures += 1
         # Back off before the next try unless woken (by a reconnect, say).
-        delay = min(self.poll, 0.05 * 2 ** min(self._failures, 5))
+        delay = backoff_delay(self._failures, base=0.05, cap=self.poll, jitter=False)
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
         return False
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("outbox flusher crashed", exc_info=task.exception())
 
 
 def outbox_path(data_dir: str | os.PathLike[str], instance_id: str) -> Path:

@@ -15,7 +15,7 @@ from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire.envelope import Envelope
-from nxs_mesh.wire.errors import HandlerSignal, MeshError, Reject
+from nxs_mesh.wire.errors import EnvelopeError, HandlerSignal, MeshError, Reject
 from nxs_mesh.wire.ids import result_id
 
 __all__ = ["CommandRunner"]
@@ -56,7 +56,7 @@ class CommandRunner:
             raise
         except HandlerSignal:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a failing handler: answer on its last attempt, then let delivery retry it
             if delivery.deliveries >= self.max_deliver:
                 await self._reply(env, None, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -67,8 +67,13 @@ class CommandRunner:
             return
         command = env.content.get("command") if isinstance(env.content, dict) else None
         try:
-            await self.mesh.send(build_result(env, content, source=self.mesh.source, error=error,
-                                              message_id=result_id(env.id), command=command))
+            try:
+                await self.mesh.send(build_result(env, content, source=self.mesh.source, error=error,
+                                                  message_id=result_id(env.id), command=command))
+            except EnvelopeError as exc:
+                # The handler's result cannot travel (not JSON, bad text): tell the caller so.
+                await self.mesh.send(build_result(env, None, source=self.mesh.source, message_id=result_id(env.id),
+                                                  error=f"the handler's result cannot be sent: {exc}", command=command))
         except MeshError as exc:
             # The command ran (or was refused) already: running it again would not mend the answer.
             self.reply_failures += 1

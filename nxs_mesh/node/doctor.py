@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from nxs_mesh.aio.retry import retrying
+from nxs_mesh.aio.retry import backoff_delay, retrying
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.tasks import TaskStore
@@ -260,7 +260,7 @@ class Doctor:
                 if time.monotonic() > deadline:
                     log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
                     return None
-                delay = max(min(2.0, 0.1 * 2**attempt), 2 * self.interval)
+                delay = max(backoff_delay(attempt, base=0.1, cap=2.0, jitter=False), 2 * self.interval)
                 log.warning("%s alert for %s failed (%s); retrying in %.1fs", event, peer.node, exc, delay)
                 await asyncio.sleep(delay)  # sleep-ok: backoff between retries
 

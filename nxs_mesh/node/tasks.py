@@ -194,7 +194,7 @@ class TaskRunner:
                 result = await call_handler(self.registry.tasks[cap], env.content, ctx)
             except HandlerSignal:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # a failing handler: report on its last attempt, then let delivery retry
                 if delivery.deliveries >= self.mesh.config.max_deliver:
                     await self._publish_result(env, None, {"node": self.owner.node},
                                                error=f"{type(exc).__name__}: {exc}")
@@ -207,7 +207,9 @@ class TaskRunner:
         """Record the task done (CAS from our token, retried through elections), then publish its RESULT.
         Once done is recorded, a RESULT that cannot be stored is logged: re-running the task would not
         mend it, and a redelivery finds the done record and publishes it again."""
-        done = {**claim, "state": "done", "result": result, "finished": time.time()}
+        error = _unsendable(result)
+        done = {**claim, "state": "done", "result": None if error else result, "finished": time.time(),
+                **({"error": error} if error else {})}
         won = await retrying(lambda: self.store.cas(env.id, done, token), f"task {env.id} completion", timeout=30)
         if won is None:
             self.fenced += 1
@@ -215,7 +217,7 @@ class TaskRunner:
             raise Abandon()
         self.completed += 1
         try:
-            await self._publish_result(env, result, done)
+            await self._publish_result(env, done["result"], done, error=error)
         except MeshError as exc:
             self.result_failures += 1
             log.error("task %s done, but its RESULT cannot be stored: %s", env.id, exc)
@@ -228,6 +230,15 @@ class TaskRunner:
             message_id=result_id(env.id) if error is None else None,
             task_id=env.id, node=record.get("node"), capability=env.payload.metadata.get("capability"),
         ))
+
+
+def _unsendable(result: Any) -> str | None:
+    """Why a handler's result cannot travel in a RESULT (and a claim record), or None."""
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"the handler's result cannot be sent: {exc}"
+    return None
 
 
 async def submit_task(

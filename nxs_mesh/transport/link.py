@@ -102,7 +102,7 @@ class ReplyWaiter:
             msg = await self._sub.next_msg(timeout=timeout)
         except TimeoutError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # translated, never swallowed
             with translate_nats_errors("reply"):
                 raise exc
         return bytes(msg.data)
@@ -151,7 +151,7 @@ class Link:
             for sub in list(self._subs):
                 await sub.attach(nc)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a half-open client: close it whatever it says, re-raise
                 await nc.close()
             raise
         self._nc, self._js, self._pub = nc, nc.jetstream(timeout=5.0), pub
@@ -202,7 +202,7 @@ class Link:
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):  # closing: whatever the server says, we are done
                 await asyncio.shield(asyncio.wait_for(nc.drain(), 5))
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # closing: whatever the server says, we are done
                 await nc.close()
 
     # -- state ---------------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ class JsPublisher:
             msg = await fut
         except MeshError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # translated, never swallowed
             if (ours := mesh_error_for(exc, f"publish to {subject}")) is None:
                 raise
             raise ours from exc
@@ -272,7 +272,7 @@ class JsPublisher:
             raise MeshTimeout(f"{what}: timed out") from None
         except MeshError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # translated, never swallowed
             if (ours := mesh_error_for(exc, what)) is None:
                 raise
             raise ours from exc

@@ -139,7 +139,7 @@ async def read_stream(
                 if not follow:
                     return  # pending was counted at open; nothing more arrived
                 continue
-            except Exception as exc:
+            except Exception as exc:  # translated, never swallowed
                 with translate_nats_errors(f"tail {stream}"):
                     raise exc
             for msg in msgs:
@@ -151,7 +151,7 @@ async def read_stream(
                 if not follow and msg.metadata.num_pending == 0:
                     return
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the reader is done; an ephemeral consumer expires anyway
             await psub.unsubscribe()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(js.delete_consumer(stream, name), 2)

@@ -309,7 +309,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         for srv in self.servers:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # stop every member even if one fails
                 srv.stop()
 
     def cleanup(self) -> None:

@@ -56,7 +56,7 @@ def translate_nats_errors(what: str) -> Iterator[None]:
     """Map nats-py (and asyncio timeout) exceptions to the mesh tree where they enter."""
     try:
         yield
-    except Exception as exc:
+    except Exception as exc:  # translated, never swallowed
         ours = mesh_error_for(exc, what)
         if ours is None:
             raise

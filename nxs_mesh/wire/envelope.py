@@ -237,7 +237,7 @@ def _random_uuid() -> uuid.UUID:
 try:  # the fast constructor relies on UUID's slots; fall back to the public one if they ever change
     _probe = _uuid_from_int(_V4_BITS | 12345)
     _ok = _probe == uuid.UUID(int=_V4_BITS | 12345) and str(_probe) == str(uuid.UUID(int=_V4_BITS | 12345))
-except Exception:
+except Exception:  # any surprise from UUID's internals: use the public constructor
     _ok = False
 _make_uuid = _uuid_from_int if _ok else (lambda value: uuid.UUID(int=value))
 if hasattr(os, "register_at_fork"):
