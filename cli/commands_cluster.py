@@ -10,11 +10,11 @@ from rich.table import Table
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, err_console, fail, print_json, settings
+from .common import console, err_console, fail, new_typer, print_json, settings
 
-deploy_app = typer.Typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
-outbox_app = typer.Typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
-                         invoke_without_command=True)
+deploy_app = new_typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
+outbox_app = new_typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
+                       invoke_without_command=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 

@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import JSON_OPT, console, err_console, fail, print_json, run, settings, shorten
+from .common import JSON_OPT, console, err_console, fail, new_typer, print_json, run, settings, shorten
 from .common import open_mesh as _open
 from .common import say as _say
 
@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help
     from nxs_mesh import Mesh, MeshConfig
     from nxs_mesh.transport.streams import EnsureResult
 
-dlq_app = typer.Typer(help="Dead letters: messages a consumer could not handle, with the reason.",
-                      no_args_is_help=True)
+dlq_app = new_typer(help="Dead letters: messages a consumer could not handle, with the reason.",
+                    no_args_is_help=True)
 
 
 # -- up ---------------------------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ import typer
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, fail, print_json, run, settings
+from .common import console, fail, new_typer, print_json, run, settings
 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
-node_app = typer.Typer(help="The long-running worker (one per node).", no_args_is_help=True)
-task_app = typer.Typer(help="The shared work queue.", no_args_is_help=True)
-doctor_app = typer.Typer(help="Mesh health: a one-shot check, or `doctor run` to watch and alert.",
-                         invoke_without_command=True)
+node_app = new_typer(help="The long-running worker (one per node).", no_args_is_help=True)
+task_app = new_typer(help="The shared work queue.", no_args_is_help=True)
+doctor_app = new_typer(help="Mesh health: a one-shot check, or `doctor run` to watch and alert.",
+                       invoke_without_command=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 

@@ -143,6 +143,12 @@ def parse_since(text: str) -> datetime:
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
 
+def new_typer(**options: Any) -> typer.Typer:
+    """A Typer in the house style. Help text is plain text (``rich_markup_mode=None``): with Rich markup on,
+    bracketed text such as ``[node] table`` or ``[min(3, servers)]`` is taken for a style tag and vanishes."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
+
 def say(text: str, *, style: str | None = None, err: bool = False) -> None:
     """One line exactly as written (no wrapping, no markup from message content), flushed at once."""
     from rich.text import Text
