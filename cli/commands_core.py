@@ -23,7 +23,18 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import JSON_OPT, console, err_console, fail, new_typer, print_json, run, settings, shorten
+from .common import (
+    JSON_OPT,
+    console,
+    err_console,
+    fail,
+    new_typer,
+    print_json,
+    priority_option,
+    run,
+    settings,
+    shorten,
+)
 from .common import open_mesh as _open
 from .common import say as _say
 
@@ -143,7 +154,7 @@ def pub(
     content: str = typer.Argument(None, metavar="CONTENT", help="The content; '-' reads it from stdin."),
     to: str = typer.Option("*", "--to", "-t", help="Target instance id ('*' = every node)."),
     agent: str = typer.Option("*", "--agent", "-a", help="Target agent id ('*' = every agent)."),
-    priority: int = typer.Option(1, "--priority", "-P", help="0..9, higher is more urgent."),
+    priority: int = priority_option(),
     ttl: int = typer.Option(300, "--ttl", help="Seconds until it expires (0 = never)."),
     meta: list[str] = typer.Option([], "--meta", "-m", help="Metadata key=value (repeatable; JSON values parsed)."),
     correlation_id: str = typer.Option(None, "--correlation-id", help="Correlation id (needed for result)."),

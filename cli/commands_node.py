@@ -14,7 +14,7 @@ import typer
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, fail, new_typer, print_json, run, settings
+from .common import console, fail, new_typer, print_json, priority_option, run, settings
 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
@@ -148,7 +148,7 @@ def cmd(
     command: str = typer.Argument(..., help="Command name, e.g. ping, status, echo, sleep."),
     args: list[str] = typer.Argument(None, help="Arguments (JSON values, or strings)."),
     timeout: float = typer.Option(10.0, "--timeout", "-t", help="Seconds to wait for the result."),
-    priority: int = typer.Option(5, "--priority", "-p", min=0, max=9),
+    priority: int = priority_option(5),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Send a command and print its result; exit 1 on a remote error or timeout."""
@@ -200,7 +200,7 @@ def task_submit(
     ctx: typer.Context,
     capability: str = typer.Argument(..., help="Who can do it, e.g. sleep, echo, resize."),
     payload: str = typer.Argument("null", help="The task payload (JSON, or a string)."),
-    priority: int = typer.Option(1, "--priority", "-p", min=0, max=9),
+    priority: int = priority_option(),
     ttl: int = typer.Option(3600, "--ttl", help="Seconds before it expires unstarted (0 = never)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the result and print it."),
     timeout: float = typer.Option(60.0, "--timeout", "-t", help="With --wait: how long (s)."),

@@ -149,6 +149,11 @@ def new_typer(**options: Any) -> typer.Typer:
     return typer.Typer(rich_markup_mode=None, **options)
 
 
+def priority_option(default: int = 1) -> Any:
+    """The one --priority option (0..9 as the wire contract says); out of range is a usage error (exit 2)."""
+    return typer.Option(default, "--priority", "-p", min=0, max=9, help="0..9, higher is more urgent.")
+
+
 def say(text: str, *, style: str | None = None, err: bool = False) -> None:
     """One line exactly as written (no wrapping, no markup from message content), flushed at once."""
     from rich.text import Text

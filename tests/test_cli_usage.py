@@ -1,4 +1,6 @@
-"""The command line as a new user meets it: --version and help text. In-process through Typer's CliRunner."""
+"""The command line as a new user meets it: --version, help text, one bounded priority option.
+In-process through Typer's CliRunner; no option here needs a server to be judged.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pytest
 import typer
 from nxs_cli.app import app
 from typer.testing import CliRunner
+
+from nxs_mesh.transport.server import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +73,24 @@ def test_help_shows_every_help_text_as_written() -> None:
                 assert _flat(bracketed) in shown, f"nxs {' '.join(path)} --help lost {bracketed!r}"
                 checked += 1
     assert checked >= 8  # [node], [all], [min(3, servers)], [yes], ... (the test must look at something)
+
+
+def test_one_bounded_priority_option_for_every_command() -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    runs = {
+        "pub": nxs("--url", dead, "pub", "chat", "x", "--priority", "99"),
+        "task submit": nxs("--url", dead, "task", "submit", "echo", "--priority", "99"),
+        "cmd": nxs("--url", dead, "cmd", "n1", "ping", "--priority", "99"),
+    }
+    errors = set()
+    for name, r in runs.items():
+        assert r.exit_code == 2, (name, r.output)  # a usage error, judged before any connection
+        errors.add(r.stderr.strip().splitlines()[-1])
+    assert len(errors) == 1, errors  # same mistake, same message
+    assert "--priority" in errors.pop()
+    root = typer.main.get_command(app)
+    found = {path: command for path, command in _commands(root)}
+    options = [next(p for p in found[path].params if p.name == "priority")
+               for path in (("pub",), ("task", "submit"), ("cmd",))]
+    assert {(tuple(o.opts), o.min, o.max, o.help) for o in options} == {(("--priority", "-p"), 0, 9, options[0].help)}
+    assert nxs("--url", dead, "pub", "chat", "x", "-p", "10").exit_code == 2
