@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, err_console, fail, new_typer, print_json, settings
+from .common import console, err_console, fail, new_typer, port_option, print_json, settings
 
 deploy_app = new_typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
 outbox_app = new_typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
@@ -29,9 +29,9 @@ def deploy_render(
     online_only: bool = typer.Option(False, "--online-only", help="Leave out peers Tailscale reports offline."),
     out: Path = typer.Option(Path("deploy/generated"), "--out", "-o", help="Directory for <host>.conf/.env."),
     cluster_name: str = typer.Option("nxs", "--cluster-name"),
-    client_port: int = typer.Option(4222, "--client-port"),
-    cluster_port: int = typer.Option(6222, "--cluster-port"),
-    monitor_port: int = typer.Option(8222, "--monitor-port"),
+    client_port: int = port_option(4222, "--client-port", help="Port for clients."),
+    cluster_port: int = port_option(6222, "--cluster-port", help="Port for routes between the servers."),
+    monitor_port: int = port_option(8222, "--monitor-port", help="HTTP monitoring port."),
     store_dir: str = typer.Option("/var/lib/nxs/jetstream", "--store-dir"),
     sync_interval: str = typer.Option(
         "always", "--sync-interval", help="always (fsync each write) or a duration like 2m (faster, riskier)."),

@@ -1,4 +1,4 @@
-"""Core commands: up, pub, tail, streams, init, dlq (list / replay / purge), config.
+"""Core commands: up (in up_cmd), pub, tail (in tail_cmd), streams, init, dlq (list / replay / purge), config.
 
 Exit codes: 0 success, 1 anything the mesh or the server refused (a bad id, no server, a stream conflict),
 2 a command line that could not be parsed (unknown option, bad --meta / --since syntax), 130 Ctrl-C
@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,90 +35,11 @@ from .common import open_mesh as _open
 from .common import say as _say
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
-    from nxs_mesh import Mesh, MeshConfig
+    from nxs_mesh import Mesh
     from nxs_mesh.transport.streams import EnsureResult
 
 dlq_app = new_typer(help="Dead letters: messages a consumer could not handle, with the reason.",
                     no_args_is_help=True)
-
-
-# -- up ---------------------------------------------------------------------------------------------------
-def up(
-    ctx: typer.Context,
-    port: int = typer.Option(None, "--port", "-p", help="Client port [4222; env NXS_PORT]."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    store: str = typer.Option(None, "--store", help="JetStream store directory [.nxs; env NXS_DATA_DIR]."),
-    cluster: int = typer.Option(1, "--cluster", min=1, max=5,
-                                help="Run N routed servers on loopback, client ports PORT..PORT+N-1."),
-    monitor_port: int = typer.Option(None, "--monitor-port",
-                                     help="HTTP monitoring port [8222, a random one if that is busy]."),
-    replicas: int = typer.Option(None, "--replicas", min=1, max=5, help="Stream replicas [min(3, servers)]."),
-) -> None:
-    """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM."""
-    from nxs_mesh.transport.server import LocalCluster, NatsServer, port_is_free
-    from nxs_mesh.wire.errors import MeshError
-
-    s = settings(ctx)
-    cfg = s.config
-    port = cfg.port if port is None else port
-    store_dir = Path(store or cfg.data_dir)
-    stop = threading.Event()
-    got: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        got.append(signal.Signals(signum).name)
-        stop.set()
-
-    # Installed before the server starts: a Ctrl-C during startup then stops cleanly too.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    handle: NatsServer | LocalCluster
-    if cluster > 1:
-        handle = LocalCluster(cluster, base_dir=store_dir, host=host,
-                              client_ports=[port + i for i in range(cluster)])
-        servers = handle.servers
-    else:
-        mport = cfg.monitor_port if monitor_port is None else monitor_port
-        if mport > 0 and not port_is_free(host, mport):
-            mport = -1
-        handle = NatsServer(host=host, port=port, monitor_port=mport, store_dir=store_dir, name="nxs")
-        servers = [handle]
-    try:
-        try:
-            handle.start()
-        except MeshError as exc:
-            fail(str(exc), debug=s.debug, exc=exc)
-        connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        urls = [f"nats://{connect_host}:{srv.port}" for srv in servers]
-        for srv, url in zip(servers, urls, strict=True):
-            who = f"{srv.name}: " if cluster > 1 else ""
-            _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
-        want = replicas or cfg.replicas or min(3, cluster)
-        results = run(_up_ensure(cfg.replace(servers=tuple(urls)), want), debug=s.debug)
-        _say(f"streams (replicas {min(3, want)}): "
-             + ", ".join(f"{r.stream} {r.action}" for r in results))
-        for r in results:
-            if r.action == "conflict":
-                _say(f"warning: {r.stream} conflicts with the mesh's config: {r.detail}", style="yellow", err=True)
-        _say(f"listening on {','.join(urls)}")
-        _say(f"clients: --url {','.join(urls)} (or NXS_URL); Ctrl-C to stop")
-        while not stop.wait(0.5):  # wakes on a signal at once; the timeout only watches the servers
-            dead = [srv for srv in servers if not srv.running]
-            if dead:
-                tail = "\n".join(list(dead[0].log)[-10:])
-                fail(f"nats-server {dead[0].name or ''} exited unexpectedly:\n{tail}")
-        _say(f"stopping ({got[0] if got else 'signal'})...")
-    finally:
-        handle.stop()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    _say("stopped")
-
-
-async def _up_ensure(cfg: MeshConfig, replicas: int) -> list[EnsureResult]:
-    from nxs_mesh import Mesh
-
-    async with Mesh(cfg, ensure=False) as mesh:
-        return await mesh.ensure_streams(replicas)
 
 
 # -- pub --------------------------------------------------------------------------------------------------
@@ -486,6 +403,7 @@ def config(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 def register(app: typer.Typer) -> None:
     from .tail_cmd import tail_command
+    from .up_cmd import up
 
     app.command("up")(up)
     app.command("pub")(pub)

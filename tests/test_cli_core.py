@@ -363,7 +363,7 @@ def test_errors_are_one_line_on_stderr_without_traceback(nats_server: NatsServer
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_up_subprocess_serves_the_mesh_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
     port = free_port()
-    proc = Proc("up", "--port", str(port), "--monitor-port", "-1", cwd=tmp_path)
+    proc = Proc("up", "--port", str(port), "--monitor-port", str(free_port()), cwd=tmp_path)
     try:
         line = proc.wait_line("listening")
         url = f"nats://127.0.0.1:{port}"

@@ -1,5 +1,5 @@
-"""The command line as a new user meets it: --version, help text, one bounded priority option.
-In-process through Typer's CliRunner; no option here needs a server to be judged.
+"""The command line as a new user meets it: --version, help text, one bounded priority option, port
+validation at the edge. In-process through Typer's CliRunner; no option here needs a server to be judged.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,35 @@ def test_one_bounded_priority_option_for_every_command() -> None:
                for path in (("pub",), ("task", "submit"), ("cmd",))]
     assert {(tuple(o.opts), o.min, o.max, o.help) for o in options} == {(("--priority", "-p"), 0, 9, options[0].help)}
     assert nxs("--url", dead, "pub", "chat", "x", "-p", "10").exit_code == 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "0", "65536"])
+def test_up_rejects_a_port_out_of_range_as_a_usage_error(port: str, tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    r = nxs("up", "--port", port, "--store", str(tmp_path / "s"))
+    assert r.exit_code == 2, r.output
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: Invalid value for '--port'"), r.stderr
+    assert ("less than or equal to 65535" if int(port) > 0 else "greater than or equal to 1") in error
+    assert "in use" not in r.stderr and "waited" not in r.stderr and "within" not in r.stderr
+    assert not (tmp_path / "s").exists()  # nothing was started
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_every_port_option_is_bounded(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    assert nxs("up", "--monitor-port", "0", "--store", store).exit_code == 2
+    assert nxs("up", "--monitor-port", "70000", "--store", store).exit_code == 2
+    # The last client port of a local cluster must be a port too.
+    r = nxs("up", "--cluster", "3", "--port", "65534", "--store", store)
+    assert r.exit_code == 2 and "65536" in r.stderr and "--port" in r.stderr, r.output
+    # A port from the environment or the config file is judged the same way, naming where it came from.
+    r = nxs("up", "--store", store, env={"NXS_PORT": "70000"})
+    assert r.exit_code == 2 and "NXS_PORT" in r.stderr and "70000" in r.stderr, r.output
+    r = nxs("up", "--store", store, env={"NXS_MONITOR_PORT": "0"})
+    assert r.exit_code == 2 and "NXS_MONITOR_PORT" in r.stderr, r.output
+    assert not (tmp_path / "s").exists()
+    for flag in ("--client-port", "--cluster-port", "--monitor-port"):
+        r = nxs("deploy", "render", "--host", "a=100.64.0.1", "--out", str(tmp_path / "out"), flag, "0")
+        assert r.exit_code == 2 and flag in r.stderr, (flag, r.output)
+    assert not (tmp_path / "out").exists()
