@@ -142,6 +142,19 @@ def status(ctx: typer.Context, node: str = typer.Argument(..., help="Node id."),
 
 
 # -- commands ------------------------------------------------------------------------------------------
+async def _check_listed(mesh: Any, node: str) -> None:
+    """Fail at once when nothing could answer, instead of waiting out the timeout: the node (or, for '*',
+    any node) never published a status or heartbeat. A listed node that is down still gets the command:
+    it waits in the node's durable queue until the node returns or the command expires."""
+    from nxs_mesh.node.checkup import list_nodes
+
+    listed = {v.node for v in await list_nodes(mesh)}
+    if node == "*" and not listed:
+        raise MeshError("no node in the mesh yet (`nxs nodes` lists none): start one with `nxs node run`")
+    if node != "*" and node not in listed:
+        raise MeshError(f"no node {node!r} in the mesh (it never published a status): see `nxs nodes`")
+
+
 def cmd(
     ctx: typer.Context,
     node: str = typer.Argument(..., help="Node id, or '*' for every node (first answer wins)."),
@@ -151,12 +164,14 @@ def cmd(
     priority: int = priority_option(5),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Send a command and print its result; exit 1 on a remote error or timeout."""
+    """Send a command and print its result; exit 1 on a remote error or timeout, and at once when the
+    node is not in `nxs nodes` (nothing would answer)."""
     values = [_parse_value(a) for a in args or []]
     payload = None if not values else values[0] if len(values) == 1 else values
 
     async def go() -> Any:
         async with _mesh(ctx) as mesh:
+            await _check_listed(mesh, node)
             return await mesh.request(node, command, payload, timeout=timeout, priority=priority)
 
     env = run(go(), debug=settings(ctx).debug)
@@ -180,6 +195,7 @@ def ping(
     async def go() -> list[float]:
         times = []
         async with _mesh(ctx) as mesh:
+            await _check_listed(mesh, node)
             for _ in range(count):
                 t0 = time.perf_counter()
                 await mesh.request(node, "ping", None, timeout=timeout)
