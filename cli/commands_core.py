@@ -33,6 +33,7 @@ from .common import (
 )
 from .common import open_mesh as _open
 from .common import say as _say
+from .pub_input import flag_for, parse_meta, read_content, require_utf8
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh
@@ -43,27 +44,6 @@ dlq_app = new_typer(help="Dead letters: messages a consumer could not handle, wi
 
 
 # -- pub --------------------------------------------------------------------------------------------------
-_FLAG_OF_FIELD = {
-    "target.instance_id": "--to", "target.agent_id": "--agent", "priority": "--priority", "ttl": "--ttl",
-    "message_id": "--id", "correlation_id": "--correlation-id", "capability": "--capability",
-    "payload.metadata.capability": "--capability", "message_type": "TYPE", "payload.content": "CONTENT",
-    "payload.metadata": "--meta",
-}
-
-
-def _parse_meta(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--meta")
-        try:
-            out[key.strip()] = json.loads(value)  # numbers, booleans, lists, objects
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 def pub(
     ctx: typer.Context,
     message_type: str = typer.Argument(..., metavar="TYPE",
@@ -91,19 +71,19 @@ def pub(
     from nxs_mesh.wire.errors import EnvelopeError
 
     s = settings(ctx)
-    text = "" if content is None else content
-    if text == "-":
-        text = sys.stdin.read().removesuffix("\n")
-    value: Any = text
-    if json_content:
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not JSON: {exc}", param_hint="CONTENT") from None
-    metadata = _parse_meta(meta)
     cfg = s.config
-    # Validate before connecting: a bad id is reported the same whether or not a server is up.
+    metadata = parse_meta(meta)
+    # Validate before connecting: a bad id or bad text is reported the same whether or not a server is up.
     try:
+        text = read_content(content)
+        value: Any = text
+        if json_content:
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise typer.BadParameter(f"not JSON: {exc}", param_hint="CONTENT") from None
+        require_utf8(value, "payload.content")
+        require_utf8(metadata, "payload.metadata")
         if capability is not None:
             check_id(capability, "capability")
             metadata["capability"] = capability
@@ -113,7 +93,7 @@ def pub(
         )
         subject = subjects.for_envelope(env)
     except EnvelopeError as exc:
-        flag = _FLAG_OF_FIELD.get(exc.field or "")
+        flag = flag_for(exc.field)
         fail(f"{exc}" + (f" (see {flag})" if flag else ""), debug=s.debug, exc=exc)
     res = run(_pub(ctx, env, subject, queue), debug=s.debug)
     if as_json:
