@@ -1,8 +1,9 @@
 """Core commands: up (in up_cmd), pub, tail (in tail_cmd), streams, init, dlq (list / replay / purge), config.
 
 Exit codes: 0 success, 1 anything the mesh or the server refused (a bad id, no server, a stream conflict),
-2 a command line that could not be parsed (unknown option, bad --meta / --since syntax), 130 Ctrl-C
-where stopping was not the normal way to end the command.
+2 a command line that could not be parsed (unknown option, bad --meta / --since syntax), 75 `pub` kept
+the message in the outbox instead of storing it (see pub_offline), 130 Ctrl-C where stopping was not the
+normal way to end the command.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from .common import (
 from .common import open_mesh as _open
 from .common import say as _say
 from .pub_input import flag_for, parse_meta, read_content, require_utf8
+from .pub_offline import queue as queue_offline
+from .pub_offline import report_queued
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh
@@ -59,13 +62,15 @@ def pub(
     capability: str = typer.Option(None, "--capability", "-C", help="Task capability (needed for task)."),
     message_id: str = typer.Option(None, "--id", "--message-id", help="Message id (UUID) for a deliberate resend."),
     queue: bool = typer.Option(True, "--queue/--no-queue",
-                               help="If no server with JetStream answers, keep it in this node's outbox."),
+                               help="If no server with JetStream answers, keep it in this node's outbox "
+                                    "(exit 75) instead of refusing (exit 1)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Publish one envelope and print where it was stored, e.g. `nxs pub chat --to nxs-node-002 hello`.
 
-    When no server with JetStream answers, the message waits in this node's outbox
-    (<data_dir>/outbox-<id>.sqlite) and is sent later by the node worker or `nxs outbox flush`."""
+    When no server with JetStream answers, it is not stored: it waits in this node's outbox
+    (<data_dir>/outbox-<id>.sqlite), and pub exits 75 naming the file and the `nxs outbox flush`
+    command that sends it (a worker running with the same --id and data dir sends it too)."""
     from nxs_mesh.wire import subjects
     from nxs_mesh.wire.envelope import Source, check_id, new_envelope
     from nxs_mesh.wire.errors import EnvelopeError
@@ -95,26 +100,26 @@ def pub(
     except EnvelopeError as exc:
         flag = flag_for(exc.field)
         fail(f"{exc}" + (f" (see {flag})" if flag else ""), debug=s.debug, exc=exc)
-    res = run(_pub(ctx, env, subject, queue), debug=s.debug)
+    res, cause = run(_pub(ctx, env, subject, queue), debug=s.debug)
+    if res.queued:
+        raise typer.Exit(report_queued(s, res, subject, cause, as_json=as_json))
     if as_json:
         print_json({"stream": res.stream, "seq": res.seq, "duplicate": res.duplicate,
-                    "message_id": res.message_id, "subject": subject, "queued": res.queued})
-    elif res.queued:
-        _say(f"queued in the outbox of {cfg.instance_id} (message_id {res.message_id}); the node worker "
-             "or `nxs outbox flush` sends it once the mesh answers")
+                    "message_id": res.message_id, "subject": subject, "queued": False})
     elif res.duplicate:
         _say(f"duplicate: already stored as {res.stream} seq {res.seq} (message_id {res.message_id})")
     else:
         _say(f"stored {res.stream} seq {res.seq} (message_id {res.message_id})")
 
 
-async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
+async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> tuple[Any, str]:
+    """The publish result, and why it was queued instead of stored ('' when stored)."""
     from nxs_mesh.wire.errors import ConnectError, JetStreamUnavailable, MeshError, MeshTimeout, NoResponders
 
     try:
         async with _open(ctx) as mesh:
             try:
-                return await mesh.send(env, subject=subject)
+                return await mesh.send(env, subject=subject), ""
             except (NoResponders, JetStreamUnavailable) as exc:
                 if not await _stream_missing(mesh, subject):
                     raise  # JetStream is there but has no quorum now: queue below
@@ -125,10 +130,9 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
     except (ConnectError, JetStreamUnavailable, MeshTimeout) as exc:
         if not queue:
             raise
-        # Nothing acknowledged it: keep it in this node's outbox, which the node worker (or
-        # `nxs outbox flush`) sends later under the same message_id, so a late duplicate is dropped.
-        err_console.print(f"not stored now ({exc})", highlight=False, markup=False)
-        return _queue_offline(settings(ctx).config, env, subject)
+        # Nothing acknowledged it: keep it in this node's outbox, sent later under the same message_id
+        # (so a late duplicate is dropped); pub_offline says why not exit 0.
+        return queue_offline(settings(ctx), env, subject), str(exc)
 
 
 async def _stream_missing(mesh: Mesh, subject: str) -> bool:
@@ -142,19 +146,6 @@ async def _stream_missing(mesh: Mesh, subject: str) -> bool:
     except Exception:
         return False
     return False
-
-
-def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
-    from nxs_mesh.client.mesh import queue_offline
-    from nxs_mesh.client.outbox import Outbox, outbox_path
-
-    path = outbox_path(cfg.data_dir, cfg.instance_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    box = Outbox(path)
-    try:
-        return queue_offline(box, env, subject=subject)
-    finally:
-        box.close()
 
 
 # -- streams / init ---------------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nxs_mesh.transport.server import NatsServer
+from nxs_mesh.transport.server import NatsServer, free_port
 
 NXS = [sys.executable, "-c", "from nxs_cli.app import main; main()"]
 
@@ -62,3 +64,40 @@ def test_pub_refuses_content_that_is_not_utf8_naming_the_field(
     ok = run_nxs(clean_env, tmp_path, "--url", url, "pub", "chat", "-", stdin="café ✓\n".encode())
     assert ok.returncode == 0, ok.stderr
     assert _stored(clean_env, tmp_path, url) == ["café ✓"]
+
+
+def test_pub_with_no_server_says_where_the_message_waits_and_the_command_it_names_sends_it(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Not stored is not success: exit 75 (EX_TEMPFAIL), one line naming the outbox file and the command
+    that sends it; the message is kept, and that very command stores it once the server is back."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    r = run_nxs(clean_env, tmp_path, "--url", url, "pub", "chat", "--to", "n2", "kept", "--json")
+    assert r.returncode == 75, (r.stdout, r.stderr)
+    doc = json.loads(r.stdout)
+    box = tmp_path / "data" / "outbox-pub-node.sqlite"
+    assert doc["queued"] and doc["seq"] is None and doc["outbox"] == str(box)
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("not stored: message") and "cannot reach" in line and str(box) in line, line
+    assert "--id pub-node" in line, line  # ... and which worker would send it as well
+    shown = run_nxs(clean_env, tmp_path, "outbox", "--json")
+    assert json.loads(shown.stdout)["messages"] == 1
+
+    refused = run_nxs(clean_env, tmp_path, "--url", url, "pub", "chat", "x", "--no-queue")
+    assert refused.returncode == 1 and "nxs up" in refused.stderr
+    plain = run_nxs(clean_env, tmp_path, "--url", url, "pub", "chat", "--to", "n2", "second")
+    assert plain.returncode == 75 and plain.stdout == "", plain.stdout
+
+    found = re.search(r"`(nxs [^`]* outbox flush [^`]*)`", line)
+    assert found is not None, line
+    send = shlex.split(found.group(1))
+    with NatsServer(port=port, store_dir=tmp_path / "back", name="back"):
+        assert run_nxs(clean_env, tmp_path, "--url", url, "init").returncode == 0
+        other_dir = tmp_path / "elsewhere"  # the command works from any directory
+        other_dir.mkdir()
+        sent = run_nxs(clean_env, other_dir, *send[1:])
+        assert sent.returncode == 0, (sent.stdout, sent.stderr)
+        stored = run_nxs(clean_env, tmp_path, "--url", url, "tail", "chat", "--json").stdout.splitlines()
+        assert [json.loads(x)["message_id"] for x in stored][0] == doc["message_id"]
+        assert [json.loads(x)["payload"]["content"] for x in stored] == ["kept", "second"]
