@@ -37,6 +37,7 @@ from .common import say as _say
 from .pub_input import flag_for, parse_meta, read_content, require_utf8
 from .pub_offline import queue as queue_offline
 from .pub_offline import report_queued
+from .tables import Col, fitted
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh
@@ -261,16 +262,13 @@ def dlq_list(
     if not rows:
         err_console.print("no dead letters", highlight=False)
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("id", "time", "subject", "deliveries"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    table.add_column("preview", overflow="ellipsis", no_wrap=True)
-    for r in rows:
-        when = datetime.fromisoformat(r["time"]).astimezone().strftime("%m-%d %H:%M:%S")
-        table.add_row(str(r["id"]), when, Text(r["subject"]), "" if r["deliveries"] is None else str(r["deliveries"]),
-                      Text(r["reason"]), Text(shorten(r["preview"], 60)))
-    console.print(table)
+    # The id (what `dlq replay` takes), the subject and the reason always show; the preview gives way first.
+    columns = [Col("id", "right"), Col("time"), Col("subject"), Col("deliveries", "right", drop=2),
+               Col("reason", wrap=True), Col("preview", wrap=True, drop=1)]
+    console.print(fitted(columns, [
+        [str(r["id"]), datetime.fromisoformat(r["time"]).astimezone().strftime("%m-%d %H:%M:%S"), r["subject"],
+         "" if r["deliveries"] is None else str(r["deliveries"]), r["reason"], shorten(r["preview"], 60)]
+        for r in rows], box=None, pad_edge=False, header_style="bold"))
 
 
 async def _dlq_replay(ctx: typer.Context, ids: Sequence[int], every: bool) -> list[dict[str, Any]]:
