@@ -32,7 +32,7 @@ bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
 
 lint: $(STAMP) ## ruff (installed into .venv on first use)
 	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet ruff
-	$(BIN)/python -m ruff check nxs_mesh cli tests
+	$(BIN)/python -m ruff check nxs_mesh cli tests examples
 
 clean: ## remove .venv and the local store
 	rm -rf $(VENV) .nxs build *.egg-info
