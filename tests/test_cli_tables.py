@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import pty
 import re
@@ -143,3 +144,24 @@ def test_dlq_list_keeps_the_id_and_the_reason_at_80_columns_and_piped(populated:
         assert "JSON" in shown, shown  # the reason, wrapped if it must be
         assert "…" not in shown.split("preview")[0], shown
     assert not _BOX & set(piped(dlq, env, 80))
+
+
+def test_outbox_and_deploy_tables_keep_ids_whole_at_80_columns(tmp_path: Path) -> None:
+    from nxs_mesh.transport.server import free_port
+
+    env = {**_env(tmp_path), "NXS_INSTANCE_ID": "nxs-node-singapore-gpu-0001"}
+    dead = f"nats://127.0.0.1:{free_port()}"
+    queued = subprocess.run([*NXS, "--url", dead, "pub", "chat", "--to", "nxs-node-frankfurt-0002", "x", "--json"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert queued.returncode == 75, queued.stderr
+    message_id = json.loads(queued.stdout)["message_id"]
+    for shown in (in_terminal([*NXS, "outbox"], env, 80), piped([*NXS, "outbox"], env, 80)):
+        assert len(_lines_with(shown, message_id)) == 1, shown
+        assert "nxs.chat." in shown and "age" in shown, shown  # the subject may fold; it is there
+    hosts = [f"nxs-node-singapore-gpu-000{i}=100.64.0.{i}" for i in (1, 2, 3)]
+    render = [*NXS, "deploy", "render", "--out", str(tmp_path / "gen"), "--no-check",
+              *[arg for h in hosts for arg in ("--host", h)]]
+    for shown in (in_terminal(render, env, 80), piped(render, env, 80)):
+        for i in (1, 2, 3):
+            assert _lines_with(shown, f"nxs-node-singapore-gpu-000{i}"), shown
+            assert _lines_with(shown, f"100.64.0.{i}"), shown
