@@ -9,7 +9,6 @@ normal way to end the command.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,7 +33,7 @@ from .common import (
 )
 from .common import open_mesh as _open
 from .common import say as _say
-from .pub_input import flag_for, parse_meta, read_content, require_utf8
+from .pub_input import content_value, flag_for, parse_meta, require_utf8
 from .pub_offline import queue as queue_offline
 from .pub_offline import report_queued
 from .tables import Col, fitted
@@ -81,14 +80,7 @@ def pub(
     metadata = parse_meta(meta)
     # Validate before connecting: a bad id or bad text is reported the same whether or not a server is up.
     try:
-        text = read_content(content)
-        value: Any = text
-        if json_content:
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise typer.BadParameter(f"not JSON: {exc}", param_hint="CONTENT") from None
-        require_utf8(value, "payload.content")
+        value = content_value(content, as_json=json_content)
         require_utf8(metadata, "payload.metadata")
         if capability is not None:
             check_id(capability, "capability")

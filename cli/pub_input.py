@@ -17,7 +17,7 @@ import typer
 
 from nxs_mesh.wire.errors import EnvelopeError
 
-__all__ = ["flag_for", "parse_meta", "read_content", "require_utf8"]
+__all__ = ["content_value", "flag_for", "parse_meta", "read_content", "require_utf8"]
 
 _FLAG_OF_FIELD = {
     "target.instance_id": "--to", "target.agent_id": "--agent", "priority": "--priority", "ttl": "--ttl",
@@ -47,6 +47,19 @@ def read_content(content: str | None) -> str:
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"stdin is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                             field="payload.content") from None
+
+
+def content_value(content: str | None, *, as_json: bool) -> Any:
+    """CONTENT (or stdin for '-') as the envelope's content: the text, or its JSON value; UTF-8 checked."""
+    text = read_content(content)
+    value: Any = text
+    if as_json:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint="CONTENT") from None
+    require_utf8(value, "payload.content")
+    return value
 
 
 def require_utf8(value: Any, field: str) -> None:
