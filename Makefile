@@ -32,7 +32,7 @@ bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
 
 lint: $(STAMP) ## ruff on everything, mypy --strict on the library (both installed into .venv on first use)
 	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet -e '.[test,lint]'
-	$(BIN)/python -m ruff check nxs_mesh cli tests
+	$(BIN)/python -m ruff check nxs_mesh cli tests examples
 	$(BIN)/python -m mypy
 
 clean: ## remove .venv and the local store

@@ -12,9 +12,9 @@ import sys
 
 import typer
 
-from .common import init_settings
+from .common import init_settings, new_typer
 
-_app = typer.Typer(
+_app = new_typer(
     name="nxs",
     help="nxs-mesh: an agent mesh on NATS JetStream. Start with `nxs up`, then `nxs pub` / `nxs tail`.",
     no_args_is_help=True,
@@ -22,6 +22,14 @@ _app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from nxs_mesh.version import VERSION  # the installed distribution's version (one home)
+
+        typer.echo(f"nxs-mesh {VERSION}")
+        raise typer.Exit()
 
 
 @_app.callback()
@@ -33,6 +41,8 @@ def _global(
     location: str = typer.Option(None, "--location", help="Where this node runs (env NXS_LOCATION)."),
     config_file: str = typer.Option(None, "--config", "-c", help="TOML config file (env NXS_CONFIG)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    _version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                  help="Print the installed nxs-mesh version and exit."),
 ) -> None:
     init_settings(ctx, url=url, instance_id=instance_id, agent_id=agent_id, location=location,
                   config_file=config_file, debug=debug)

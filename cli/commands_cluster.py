@@ -6,15 +6,15 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, err_console, fail, print_json, settings
+from .common import console, err_console, fail, new_typer, port_option, print_json, settings
+from .tables import Col, fitted
 
-deploy_app = typer.Typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
-outbox_app = typer.Typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
-                         invoke_without_command=True)
+deploy_app = new_typer(help="Production configs: nats-server per host over Tailscale.", no_args_is_help=True)
+outbox_app = new_typer(help="The offline outbox: publishes waiting for a JetStream quorum.",
+                       invoke_without_command=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 
@@ -29,9 +29,9 @@ def deploy_render(
     online_only: bool = typer.Option(False, "--online-only", help="Leave out peers Tailscale reports offline."),
     out: Path = typer.Option(Path("deploy/generated"), "--out", "-o", help="Directory for <host>.conf/.env."),
     cluster_name: str = typer.Option("nxs", "--cluster-name"),
-    client_port: int = typer.Option(4222, "--client-port"),
-    cluster_port: int = typer.Option(6222, "--cluster-port"),
-    monitor_port: int = typer.Option(8222, "--monitor-port"),
+    client_port: int = port_option(4222, "--client-port", help="Port for clients."),
+    cluster_port: int = port_option(6222, "--cluster-port", help="Port for routes between the servers."),
+    monitor_port: int = port_option(8222, "--monitor-port", help="HTTP monitoring port."),
     store_dir: str = typer.Option("/var/lib/nxs/jetstream", "--store-dir"),
     sync_interval: str = typer.Option(
         "always", "--sync-interval", help="always (fsync each write) or a duration like 2m (faster, riskier)."),
@@ -82,13 +82,11 @@ def deploy_render(
     if as_json:
         print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
         return
-    table = Table(title=f"cluster {cluster_name}: {len(hosts)} hosts, sync_interval {sync_interval}")
-    for col in ("host", "address", "config", "checked"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["host"] + ("" if r["online"] else " (offline)"), r["address"], r["config"],
-                      "nats-server -t ok" if check else "-")
-    console.print(table)
+    console.print(fitted(
+        [Col("host"), Col("address"), Col("config", wrap=True), Col("checked", drop=1)],
+        [[r["host"] + ("" if r["online"] else " (offline)"), r["address"], r["config"],
+          "nats-server -t ok" if check else "-"] for r in rows],
+        title=f"cluster {cluster_name}: {len(hosts)} hosts, sync_interval {sync_interval}"))
     if offline:
         err_console.print(f"note: {', '.join(offline)} offline now; their routes are retried until they join")
     if len(hosts) % 2 == 0:
@@ -125,14 +123,10 @@ def outbox_show(
     console.print(f"outbox {stats.path}: [bold]{stats.messages}[/] waiting ({stats.bytes} bytes"
                   + (f", oldest {stats.oldest_age_s:.1f}s" if stats.oldest_age_s is not None else "") + ")")
     if items:
-        table = Table()
-        for col in ("#", "message_id", "subject", "age", "attempts", "last error"):
-            table.add_column(col)
-        for i in items:
-            d = i.as_dict()
-            table.add_row(str(i.seq), i.message_id, i.subject, f"{d['age_s']:.1f}s", str(i.attempts),
-                          i.last_error[:60])
-        console.print(table)
+        columns = [Col("#", "right"), Col("message_id"), Col("subject", wrap=True), Col("age", "right"),
+                   Col("attempts", "right", drop=2), Col("last error", wrap=True, drop=1)]
+        console.print(fitted(columns, [[str(i.seq), i.message_id, i.subject, f"{i.as_dict()['age_s']:.1f}s",
+                                        str(i.attempts), i.last_error[:60]] for i in items]))
 
 
 @outbox_app.command("clear")

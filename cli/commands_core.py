@@ -1,20 +1,16 @@
-"""Core commands: up, pub, tail, streams, init, dlq (list / replay / purge), config.
+"""Core commands: up (in up_cmd), pub, tail (in tail_cmd), streams, init, dlq (list / replay / purge), config.
 
 Exit codes: 0 success, 1 anything the mesh or the server refused (a bad id, no server, a stream conflict),
-2 a command line that could not be parsed (unknown option, bad --meta / --since syntax), 130 Ctrl-C
-where stopping was not the normal way to end the command.
+2 a command line that could not be parsed (unknown option, bad --meta / --since syntax), 75 `pub` kept
+the message in the outbox instead of storing it (see pub_offline), 130 Ctrl-C where stopping was not the
+normal way to end the command.
 """
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,119 +18,34 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import JSON_OPT, console, err_console, fail, print_json, run, settings, shorten
+from .common import (
+    JSON_OPT,
+    console,
+    err_console,
+    fail,
+    new_typer,
+    print_json,
+    priority_option,
+    run,
+    settings,
+    shorten,
+)
 from .common import open_mesh as _open
 from .common import say as _say
+from .pub_input import content_value, flag_for, parse_meta, require_utf8
+from .pub_offline import queue as queue_offline
+from .pub_offline import report_queued
+from .tables import Col, fitted
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
-    from nxs_mesh import Mesh, MeshConfig
+    from nxs_mesh import Mesh
     from nxs_mesh.client.admin import EnsureResult
 
-dlq_app = typer.Typer(help="Dead letters: messages a consumer could not handle, with the reason.",
-                      no_args_is_help=True)
-
-
-# -- up ---------------------------------------------------------------------------------------------------
-def up(
-    ctx: typer.Context,
-    port: int = typer.Option(None, "--port", "-p", help="Client port [4222; env NXS_PORT]."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    store: str = typer.Option(None, "--store", help="JetStream store directory [.nxs; env NXS_DATA_DIR]."),
-    cluster: int = typer.Option(1, "--cluster", min=1, max=5,
-                                help="Run N routed servers on loopback, client ports PORT..PORT+N-1."),
-    monitor_port: int = typer.Option(None, "--monitor-port",
-                                     help="HTTP monitoring port [8222, a random one if that is busy]."),
-    replicas: int = typer.Option(None, "--replicas", min=1, max=5, help="Stream replicas [min(3, servers)]."),
-) -> None:
-    """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM."""
-    from nxs_mesh.transport.server import LocalCluster, NatsServer, port_is_free
-    from nxs_mesh.wire.errors import MeshError
-
-    s = settings(ctx)
-    cfg = s.config
-    port = cfg.port if port is None else port
-    store_dir = Path(store or cfg.data_dir)
-    stop = threading.Event()
-    got: list[str] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        got.append(signal.Signals(signum).name)
-        stop.set()
-
-    # Installed before the server starts: a Ctrl-C during startup then stops cleanly too.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    handle: NatsServer | LocalCluster
-    if cluster > 1:
-        handle = LocalCluster(cluster, base_dir=store_dir, host=host,
-                              client_ports=[port + i for i in range(cluster)])
-        servers = handle.servers
-    else:
-        mport = cfg.monitor_port if monitor_port is None else monitor_port
-        if mport > 0 and not port_is_free(host, mport):
-            mport = -1
-        handle = NatsServer(host=host, port=port, monitor_port=mport, store_dir=store_dir, name="nxs")
-        servers = [handle]
-    try:
-        try:
-            handle.start()
-        except MeshError as exc:
-            fail(str(exc), debug=s.debug, exc=exc)
-        connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        urls = [f"nats://{connect_host}:{srv.port}" for srv in servers]
-        for srv, url in zip(servers, urls, strict=True):
-            who = f"{srv.name}: " if cluster > 1 else ""
-            _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
-        want = replicas or cfg.replicas or min(3, cluster)
-        results = run(_up_ensure(cfg.replace(servers=tuple(urls)), want), debug=s.debug)
-        _say(f"streams (replicas {min(3, want)}): "
-             + ", ".join(f"{r.stream} {r.action}" for r in results))
-        for r in results:
-            if r.action == "conflict":
-                _say(f"warning: {r.stream} conflicts with the mesh's config: {r.detail}", style="yellow", err=True)
-        _say(f"listening on {','.join(urls)}")
-        _say(f"clients: --url {','.join(urls)} (or NXS_URL); Ctrl-C to stop")
-        while not stop.wait(0.5):  # wakes on a signal at once; the timeout only watches the servers
-            dead = [srv for srv in servers if not srv.running]
-            if dead:
-                tail = "\n".join(list(dead[0].log)[-10:])
-                fail(f"nats-server {dead[0].name or ''} exited unexpectedly:\n{tail}")
-        _say(f"stopping ({got[0] if got else 'signal'})...")
-    finally:
-        handle.stop()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    _say("stopped")
-
-
-async def _up_ensure(cfg: MeshConfig, replicas: int) -> list[EnsureResult]:
-    from nxs_mesh import Mesh
-
-    async with Mesh(cfg, ensure=False) as mesh:
-        return await mesh.ensure_streams(replicas)
+dlq_app = new_typer(help="Dead letters: messages a consumer could not handle, with the reason.",
+                    no_args_is_help=True)
 
 
 # -- pub --------------------------------------------------------------------------------------------------
-_FLAG_OF_FIELD = {
-    "target.instance_id": "--to", "target.agent_id": "--agent", "priority": "--priority", "ttl": "--ttl",
-    "message_id": "--id", "correlation_id": "--correlation-id", "capability": "--capability",
-    "payload.metadata.capability": "--capability", "message_type": "TYPE", "payload.content": "CONTENT",
-    "payload.metadata": "--meta",
-}
-
-
-def _parse_meta(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--meta")
-        try:
-            out[key.strip()] = json.loads(value)  # numbers, booleans, lists, objects
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 def pub(
     ctx: typer.Context,
     message_type: str = typer.Argument(..., metavar="TYPE",
@@ -142,7 +53,7 @@ def pub(
     content: str = typer.Argument(None, metavar="CONTENT", help="The content; '-' reads it from stdin."),
     to: str = typer.Option("*", "--to", "-t", help="Target instance id ('*' = every node)."),
     agent: str = typer.Option("*", "--agent", "-a", help="Target agent id ('*' = every agent)."),
-    priority: int = typer.Option(1, "--priority", "-P", help="0..9, higher is more urgent."),
+    priority: int = priority_option(),
     ttl: int = typer.Option(300, "--ttl", help="Seconds until it expires (0 = never)."),
     meta: list[str] = typer.Option([], "--meta", "-m", help="Metadata key=value (repeatable; JSON values parsed)."),
     correlation_id: str = typer.Option(None, "--correlation-id", help="Correlation id (needed for result)."),
@@ -150,31 +61,26 @@ def pub(
     capability: str = typer.Option(None, "--capability", "-C", help="Task capability (needed for task)."),
     message_id: str = typer.Option(None, "--id", "--message-id", help="Message id (UUID) for a deliberate resend."),
     queue: bool = typer.Option(True, "--queue/--no-queue",
-                               help="If no server with JetStream answers, keep it in this node's outbox."),
+                               help="If no server with JetStream answers, keep it in this node's outbox "
+                                    "(exit 75) instead of refusing (exit 1)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Publish one envelope and print where it was stored, e.g. `nxs pub chat --to nxs-node-002 hello`.
 
-    When no server with JetStream answers, the message waits in this node's outbox
-    (<data_dir>/outbox-<id>.sqlite) and is sent later by the node worker or `nxs outbox flush`."""
+    When no server with JetStream answers, it is not stored: it waits in this node's outbox
+    (<data_dir>/outbox-<id>.sqlite), and pub exits 75 naming the file and the `nxs outbox flush`
+    command that sends it (a worker running with the same --id and data dir sends it too)."""
     from nxs_mesh.wire import subjects
     from nxs_mesh.wire.envelope import Source, check_id, new_envelope
     from nxs_mesh.wire.errors import EnvelopeError
 
     s = settings(ctx)
-    text = "" if content is None else content
-    if text == "-":
-        text = sys.stdin.read().removesuffix("\n")
-    value: Any = text
-    if json_content:
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not JSON: {exc}", param_hint="CONTENT") from None
-    metadata = _parse_meta(meta)
     cfg = s.config
-    # Validate before connecting: a bad id is reported the same whether or not a server is up.
+    metadata = parse_meta(meta)
+    # Validate before connecting: a bad id or bad text is reported the same whether or not a server is up.
     try:
+        value = content_value(content, as_json=json_content)
+        require_utf8(metadata, "payload.metadata")
         if capability is not None:
             check_id(capability, "capability")
             metadata["capability"] = capability
@@ -184,28 +90,29 @@ def pub(
         )
         subject = subjects.for_envelope(env)
     except EnvelopeError as exc:
-        flag = _FLAG_OF_FIELD.get(exc.field or "")
+        flag = flag_for(exc.field)
         fail(f"{exc}" + (f" (see {flag})" if flag else ""), debug=s.debug, exc=exc)
-    res = run(_pub(ctx, env, subject, queue), debug=s.debug)
+    res, cause = run(_pub(ctx, env, subject, queue), debug=s.debug)
+    if res.queued:
+        raise typer.Exit(report_queued(s, res, subject, cause, as_json=as_json))
     if as_json:
         print_json({"stream": res.stream, "seq": res.seq, "duplicate": res.duplicate,
-                    "message_id": res.message_id, "subject": subject, "queued": res.queued})
-    elif res.queued:
-        _say(f"queued in the outbox of {cfg.instance_id} (message_id {res.message_id}); the node worker "
-             "or `nxs outbox flush` sends it once the mesh answers")
+                    "message_id": res.message_id, "subject": subject, "queued": False})
     elif res.duplicate:
         _say(f"duplicate: already stored as {res.stream} seq {res.seq} (message_id {res.message_id})")
     else:
         _say(f"stored {res.stream} seq {res.seq} (message_id {res.message_id})")
 
 
-async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
-    from nxs_mesh.wire.errors import ConnectError, JetStreamUnavailable, MeshError, MeshTimeout, NoResponders
+async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> tuple[Any, str]:
+    """The publish result, and why it was queued instead of stored ('' when stored)."""
+    from nxs_mesh.client.publishing import OFFLINE_ERRORS
+    from nxs_mesh.wire.errors import JetStreamUnavailable, MeshError, NoResponders
 
     try:
         async with _open(ctx) as mesh:
             try:
-                return await mesh.send(env, subject=subject)
+                return await mesh.send(env, subject=subject), ""
             except (NoResponders, JetStreamUnavailable) as exc:
                 if not await _stream_missing(mesh, subject):
                     raise  # JetStream is there but has no quorum now: queue below
@@ -213,13 +120,12 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> Any:
                     f"{exc}: no stream takes {subject}; "
                     "create the streams with `nxs init` (or start a local mesh with `nxs up`)"
                 ) from None
-    except (ConnectError, JetStreamUnavailable, MeshTimeout) as exc:
+    except OFFLINE_ERRORS as exc:
         if not queue:
             raise
-        # Nothing acknowledged it: keep it in this node's outbox, which the node worker (or
-        # `nxs outbox flush`) sends later under the same message_id, so a late duplicate is dropped.
-        err_console.print(f"not stored now ({exc})", highlight=False, markup=False)
-        return _queue_offline(settings(ctx).config, env, subject)
+        # Nothing acknowledged it: keep it in this node's outbox, sent later under the same message_id
+        # (so a late duplicate is dropped); pub_offline says why not exit 0.
+        return queue_offline(settings(ctx), env, subject), str(exc)
 
 
 async def _stream_missing(mesh: Mesh, subject: str) -> bool:
@@ -230,19 +136,6 @@ async def _stream_missing(mesh: Mesh, subject: str) -> bool:
         return await mesh.admin.find_stream(subject) is None
     except MeshError:
         return False  # no answer: JetStream is there but busy, or we cannot tell
-
-
-def _queue_offline(cfg: Any, env: Any, subject: str) -> Any:
-    from nxs_mesh.client.outbox import Outbox, outbox_path
-    from nxs_mesh.client.publishing import queue_offline
-
-    path = outbox_path(cfg.data_dir, cfg.instance_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    box = Outbox(path)
-    try:
-        return queue_offline(box, env, subject=subject)
-    finally:
-        box.close()
 
 
 # -- streams / init ---------------------------------------------------------------------------------------
@@ -346,16 +239,13 @@ def dlq_list(
     if not rows:
         err_console.print("no dead letters", highlight=False)
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("id", "time", "subject", "deliveries"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    table.add_column("preview", overflow="ellipsis", no_wrap=True)
-    for r in rows:
-        when = datetime.fromisoformat(r["time"]).astimezone().strftime("%m-%d %H:%M:%S")
-        table.add_row(str(r["id"]), when, Text(r["subject"]), "" if r["deliveries"] is None else str(r["deliveries"]),
-                      Text(r["reason"]), Text(shorten(r["preview"], 60)))
-    console.print(table)
+    # The id (what `dlq replay` takes), the subject and the reason always show; the preview gives way first.
+    columns = [Col("id", "right"), Col("time"), Col("subject"), Col("deliveries", "right", drop=2),
+               Col("reason", wrap=True), Col("preview", wrap=True, drop=1)]
+    console.print(fitted(columns, [
+        [str(r["id"]), datetime.fromisoformat(r["time"]).astimezone().strftime("%m-%d %H:%M:%S"), r["subject"],
+         "" if r["deliveries"] is None else str(r["deliveries"]), r["reason"], shorten(r["preview"], 60)]
+        for r in rows], box=None, pad_edge=False, header_style="bold"))
 
 
 async def _dlq_replay(ctx: typer.Context, ids: Sequence[int], every: bool) -> list[dict[str, Any]]:
@@ -455,6 +345,7 @@ def config(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 def register(app: typer.Typer) -> None:
     from .tail_cmd import tail_command
+    from .up_cmd import up
 
     app.command("up")(up)
     app.command("pub")(pub)

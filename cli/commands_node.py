@@ -14,14 +14,14 @@ import typer
 
 from nxs_mesh.wire.errors import MeshError
 
-from .common import console, fail, print_json, run, settings
+from .common import console, fail, new_typer, print_json, priority_option, run, settings
 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
-node_app = typer.Typer(help="The long-running worker (one per node).", no_args_is_help=True)
-task_app = typer.Typer(help="The shared work queue.", no_args_is_help=True)
-doctor_app = typer.Typer(help="Mesh health: a one-shot check, or `doctor run` to watch and alert.",
-                         invoke_without_command=True)
+node_app = new_typer(help="The long-running worker (one per node).", no_args_is_help=True)
+task_app = new_typer(help="The shared work queue.", no_args_is_help=True)
+doctor_app = new_typer(help="Mesh health: a one-shot check, or `doctor run` to watch and alert.",
+                       invoke_without_command=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 
@@ -142,21 +142,36 @@ def status(ctx: typer.Context, node: str = typer.Argument(..., help="Node id."),
 
 
 # -- commands ------------------------------------------------------------------------------------------
+async def _check_listed(mesh: Any, node: str) -> None:
+    """Fail at once when nothing could answer, instead of waiting out the timeout: the node (or, for '*',
+    any node) never published a status or heartbeat. A listed node that is down still gets the command:
+    it waits in the node's durable queue until the node returns or the command expires."""
+    from nxs_mesh.node.checkup import list_nodes
+
+    listed = {v.node for v in await list_nodes(mesh)}
+    if node == "*" and not listed:
+        raise MeshError("no node in the mesh yet (`nxs nodes` lists none): start one with `nxs node run`")
+    if node != "*" and node not in listed:
+        raise MeshError(f"no node {node!r} in the mesh (it never published a status): see `nxs nodes`")
+
+
 def cmd(
     ctx: typer.Context,
     node: str = typer.Argument(..., help="Node id, or '*' for every node (first answer wins)."),
     command: str = typer.Argument(..., help="Command name, e.g. ping, status, echo, sleep."),
     args: list[str] = typer.Argument(None, help="Arguments (JSON values, or strings)."),
     timeout: float = typer.Option(10.0, "--timeout", "-t", help="Seconds to wait for the result."),
-    priority: int = typer.Option(5, "--priority", "-p", min=0, max=9),
+    priority: int = priority_option(5),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Send a command and print its result; exit 1 on a remote error or timeout."""
+    """Send a command and print its result; exit 1 on a remote error or timeout, and at once when the
+    node is not in `nxs nodes` (nothing would answer)."""
     values = [_parse_value(a) for a in args or []]
     payload = None if not values else values[0] if len(values) == 1 else values
 
     async def go() -> Any:
         async with _mesh(ctx) as mesh:
+            await _check_listed(mesh, node)
             return await mesh.request(node, command, payload, timeout=timeout, priority=priority)
 
     env = run(go(), debug=settings(ctx).debug)
@@ -180,6 +195,7 @@ def ping(
     async def go() -> list[float]:
         times = []
         async with _mesh(ctx) as mesh:
+            await _check_listed(mesh, node)
             for _ in range(count):
                 t0 = time.perf_counter()
                 await mesh.request(node, "ping", None, timeout=timeout)
@@ -200,7 +216,7 @@ def task_submit(
     ctx: typer.Context,
     capability: str = typer.Argument(..., help="Who can do it, e.g. sleep, echo, resize."),
     payload: str = typer.Argument("null", help="The task payload (JSON, or a string)."),
-    priority: int = typer.Option(1, "--priority", "-p", min=0, max=9),
+    priority: int = priority_option(),
     ttl: int = typer.Option(3600, "--ttl", help="Seconds before it expires unstarted (0 = never)."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the result and print it."),
     timeout: float = typer.Option(60.0, "--timeout", "-t", help="With --wait: how long (s)."),

@@ -142,6 +142,33 @@ def parse_since(text: str) -> datetime:
 
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
+# Ports: one range for every port option and every port read from the environment or a config file.
+PORT_MIN, PORT_MAX = 1, 65535
+
+
+def new_typer(**options: Any) -> typer.Typer:
+    """A Typer in the house style. Help text is plain text (``rich_markup_mode=None``): with Rich markup on,
+    bracketed text such as ``[node] table`` or ``[min(3, servers)]`` is taken for a style tag and vanishes."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
+
+def priority_option(default: int = 1) -> Any:
+    """The one --priority option (0..9 as the wire contract says); out of range is a usage error (exit 2)."""
+    return typer.Option(default, "--priority", "-p", min=0, max=9, help="0..9, higher is more urgent.")
+
+
+def port_option(default: int | None, *flags: str, help: str) -> Any:
+    """A TCP port option: 1..65535, anything else is a usage error (exit 2) before anything starts."""
+    return typer.Option(default, *flags, min=PORT_MIN, max=PORT_MAX, help=help)
+
+
+def check_port(port: int, where: str) -> int:
+    """A port that did not come from a port option (environment, config file, arithmetic): same range,
+    same usage error, naming where it came from."""
+    if not PORT_MIN <= port <= PORT_MAX:
+        raise typer.BadParameter(f"{port}: a port should be between {PORT_MIN} and {PORT_MAX}", param_hint=where)
+    return port
+
 
 def say(text: str, *, style: str | None = None, err: bool = False) -> None:
     """One line exactly as written (no wrapping, no markup from message content), flushed at once."""

@@ -9,8 +9,10 @@ from typing import Any
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .common import console
+from .tables import Col, fitted
 
 _STATE_STYLE = {"running": "green", "starting": "cyan", "draining": "yellow", "suspect": "yellow",
                 "stopped": "dim", "dead": "bold red"}
@@ -28,41 +30,34 @@ def _age(seconds: float | None) -> str:
 
 
 def nodes_table(views: list[Any]) -> Table:
-    table = Table(title="nodes", title_justify="left")
-    for col in ("node", "location", "state", "heartbeat", "load", "inflight", "version", "server"):
-        # Names and states never wrap or shrink; the server column gives way on narrow terminals.
-        table.add_column(col, justify="right" if col in ("heartbeat", "load", "inflight") else "left",
-                         no_wrap=col != "server", min_width=len(col) if col != "server" else 6)
-    for v in views:
-        style = _STATE_STYLE.get(v.state, "")
-        table.add_row(v.node, v.location or "-", f"[{style}]{v.state}[/]" if style else v.state,
-                      _age(v.heartbeat_age), "-" if v.load is None else f"{v.load:.2f}", str(v.inflight),
-                      v.version or "-", v.server or "-")
+    # Ids and states are shown whole; on a narrow terminal version, server, inflight and load give way.
+    columns = [Col("node"), Col("location", wrap=True), Col("state"), Col("heartbeat", "right"),
+               Col("load", "right", drop=4), Col("inflight", "right", drop=3), Col("version", drop=1),
+               Col("server", wrap=True, drop=2)]
+    rows = [[v.node, v.location or "-", Text(v.state, style=_STATE_STYLE.get(v.state, "")), _age(v.heartbeat_age),
+             "-" if v.load is None else f"{v.load:.2f}", str(v.inflight), v.version or "-", v.server or "-"]
+            for v in views]
+    table = fitted(columns, rows, title="nodes", title_justify="left")
     if not views:
         table.caption = "no nodes yet: start one with `nxs node run --id NAME`"
     return table
 
 
 def alerts_table(items: list[dict[str, Any]], *, header: bool = True) -> Table:
-    table = Table(show_header=header, box=None if not header else Table().box)
-    for col in ("time", "event", "node", "detail"):
-        table.add_column(col)
+    rows = []
     for a in items:
         event = a.get("event", "?")
         style = "bold red" if event == "dead" else "green" if event == "recovered" else ""
         detail = ", ".join(f"{k}={a[k]}" for k in ("silent_for", "released", "restarted", "detected_by") if k in a)
-        table.add_row(str(a.get("time", ""))[:23], f"[{style}]{event}[/]" if style else event,
-                      str(a.get("node", "")), detail)
-    return table
+        rows.append([str(a.get("time", ""))[:23], Text(event, style=style), str(a.get("node", "")), detail])
+    return fitted([Col("time"), Col("event"), Col("node"), Col("detail", wrap=True)], rows,
+                  show_header=header, **({} if header else {"box": None}))
 
 
 def health_table(report: Any) -> Group:
-    table = Table(title=f"mesh health: {report.health.name.lower()}", title_justify="left")
-    table.add_column("check")
-    table.add_column("", justify="center")
-    table.add_column("detail")
-    for c in report.checks:
-        table.add_row(c.name, f"[{_LEVEL_STYLE[c.level]}]{c.level}[/]", c.detail)
+    rows = [[c.name, Text(c.level, style=_LEVEL_STYLE[c.level]), c.detail] for c in report.checks]
+    table = fitted([Col("check"), Col("", "center"), Col("detail", wrap=True)], rows,
+                   title=f"mesh health: {report.health.name.lower()}", title_justify="left")
     parts: list[Any] = [table]
     if report.nodes:
         parts.append(nodes_table(report.nodes))

@@ -17,6 +17,7 @@ from nxs_mesh.client.consumer import Abandon, Consumer, Delivery, Reject, Retry
 from nxs_mesh.client.mesh import Mesh, MeshState, PublishResult
 from nxs_mesh.config import MeshConfig, load_config
 from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.handlers import Registry
 from nxs_mesh.node.node import Node, NodeOptions, NodeState
 from nxs_mesh.transport.reader import Record
 from nxs_mesh.version import VERSION
@@ -82,6 +83,7 @@ __all__ = [
     "PublishError",
     "PublishResult",
     "Record",
+    "Registry",
     "Reject",
     "RemoteError",
     "Retry",

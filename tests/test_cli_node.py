@@ -87,3 +87,15 @@ async def test_cli_doctor_exits_2_when_no_server_answers(tmp_path: Path):
 
     code, out, err = await run_cli(f"nats://127.0.0.1:{free_port()}", "doctor", "--json")
     assert code == 2 and json.loads(out)["health"] == "down"
+
+
+async def test_cmd_and_ping_to_a_node_not_in_nxs_nodes_fail_at_once(mesh: Mesh, nats_server: NatsServer):
+    """Nothing would answer: say so and name the node instead of waiting out --timeout (here 120 s, far
+    longer than run_cli's own 20 s deadline, so waiting it out fails the test)."""
+    url = nats_server.url
+    ghost = unique_id("ghost")
+    for args in (("cmd", ghost, "ping"), ("ping", ghost), ("cmd", "*", "ping")):
+        code, out, err = await run_cli(url, *args, "--timeout", "120", timeout=20)
+        assert code == 1 and out == "", (args, out, err)
+        assert len(err.strip().splitlines()) == 1 and "nxs nodes" in err, (args, err)
+        assert (ghost if args[1] == ghost else "no node") in err, (args, err)

@@ -32,6 +32,7 @@ from nxs_mesh.wire.contract import (
 from nxs_mesh.wire.envelope import Envelope, encode
 from nxs_mesh.wire.errors import (
     BrokenError,
+    ConnectError,
     EnvelopeError,
     JetStreamUnavailable,
     MeshError,
@@ -41,7 +42,7 @@ from nxs_mesh.wire.errors import (
     PublishError,
 )
 
-__all__ = ["NEVER_QUEUED", "PublishPath", "PublishResult", "encode_checked", "publish_headers", "queue_offline"]
+__all__ = ["NEVER_QUEUED", "OFFLINE_ERRORS", "PublishPath", "PublishResult", "encode_checked", "publish_headers", "queue_offline"]
 
 log = logging.getLogger("nxs_mesh.client.publishing")
 
@@ -49,8 +50,9 @@ log = logging.getLogger("nxs_mesh.client.publishing")
 # heartbeat would fake presence, an old status could land after a newer one ("stopped" stuck behind
 # queued work), and a cut-off doctor's alerts about the majority would be false once delivered.
 NEVER_QUEUED: Final = frozenset({"HEARTBEAT", "STATUS", "ALERT"})
-# Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox.
-_OFFLINE_ERRORS: Final = (JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
+# Failures that mean "no JetStream quorum reachable right now": the publish goes to the outbox. The one
+# policy for every sender (a Mesh's publish path, and `nxs pub`, which also meets ConnectError).
+OFFLINE_ERRORS: Final = (ConnectError, JetStreamUnavailable, NotConnectedError, MeshTimeout, BrokenError)
 # After this many "JetStream unavailable" answers in a row from one server, reconnect elsewhere.
 _JS_UNAVAILABLE_SWITCH: Final = 3
 _SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
@@ -133,7 +135,7 @@ class PublishPath:
             return self._queue(subject, data, headers, message_id, stream)
         try:
             ack = await self._link.publisher.publish(subject, data, headers, self.timeout)
-        except _OFFLINE_ERRORS as exc:
+        except OFFLINE_ERRORS as exc:
             if isinstance(exc, JetStreamUnavailable | NoResponders):
                 await self._note_js_unavailable()
             return self._queue(subject, data, headers, message_id, stream)

@@ -16,8 +16,8 @@ any other exception is retried with backoff, then dead-lettered.
         await ctx.in_progress()          # optional: the worker already keeps long handlers alive
         return {"done": payload}
 
-User handlers come from ``module:object`` (``nxs node run --handlers mypkg.agent:registry``) or the
-entry point group ``nxs_mesh.node.handlers``. The object may be a ``Registry`` (merged) or a callable
+User handlers come from ``module:object`` (``nxs node run --handlers mypkg.agent:registry``, found in
+the current directory first, as ``python -m`` would) or the entry point group ``nxs_mesh.node.handlers``. The object may be a ``Registry`` (merged) or a callable
 taking the registry (it registers what it wants).
 """
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,7 +171,13 @@ def _apply(obj: Any, registry: Registry, where: str) -> None:
 
 
 def load_handlers(registry: Registry, specs: tuple[str, ...] | list[str] = (), *, plugins: bool = True) -> Registry:
-    """Add handlers from ``module:object`` specs and (if ``plugins``) the ``nxs_mesh.node.handlers`` entry points."""
+    """Add handlers from ``module:object`` specs and (if ``plugins``) the ``nxs_mesh.node.handlers`` entry points.
+
+    A spec's module is looked for in the current directory first: the ``nxs`` console script's
+    ``sys.path`` starts with its own directory, not the one it was started in.
+    """
+    if specs and not {"", os.getcwd()} & set(sys.path):
+        sys.path.insert(0, os.getcwd())
     for spec in specs:
         module_name, _, attr = spec.partition(":")
         if not module_name or not attr:

@@ -1,0 +1,124 @@
+"""`nxs up`: a local nats-server (or a loopback cluster) with JetStream and the mesh's streams, until a signal.
+
+Every port is judged before anything starts: the options are bounded (``port_option``), and a port from
+the environment or a config file, or the last port of a cluster, is checked the same way (``check_port``),
+so a bad port is one usage error (exit 2), never a traceback or a wait for a server that cannot listen.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import typer
+
+from .common import PORT_MAX, Settings, check_port, fail, port_option, run, settings
+from .common import say as _say
+
+if TYPE_CHECKING:
+    from nxs_mesh import MeshConfig
+    from nxs_mesh.client.admin import EnsureResult
+    from nxs_mesh.transport.server import LocalCluster, NatsServer
+
+
+def _configured_port(s: Settings, name: str, given: int | None) -> int:
+    """The option's value, else the config's, checked and named by its source (NXS_PORT, the file)."""
+    if given is not None:
+        return given
+    source = s.sources.get(name, "default")
+    where = source.removeprefix("env:") if source.startswith("env:") else f"{name} ({source})"
+    return check_port(getattr(s.config, name), where)
+
+
+def _servers(
+    s: Settings, *, port: int, monitor_port: int | None, host: str, cluster: int, store_dir: Path
+) -> tuple[NatsServer | LocalCluster, list[NatsServer]]:
+    from nxs_mesh.transport.server import LocalCluster, NatsServer, port_is_free
+
+    if cluster > 1:
+        last = port + cluster - 1
+        if last > PORT_MAX:
+            raise typer.BadParameter(f"--cluster {cluster} needs client ports {port}..{last}, "
+                                     f"above {PORT_MAX}: choose a lower port", param_hint="--port")
+        handle = LocalCluster(cluster, base_dir=store_dir, host=host,
+                              client_ports=[port + i for i in range(cluster)])
+        return handle, handle.servers
+    mport = _configured_port(s, "monitor_port", monitor_port)
+    if not port_is_free(host, mport):
+        mport = -1  # nats-server picks a free one; the URL is printed below
+    server = NatsServer(host=host, port=port, monitor_port=mport, store_dir=store_dir, name="nxs")
+    return server, [server]
+
+
+def up(
+    ctx: typer.Context,
+    port: int = port_option(None, "--port", "-p", help="Client port [4222; env NXS_PORT]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    store: str = typer.Option(None, "--store", help="JetStream store directory [.nxs; env NXS_DATA_DIR]."),
+    cluster: int = typer.Option(1, "--cluster", min=1, max=5,
+                                help="Run N routed servers on loopback, client ports PORT..PORT+N-1."),
+    monitor_port: int = port_option(None, "--monitor-port",
+                                    help="HTTP monitoring port [8222, a random one if that is busy]."),
+    replicas: int = typer.Option(None, "--replicas", min=1, max=5, help="Stream replicas [min(3, servers)]."),
+) -> None:
+    """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM."""
+    from nxs_mesh.wire.errors import MeshError
+
+    s = settings(ctx)
+    cfg = s.config
+    port = _configured_port(s, "port", port)
+    handle, servers = _servers(s, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
+                               store_dir=Path(store or cfg.data_dir))
+    stop = threading.Event()
+    got: list[str] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        got.append(signal.Signals(signum).name)
+        stop.set()
+
+    # Installed before the server starts: a Ctrl-C during startup then stops cleanly too.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            handle.start()
+        except MeshError as exc:
+            fail(str(exc), debug=s.debug, exc=exc)
+        urls = _announce(s, servers, host=host, replicas=replicas or cfg.replicas or min(3, cluster))
+        _say(f"clients: --url {','.join(urls)} (or NXS_URL); Ctrl-C to stop")
+        while not stop.wait(0.5):  # wakes on a signal at once; the timeout only watches the servers
+            dead = [srv for srv in servers if not srv.running]
+            if dead:
+                tail = "\n".join(list(dead[0].log)[-10:])
+                fail(f"nats-server {dead[0].name or ''} exited unexpectedly:\n{tail}")
+        _say(f"stopping ({got[0] if got else 'signal'})...")
+    finally:
+        handle.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    _say("stopped")
+
+
+def _announce(s: Settings, servers: list[NatsServer], *, host: str, replicas: int) -> list[str]:
+    """Print where each server listens, ensure the streams, print the outcome; returns the client URLs."""
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    urls = [f"nats://{connect_host}:{srv.port}" for srv in servers]
+    for srv, url in zip(servers, urls, strict=True):
+        who = f"{srv.name}: " if len(servers) > 1 else ""
+        _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
+    results = run(_up_ensure(s.config.replace(servers=tuple(urls)), replicas), debug=s.debug)
+    _say(f"streams (replicas {min(3, replicas)}): " + ", ".join(f"{r.stream} {r.action}" for r in results))
+    for r in results:
+        if r.action == "conflict":
+            _say(f"warning: {r.stream} conflicts with the mesh's config: {r.detail}", style="yellow", err=True)
+    _say(f"listening on {','.join(urls)}")
+    return urls
+
+
+async def _up_ensure(cfg: MeshConfig, replicas: int) -> list[EnsureResult]:
+    from nxs_mesh import Mesh
+
+    async with Mesh(cfg, ensure=False) as mesh:
+        return await mesh.ensure_streams(replicas)
