@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -48,19 +49,10 @@ def deploy_render(
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
     from nxs_mesh.deploy.render import DeployOptions, check_config, render, write_configs
-    from nxs_mesh.deploy.tailscale import hosts_from_status, load_status, parse_host_flag
 
     debug = settings(ctx).debug
     try:
-        if bool(host) == bool(tailscale_status):
-            raise MeshError("give either --host NAME=ADDR (repeatable) or --tailscale-status FILE|-")
-        if host:
-            hosts = [parse_host_flag(h) for h in host]
-        else:
-            text = sys.stdin.read() if tailscale_status == "-" else _read(tailscale_status)
-            hosts = hosts_from_status(load_status(text), tag=tag or None, include_offline=not online_only)
-            if not hosts:
-                raise MeshError(f"no host in the tailscale status carries {tag!r}")
+        hosts = _select_hosts(host, tailscale_status, tag, online_only)
         opts = DeployOptions(
             cluster_name=cluster_name, client_port=client_port, cluster_port=cluster_port,
             monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval, route_by=route_by,
@@ -82,6 +74,28 @@ def deploy_render(
     if as_json:
         print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
         return
+    _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
+
+
+def _select_hosts(host: list[str] | None, tailscale_status: str | None, tag: str, online_only: bool) -> list[Any]:
+    """The mesh hosts from --host flags or a `tailscale status --json` document."""
+    from nxs_mesh.deploy.tailscale import hosts_from_status, load_status, parse_host_flag
+
+    if bool(host) == bool(tailscale_status):
+        raise MeshError("give either --host NAME=ADDR (repeatable) or --tailscale-status FILE|-")
+    if host:
+        return [parse_host_flag(h) for h in host]
+    assert tailscale_status is not None
+    text = sys.stdin.read() if tailscale_status == "-" else _read(tailscale_status)
+    hosts = hosts_from_status(load_status(text), tag=tag or None, include_offline=not online_only)
+    if not hosts:
+        raise MeshError(f"no host in the tailscale status carries {tag!r}")
+    return hosts
+
+
+def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: bool, cluster_name: str,
+                   sync_interval: str) -> None:
+    hosts = rows  # one row per host
     console.print(fitted(
         [Col("host"), Col("address"), Col("config", wrap=True), Col("checked", drop=1)],
         [[r["host"] + ("" if r["online"] else " (offline)"), r["address"], r["config"],

@@ -78,7 +78,6 @@ def _spawn(url: str, node: str, location: str, work: Path) -> subprocess.Popen[b
 async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[bytes]]) -> int:
     from nxs_mesh import Mesh, MeshConfig
     from nxs_mesh.node.checkup import list_nodes
-    from nxs_mesh.node.tasks import TaskStore, submit_task
     from nxs_mesh.wire.errors import MeshError
 
     for node, location in NODES:
@@ -105,35 +104,7 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
         pong = await mesh.request("demo-node-001", "ping", None, timeout=10)
         say(f"[bold]4.[/] command ping -> {pong.source.instance_id}: {(time.perf_counter() - t0) * 1000:.1f} ms round trip")
 
-        alerts: dict[str, float] = {}
-
-        async def on_alert(subject: str, data: bytes, headers: Any) -> None:
-            alerts.setdefault(subject, time.monotonic())
-
-        await mesh.subscribe("nxs.alert.>", on_alert)
-        store = await TaskStore.open(mesh)
-        ack, _ = await submit_task(mesh, "sleep", 4.0, ttl=300)
-        claim = await _until(lambda: _first(store.get(ack.message_id)), 15, "the task to be claimed")
-        victim = claim["node"]
-        say(f"[bold]5.[/] task {ack.message_id[:8]} (sleep 4 s) claimed by {victim}")
-
-        t_kill = time.monotonic()
-        procs[victim].send_signal(signal.SIGKILL)
-        say(f"[bold]6.[/] kill -9 {victim}")
-        await _until(lambda: f"nxs.alert.{victim}" in alerts, 30, "the death alert")
-        detection = alerts[f"nxs.alert.{victim}"] - t_kill
-        say(f"[bold]7.[/] [red]ALERT[/] {victim} dead, {detection:.2f}s after the kill")
-
-        async def moved() -> dict[str, Any] | None:
-            rec = await _first(store.get(ack.message_id))
-            return rec if rec and rec["node"] != victim else None
-
-        new = await _until(moved, 30, "the task to move", interval=0.02)
-        redistribution = time.monotonic() - t_kill
-        done = await _until(lambda: _done(store.get(ack.message_id)), 30, "the task to finish")
-        finished = time.monotonic() - t_kill
-        say(f"[bold]8.[/] task re-claimed by {new['node']} {redistribution:.2f}s after the kill, finished "
-            f"there at {finished:.2f}s: {done['result']}")
+        victim, detection, redistribution, finished = await _kill_and_move(mesh, procs)
         console.print(nodes_table(await list_nodes(mesh)))
 
         survivors = [n for n, _ in NODES if n != victim]
@@ -147,6 +118,42 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
             f"redistribution {redistribution:.2f}s, task finished {finished:.2f}s after the kill "
             f"(task ack wait 30s)")
         return 0 if ok else 1
+
+
+async def _kill_and_move(mesh: Any, procs: dict[str, subprocess.Popen[bytes]]) -> tuple[str, float, float, float]:
+    """Steps 5-8: a task claimed, its worker killed, the alert, the task finished elsewhere."""
+    from nxs_mesh.node.tasks import TaskStore, submit_task
+
+    alerts: dict[str, float] = {}
+
+    async def on_alert(subject: str, data: bytes, headers: Any) -> None:
+        alerts.setdefault(subject, time.monotonic())
+
+    await mesh.subscribe("nxs.alert.>", on_alert)
+    store = await TaskStore.open(mesh)
+    ack, _ = await submit_task(mesh, "sleep", 4.0, ttl=300)
+    claim = await _until(lambda: _first(store.get(ack.message_id)), 15, "the task to be claimed")
+    victim = claim["node"]
+    say(f"[bold]5.[/] task {ack.message_id[:8]} (sleep 4 s) claimed by {victim}")
+
+    t_kill = time.monotonic()
+    procs[victim].send_signal(signal.SIGKILL)
+    say(f"[bold]6.[/] kill -9 {victim}")
+    await _until(lambda: f"nxs.alert.{victim}" in alerts, 30, "the death alert")
+    detection = alerts[f"nxs.alert.{victim}"] - t_kill
+    say(f"[bold]7.[/] [red]ALERT[/] {victim} dead, {detection:.2f}s after the kill")
+
+    async def moved() -> dict[str, Any] | None:
+        rec = await _first(store.get(ack.message_id))
+        return rec if rec and rec["node"] != victim else None
+
+    new = await _until(moved, 30, "the task to move", interval=0.02)
+    redistribution = time.monotonic() - t_kill
+    done = await _until(lambda: _done(store.get(ack.message_id)), 30, "the task to finish")
+    finished = time.monotonic() - t_kill
+    say(f"[bold]8.[/] task re-claimed by {new['node']} {redistribution:.2f}s after the kill, finished "
+        f"there at {finished:.2f}s: {done['result']}")
+    return victim, detection, redistribution, finished
 
 
 async def _is(value: Awaitable[Any], want: Any) -> bool:

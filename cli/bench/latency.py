@@ -21,6 +21,7 @@ from nxs_cli.bench.session import BenchSession
 from nxs_cli.bench.stats import percentile
 from nxs_cli.bench.throughput import content_of
 
+from nxs_mesh import Mesh
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, Source, encode, new_envelope
 
@@ -117,9 +118,18 @@ async def _raw_latency(session: BenchSession) -> list[float]:
 
 
 async def bench_request(session: BenchSession) -> list[Row]:
-    opts = session.options
-    n = max(10, opts.latency_samples // 2)
+    n = max(10, session.options.latency_samples // 2)
     client = await session.mesh()
+    mesh = await _mesh_request(session, client, n)
+    raw = await _raw_request(session, client.source, n)
+    rows = _rows("request/reply", mesh, raw, (50, 99), None)
+    rows[0] = replace(rows[0], note="COMMAND over JetStream, RESULT back; raw does the same hops by hand")
+    return rows
+
+
+async def _mesh_request(session: BenchSession, client: Mesh, n: int) -> list[float]:
+    """mesh: Mesh.request -> a consumer that answers with Mesh.reply."""
+    opts = session.options
     server_id = session.unique("rr-m")
     responder = await session.mesh(server_id)
 
@@ -135,16 +145,20 @@ async def bench_request(session: BenchSession) -> list[Row]:
         return time.perf_counter() - t0
 
     try:
-        mesh = await _samples(n, mesh_once)
+        return await _samples(n, mesh_once)
     finally:
         await consumer.stop()
 
-    # -- raw: the same hops by hand
+
+async def _raw_request(session: BenchSession, source: Source, n: int) -> list[float]:
+    """raw: the same hops by hand (JetStream publish, pull consumer, JetStream publish of the reply)."""
+    opts = session.options
+    args = content_of(opts.size)
     nc = await session.raw()
     js = nc.jetstream()
     raw_to = session.unique("rr-r")
     cmd_subject = subjects.command(raw_to, "_all", 5)
-    wire = encode(new_envelope("COMMAND", {"command": "echo", "args": args}, source=client.source, to=raw_to))
+    wire = encode(new_envelope("COMMAND", {"command": "echo", "args": args}, source=source, to=raw_to))
     psub = await js.pull_subscribe(cmd_subject, durable=raw_to, stream="NXS_COMMAND",
                                    config=jsapi.ConsumerConfig(ack_policy=jsapi.AckPolicy.EXPLICIT))
     stop = asyncio.Event()
@@ -172,7 +186,7 @@ async def bench_request(session: BenchSession) -> list[Row]:
         return time.perf_counter() - t0
 
     try:
-        raw = await _samples(n, raw_once)
+        return await _samples(n, raw_once)
     finally:
         stop.set()
         server.cancel()
@@ -181,6 +195,3 @@ async def bench_request(session: BenchSession) -> list[Row]:
         except asyncio.CancelledError:
             pass
         await psub.unsubscribe()
-    rows = _rows("request/reply", mesh, raw, (50, 99), None)
-    rows[0] = replace(rows[0], note="COMMAND over JetStream, RESULT back; raw does the same hops by hand")
-    return rows
