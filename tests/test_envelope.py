@@ -135,3 +135,135 @@ def test_broadcast_and_expiry():
 
 def test_decoded_type_is_envelope():
     assert isinstance(decode(encode(new_envelope("SYNC", {"a": 1}, source=SRC))), Envelope)
+
+
+# -- issue 10 item 13: null in an optional field is absent ------------------------------------------
+def test_nulls_in_optional_fields_mean_absent():
+    doc = wire(correlation_id=None, reply_to=None, priority=None, ttl=None, v=None,
+               payload={"content": None, "metadata": None},
+               source={"instance_id": "nxs-node-001", "agent_id": "a", "location": None},
+               target={"instance_id": "nxs-node-002", "agent_id": None, "broadcast": None})
+    for data, mp in ((json.dumps(doc).encode(), False), (msgspec.msgpack.encode(doc), True)):
+        env = decode(data, msgpack=mp)
+        assert env.correlation_id is msgspec.UNSET and env.reply_to is msgspec.UNSET
+        assert env.priority == 1 and env.ttl == 300 and env.v == 1
+        assert env.payload.metadata == {} and env.source.location == ""
+        assert env.target.agent_id == "*" and env.target.broadcast is False
+        assert env.content is None  # content takes null as a value: a handler may return None
+        assert json.loads(encode(env))["payload"]["metadata"] == {}  # and we never write the nulls back
+
+
+def test_null_in_a_required_field_is_still_named():
+    with pytest.raises(EnvelopeError) as exc:
+        decode(json.dumps(wire(message_id=None, reply_to=None)).encode())
+    assert exc.value.field == "message_id" and "null" in str(exc.value)
+
+
+# -- item 15: timestamps ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stamp", "micro"),
+    [
+        ("2026-12-03T10:00:00.123Z", 123000),  # JavaScript's Date.toISOString()
+        ("2026-12-03T12:00:00.123+02:00", 123000),  # an offset
+        ("2026-12-03T10:00:00Z", 0),  # no fraction
+        ("2026-12-03T10:00:00.123456789Z", 123457),  # Go's RFC3339Nano
+        ("2026-12-03T10:00:00.123+00:00", 123000),  # Python's isoformat()
+    ],
+)
+def test_any_rfc3339_timestamp_is_accepted_and_one_style_is_written(stamp, micro):
+    from datetime import UTC, datetime
+
+    from nxs_mesh.wire.envelope import format_time
+
+    env = decode(json.dumps(wire(timestamp=stamp)).encode())
+    assert env.timestamp == datetime(2026, 12, 3, 10, 0, 0, micro, tzinfo=UTC)
+    written = json.loads(encode(env))["timestamp"]
+    assert written == format_time(env.timestamp)
+    assert written.startswith("2026-12-03T10:00:00") and written.endswith("Z")
+
+
+def test_format_time_is_what_the_encoder_writes():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from nxs_mesh.wire.envelope import format_time
+
+    env = new_envelope("CHAT", "x", source=SRC)
+    assert json.loads(encode(env))["timestamp"] == format_time(env.timestamp)
+    plus2 = datetime(2026, 12, 3, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert format_time(plus2) == "2026-12-03T10:00:00.000005Z"
+    assert format_time(datetime(2026, 12, 3, 10, 0, tzinfo=UTC)) == "2026-12-03T10:00:00Z"
+    with pytest.raises(EnvelopeError, match="timestamp"):
+        format_time(datetime(2026, 12, 3))  # naive: no zone
+
+
+def test_msgpack_carries_the_timestamp_as_the_same_string_and_accepts_both():
+    from nxs_mesh.wire.envelope import format_time
+
+    env = new_envelope("CHAT", "x", source=SRC)
+    raw = msgspec.msgpack.decode(encode(env, msgpack=True))
+    assert raw["timestamp"] == format_time(env.timestamp)  # a str, not a msgpack timestamp extension
+    assert decode(encode(env, msgpack=True), msgpack=True) == env
+    older = msgspec.msgpack.encode(env)  # what earlier versions wrote: the binary timestamp extension
+    assert decode(older, msgpack=True) == env
+
+
+# -- item 15: reply_to and correlation_id become subject tokens ----------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"reply_to": "some.other.subject"}, "reply_to"),
+        ({"reply_to": "nxs.chat.n1.a"}, "reply_to"),
+        ({"reply_to": "nxs.result.a.b"}, "reply_to"),
+        ({"reply_to": "_INBOX.abc"}, "reply_to"),
+        ({"correlation_id": "req.42"}, "correlation_id"),
+        ({"correlation_id": ""}, "correlation_id"),
+    ],
+)
+def test_reply_to_and_correlation_id_are_validated_on_decode(changes, field):
+    with pytest.raises(EnvelopeError) as exc:
+        decode(json.dumps(wire(**changes)).encode())
+    assert exc.value.field == field
+
+
+def test_reply_to_is_validated_on_the_edge_too():
+    with pytest.raises(EnvelopeError) as exc:
+        new_envelope("COMMAND", {"command": "ping"}, source=SRC, reply_to="nxs.chat.x.y")
+    assert exc.value.field == "reply_to"
+    ok = new_envelope("COMMAND", {"command": "ping"}, source=SRC, correlation_id="c-1", reply_to="nxs.result.c-1")
+    assert decode(encode(ok)).reply_to == "nxs.result.c-1"
+
+
+# -- item 6 (library half): content UTF-8 cannot carry --------------------------------------------
+@pytest.mark.parametrize("msgpack", [False, True])
+def test_non_utf8_content_is_an_envelope_error_naming_the_field(msgpack):
+    import os
+
+    bad = os.fsdecode(b"\xff")  # a lone surrogate: what a non-UTF-8 file name or argv becomes
+    with pytest.raises(EnvelopeError) as exc:
+        encode(new_envelope("CHAT", bad, source=SRC), msgpack=msgpack)
+    assert exc.value.field == "payload.content" and "UTF-8" in str(exc.value)
+    with pytest.raises(EnvelopeError) as exc:
+        encode(new_envelope("CHAT", "ok", source=SRC, metadata={"path": bad}), msgpack=msgpack)
+    assert exc.value.field == "payload.metadata.path"
+    with pytest.raises(EnvelopeError) as exc:
+        encode(new_envelope("CHAT", {"files": ["a", bad]}, source=SRC), msgpack=msgpack)
+    assert exc.value.field == "payload.content.files[1]"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"source": {"instance_id": "evil\n", "agent_id": "a"}}, "source.instance_id"),
+        ({"target": {"instance_id": "n2", "agent_id": "main\n", "broadcast": False}}, "target.agent_id"),
+        ({"correlation_id": "c-1\n"}, "correlation_id"),
+        ({"reply_to": "nxs.result.c-1\n"}, "reply_to"),
+    ],
+)
+def test_a_trailing_newline_never_passes_as_an_id(changes, field):
+    # Python's `$` matches before a final newline; in a subject token that newline would end the
+    # NATS protocol line.
+    with pytest.raises(EnvelopeError) as exc:
+        decode(json.dumps(wire(**changes)).encode())
+    assert exc.value.field == field
+    with pytest.raises(EnvelopeError):
+        check_id("node-1\n", "instance_id")

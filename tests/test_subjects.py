@@ -51,3 +51,15 @@ def test_filters_cover_addressed_and_broadcast():
 def test_result_without_correlation_is_an_error():
     with pytest.raises(EnvelopeError, match="correlation_id"):
         subjects.for_envelope(new_envelope("RESULT", "", source=SRC))
+
+
+def test_result_subject_honours_reply_to_then_correlation_then_message_id():
+    from nxs_mesh.wire.contract import result_subject
+
+    base = {"source": SRC, "to": "n2"}
+    assert result_subject(new_envelope("COMMAND", {"command": "x"}, **base, correlation_id="c-1",
+                                       reply_to="nxs.result.elsewhere")) == "nxs.result.elsewhere"
+    assert result_subject(new_envelope("COMMAND", {"command": "x"}, **base, correlation_id="c-1")) == "nxs.result.c-1"
+    bare = new_envelope("COMMAND", {"command": "x"}, **base)
+    assert result_subject(bare) == f"nxs.result.{bare.id}"
+    assert subjects.parse(result_subject(bare)).kind == "result"

@@ -1,8 +1,13 @@
 """The wire envelope (public contract, DESIGN.md section 3): structs, codec and validation.
 
-Validation happens in msgspec's C decoder wherever it can (ids by pattern, priority range, UUID,
-RFC 3339 time), so decoding is both strict and fast; errors are re-raised as ``EnvelopeError``
-naming the offending field.
+Validation happens in msgspec's C decoder wherever it can (id lengths, priority range, UUID, RFC 3339
+time), the id patterns (also ``correlation_id``, ``reply_to``) against compiled regexes and a cache,
+so decoding is both strict and fast; errors are re-raised as ``EnvelopeError`` naming the field.
+``decode()`` takes null in an optional field as absent.
+
+Time on the wire: any RFC 3339 time is accepted (``2026-12-03T10:00:00.123Z`` from JavaScript,
+``+02:00`` offsets, no fraction, nanoseconds); what the mesh writes is one style, UTC with ``Z`` and
+a microsecond fraction unless it is zero (``format_time``), in JSON and MessagePack alike.
 
 >>> env = new_envelope("CHAT", "hello", source=Source("nxs-node-001", "main"), to="nxs-node-002")
 >>> decode(encode(env)) == env
@@ -19,7 +24,8 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL
+from nxs_mesh.wire._lenient import drop_null_optionals, is_null_error, split_error
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, ID_PATTERN, REPLY_TO_PATTERN
 from nxs_mesh.wire.errors import EnvelopeError, UnknownMessageType
 from nxs_mesh.wire.ids import random_uuid
 
@@ -36,6 +42,7 @@ __all__ = [
     "check_id",
     "decode",
     "encode",
+    "format_time",
     "new_envelope",
     "normalize_type",
 ]
@@ -50,15 +57,22 @@ MessageType = Literal["CHAT", "COMMAND", "STATUS", "HEARTBEAT", "SYNC", "TASK", 
 MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
 _TYPE_SET: Final = frozenset(MESSAGE_TYPES)
 
-_ID = r"^[A-Za-z0-9_:-]{1,64}$"
+_ID = ID_PATTERN
 _ID_OR_ALL = r"^(\*|[A-Za-z0-9_:-]{1,64})$"
+# Always fullmatch: Python's `$` also matches before a final newline ("node\n"), which in a subject
+# token would break the NATS protocol line.
 _ID_RE = re.compile(_ID)
 _ID_OR_ALL_RE = re.compile(_ID_OR_ALL)
+_REPLY_TO_RE = re.compile(REPLY_TO_PATTERN)
 
 # The decoder checks only the length; the character set is checked by decode() against a cache of ids
 # already seen valid (same regexes, same error text): msgspec's per-field pattern call was ~2/3 of decode.
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
-IdOrAll = Annotated[str, Meta(min_length=1, max_length=64)]
+# The pattern is still in the JSON Schema (extra_json_schema), which is what other languages read.
+Id = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": _ID})]
+IdOrAll = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": _ID_OR_ALL})]
+# Checked by decode() with compiled regexes, for the same reason (msgspec's pattern check costs ~0.3 us).
+CorrelationId = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": _ID})]
+ReplyTo = Annotated[str, Meta(min_length=1, max_length=75, extra_json_schema={"pattern": REPLY_TO_PATTERN})]
 Priority = Annotated[int, Meta(ge=0, le=9)]
 Ttl = Annotated[int, Meta(ge=0)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
@@ -67,12 +81,16 @@ _RESERVED_IDS = frozenset({"_all"})
 
 
 class Source(Struct, frozen=True):
+    """Who sent it: instance (node) and agent ids; location is free text (e.g. a region)."""
+
     instance_id: Id
     agent_id: Id
     location: Annotated[str, Meta(max_length=128)] = ""
 
 
 class Target(Struct, frozen=True):
+    """Whom it is for: instance "*" (with broadcast true) is every node, agent "*" every agent of it."""
+
     instance_id: IdOrAll = BROADCAST
     agent_id: IdOrAll = BROADCAST
     broadcast: bool = False
@@ -83,11 +101,19 @@ class Target(Struct, frozen=True):
 
 
 class Payload(Struct, frozen=True):
+    """content: a str or any JSON value (its shape per type: the other schema files); metadata: str -> JSON."""
+
     content: Any = ""
     metadata: dict[str, Any] = {}
 
 
 class Envelope(Struct, frozen=True):
+    """message_id: any RFC 4122 UUID, unique per logical message, also sent as Nats-Msg-Id (random v4,
+    or v5 where derived: see x-nxs-message-id in alert and result). timestamp: RFC 3339, any offset
+    accepted; the mesh writes UTC with Z. priority: 0..9, higher first. ttl: seconds, 0 = never
+    expires. correlation_id: ties a RESULT to its request. reply_to: where the request's RESULT goes
+    (only nxs.result.<token>). v: envelope version."""
+
     message_id: uuid.UUID
     timestamp: Timestamp
     source: Source
@@ -96,8 +122,8 @@ class Envelope(Struct, frozen=True):
     payload: Payload
     priority: Priority = DEFAULT_PRIORITY
     ttl: Ttl = DEFAULT_TTL
-    correlation_id: str | UnsetType = UNSET
-    reply_to: str | UnsetType = UNSET
+    correlation_id: CorrelationId | UnsetType = UNSET
+    reply_to: ReplyTo | UnsetType = UNSET
     v: int = ENVELOPE_VERSION
 
     @property
@@ -123,12 +149,71 @@ _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder(Envelope)
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder(Envelope)
+_ENCODE_ERRORS: Final = (TypeError, ValueError, OverflowError, msgspec.EncodeError)  # ValueError: UnicodeEncodeError
 
-_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+def format_time(dt: datetime) -> str:
+    """A time exactly as the encoder writes an envelope's ``timestamp``: RFC 3339 in UTC with ``Z``,
+    a microsecond fraction unless it is zero (``2026-12-03T10:00:00.123000Z``). Use it for every
+    time the mesh writes (headers, content), so the wire has one style."""
+    return _json_encoder.encode(dt if dt.tzinfo is UTC else _utc(dt))[1:-1].decode()
 
 
 def encode(env: Envelope, *, msgpack: bool = False) -> bytes:
-    return _msgpack_encoder.encode(env) if msgpack else _json_encoder.encode(env)
+    """Wire bytes of ``env``; raises ``EnvelopeError`` naming the field that cannot be encoded (e.g.
+    ``payload.content`` holding a str with lone surrogates, which UTF-8 cannot carry)."""
+    if env.timestamp.tzinfo is not UTC:
+        env = msgspec.structs.replace(env, timestamp=_utc(env.timestamp))
+    try:
+        if msgpack:
+            # The contract's timestamp is a string in both encodings (msgspec would write a msgpack
+            # timestamp extension, which other languages' decoders turn into their own date type).
+            return _msgpack_encoder.encode(msgspec.structs.replace(env, timestamp=format_time(env.timestamp)))
+        return _json_encoder.encode(env)
+    except _ENCODE_ERRORS as exc:
+        raise _encode_error(env, exc) from None
+
+
+def _utc(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise EnvelopeError("a naive datetime has no zone; use an aware one (datetime.now(UTC))", "timestamp")
+    return ts.astimezone(UTC)
+
+
+def _encode_error(env: Envelope, exc: Exception) -> EnvelopeError:
+    """Name the part of ``env`` that does not encode (the slow path: only after a failure)."""
+    why = "not UTF-8 encodable" if isinstance(exc, UnicodeEncodeError) else "not JSON-encodable"
+    parts: list[tuple[str, Any]] = [
+        ("payload.content", env.payload.content), ("payload.metadata", env.payload.metadata),
+        ("source.location", env.source.location), ("source", env.source), ("target", env.target),
+        ("correlation_id", env.correlation_id), ("reply_to", env.reply_to),
+    ]
+    for path, value in parts:
+        bad = _first_unencodable(value, path)
+        if bad is not None:
+            return EnvelopeError(f"{why}: {exc}", bad)
+    return EnvelopeError(f"{why}: {exc}")
+
+
+def _first_unencodable(value: Any, path: str) -> str | None:
+    try:
+        _json_encoder.encode(value)
+        return None
+    except _ENCODE_ERRORS:
+        pass
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _first_unencodable(key, path) is not None:
+                return path  # the key itself
+            found = _first_unencodable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _first_unencodable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return path
 
 
 def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> Envelope:
@@ -138,7 +223,9 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> En
     try:
         env = (_msgpack_decoder if msgpack else _json_decoder).decode(data)
     except msgspec.ValidationError as exc:
-        raise _validation_error(str(exc)) from None
+        if not is_null_error(exc):
+            raise _validation_error(str(exc)) from None
+        env = _decode_with_nulls(data, msgpack)
     except msgspec.DecodeError as exc:
         kind = "MessagePack" if msgpack else "JSON"
         raise EnvelopeError(f"not valid {kind}: {exc}") from None
@@ -151,7 +238,28 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> En
         _check_ids(env)
     if env.source.instance_id in _RESERVED_IDS:
         raise EnvelopeError("'_all' is reserved for broadcast", "source.instance_id")
+    if env.correlation_id is not UNSET or env.reply_to is not UNSET:
+        _check_reply(env)
     return env
+
+
+def _check_reply(env: Envelope) -> None:
+    """Both may become subject tokens of a RESULT (``contract.result_subject``): a bad one is refused
+    here, before any handler runs, rather than after it, when the answer cannot be sent."""
+    corr, reply = env.correlation_id, env.reply_to
+    if corr is not UNSET and not _ID_RE.fullmatch(corr):
+        raise EnvelopeError(f"Expected `str` matching regex {_ID!r}", "correlation_id")
+    if reply is not UNSET and not _REPLY_TO_RE.fullmatch(reply):
+        raise EnvelopeError(f"Expected `str` matching regex {REPLY_TO_PATTERN!r} (a result subject)", "reply_to")
+
+
+def _decode_with_nulls(data: bytes | bytearray | memoryview, msgpack: bool) -> Envelope:
+    """The slow path of decode: null in an optional field means absent (see ``wire._lenient``)."""
+    raw = (msgspec.msgpack if msgpack else msgspec.json).decode(data)
+    try:
+        return msgspec.convert(drop_null_optionals(raw, Envelope), Envelope)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
 
 
 # Ids that matched _ID (never "*"); bounded, since ids come from the network.
@@ -167,7 +275,7 @@ def _check_ids(env: Envelope) -> None:
     ):
         if value in _VALID_IDS or (value == BROADCAST and pattern is _ID_OR_ALL_RE):
             continue
-        if not pattern.search(value):
+        if not pattern.fullmatch(value):
             raise EnvelopeError(f"Expected `str` matching regex {pattern.pattern!r}", field)
         if len(_VALID_IDS) >= 10_000:
             _VALID_IDS.clear()
@@ -175,9 +283,7 @@ def _check_ids(env: Envelope) -> None:
 
 
 def _validation_error(text: str) -> EnvelopeError:
-    match = _PATH_RE.search(text)
-    field = match.group(1) if match else None
-    message = _PATH_RE.sub("", text).rstrip(" -")
+    field, message = split_error(text)
     if field == "message_type":
         shown = message.replace("Invalid enum value", "unknown message type")
         return UnknownMessageType(f"{shown}; known types are {', '.join(MESSAGE_TYPES)}", "message_type")
@@ -193,7 +299,7 @@ def check_id(value: object, field: str, *, allow_all: bool = False) -> str:
     if type(value) is str and (value in _CHECKED_IDS or (allow_all and value == BROADCAST)):
         return value
     pattern = _ID_OR_ALL_RE if allow_all else _ID_RE
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         allowed = "'*' or " if allow_all else ""
         raise EnvelopeError(
             f"{value!r} is not a valid id: use {allowed}1-64 characters from A-Z a-z 0-9 _ : -", field
@@ -249,8 +355,11 @@ def new_envelope(
             mid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(str(message_id))
         except ValueError:
             raise EnvelopeError(f"{message_id!r} is not a UUID", "message_id") from None
-    if correlation_id is not None and not _ID_RE.match(correlation_id):
+    if correlation_id is not None and not (isinstance(correlation_id, str) and _ID_RE.fullmatch(correlation_id)):
         raise EnvelopeError(f"{correlation_id!r} is not a valid id", "correlation_id")
+    if reply_to is not None and not (isinstance(reply_to, str) and _REPLY_TO_RE.fullmatch(reply_to)):
+        raise EnvelopeError(f"{reply_to!r} is not a result subject: use nxs.result.<token> "
+                            "(token: 1-64 characters from A-Z a-z 0-9 _ : -)", "reply_to")
     return Envelope(
         message_id=mid,
         timestamp=datetime.now(UTC),

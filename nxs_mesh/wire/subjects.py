@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, SUBJECT_ROOT
 from nxs_mesh.wire.envelope import BROADCAST, Envelope, check_id
 from nxs_mesh.wire.errors import EnvelopeError
 
@@ -39,7 +39,7 @@ __all__ = [
     "task",
 ]
 
-ROOT: Final = "nxs"
+ROOT: Final = SUBJECT_ROOT
 ALL: Final = "_all"
 
 
