@@ -159,6 +159,12 @@ def test_null_in_a_required_field_is_still_named():
     assert exc.value.field == "message_id" and "null" in str(exc.value)
 
 
+def test_nulls_inside_typed_content_are_absent_too():
+    hb = new_envelope("HEARTBEAT", {"epoch": "e1", "seq": 3, "state": None, "inflight": None}, source=SRC)
+    env = decode(encode(hb))
+    assert env.content == {"epoch": "e1", "seq": 3}  # the Doctor's dict reads see "absent", not None
+
+
 # -- item 15: timestamps ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("stamp", "micro"),

@@ -46,7 +46,9 @@ class StreamSpec:
 
 
 STREAMS: Final[tuple[StreamSpec, ...]] = (
-    StreamSpec("NXS_CHAT", ("nxs.chat.>",), description="agent chat"),
+    # The mesh sends no Nats-TTL for CHAT (history is kept; consumers enforce ttl), but a foreign
+    # publisher that sets it is stored and expired by the server instead of refused.
+    StreamSpec("NXS_CHAT", ("nxs.chat.>",), allow_msg_ttl=True, description="agent chat"),
     # limits retention: a command to a node that is down waits for its durable consumer (within ttl).
     StreamSpec("NXS_COMMAND", ("nxs.command.>",), max_age=7 * DAY, allow_msg_ttl=True,
                description="commands to nodes and agents"),

@@ -2,8 +2,8 @@
 
 Validation happens in msgspec's C decoder wherever it can (id lengths, priority range, UUID, RFC 3339
 time), the id patterns (also ``correlation_id``, ``reply_to``) against compiled regexes and a cache,
-so decoding is both strict and fast; errors are re-raised as ``EnvelopeError`` naming the field.
-``decode()`` takes null in an optional field as absent.
+so decoding is both strict and fast; errors are re-raised as ``EnvelopeError`` naming the field. ``decode()`` also checks the content of
+the types the mesh reads (``wire.content``) and takes null in an optional field as absent.
 
 Time on the wire: any RFC 3339 time is accepted (``2026-12-03T10:00:00.123Z`` from JavaScript,
 ``+02:00`` offsets, no fraction, nanoseconds); what the mesh writes is one style, UTC with ``Z`` and
@@ -25,6 +25,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from nxs_mesh.wire._lenient import drop_null_optionals, is_null_error, split_error
+from nxs_mesh.wire.content import PAYLOAD_OF_TYPE, check_payload
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, ID_PATTERN, REPLY_TO_PATTERN
 from nxs_mesh.wire.errors import EnvelopeError, UnknownMessageType
 from nxs_mesh.wire.ids import random_uuid
@@ -56,6 +57,7 @@ BROADCAST: Final = "*"
 MessageType = Literal["CHAT", "COMMAND", "STATUS", "HEARTBEAT", "SYNC", "TASK", "RESULT", "ALERT"]
 MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
 _TYPE_SET: Final = frozenset(MESSAGE_TYPES)
+_TYPED: Final = frozenset(PAYLOAD_OF_TYPE)  # types whose payload decode() checks
 
 _ID = ID_PATTERN
 _ID_OR_ALL = r"^(\*|[A-Za-z0-9_:-]{1,64})$"
@@ -216,8 +218,11 @@ def _first_unencodable(value: Any, path: str) -> str | None:
     return path
 
 
-def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> Envelope:
-    """Decode and validate wire bytes; raises ``EnvelopeError`` naming the bad field."""
+def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False, strict_content: bool = True) -> Envelope:
+    """Decode and validate wire bytes; raises ``EnvelopeError`` naming the bad field.
+
+    With ``strict_content`` (the default, and what consumers rely on) the payload of HEARTBEAT,
+    STATUS, ALERT, COMMAND, RESULT and TASK is checked against ``wire.content`` too."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError(f"envelope is {len(data)} bytes; the limit is {MAX_ENVELOPE_BYTES}")
     try:
@@ -240,6 +245,11 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False) -> En
         raise EnvelopeError("'_all' is reserved for broadcast", "source.instance_id")
     if env.correlation_id is not UNSET or env.reply_to is not UNSET:
         _check_reply(env)
+    if strict_content and env.message_type in _TYPED:
+        p = env.payload
+        cleaned = check_payload(env.message_type, env.correlation_id, p.content, p.metadata)
+        if cleaned is not None:
+            env = msgspec.structs.replace(env, payload=Payload(*cleaned))
     return env
 
 
