@@ -1,4 +1,5 @@
-"""The one place that opens NATS connections: server lists, reconnect policy, TLS and credentials."""
+"""The one place that opens NATS connections: server lists (TCP and WebSocket), reconnect policy,
+TLS and credentials, and a ConnectError that says why."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import ConfigError, ConnectError
 
-__all__ = ["ReconnectPolicy", "connect", "server_list", "server_path", "tls_context"]
+__all__ = ["ReconnectPolicy", "connect", "server_list", "server_path", "tls_context", "transport_groups"]
 
 log = logging.getLogger("nxs_mesh.transport.connection")
 
@@ -93,22 +94,100 @@ class ReconnectPolicy:
         return pick, delay
 
 
+def transport_groups(servers: Sequence[str]) -> list[list[str]]:
+    """The server list cut by transport: nats-py refuses to mix WebSocket (ws/wss) and TCP (nats/tls)
+    URLs in one connection, so each family is tried as its own list, in the order it first appears.
+
+    >>> transport_groups(["nats://a:4222", "nats://b:4222", "wss://relay:443"])
+    [['nats://a:4222', 'nats://b:4222'], ['wss://relay:443']]
+    """
+    groups: dict[bool, list[str]] = {}
+    for url in servers:
+        groups.setdefault(_is_ws(url), []).append(url)
+    return list(groups.values())
+
+
+def _is_ws(url: str) -> bool:
+    return urlparse(url).scheme in ("ws", "wss")
+
+
+def _require_aiohttp() -> None:
+    """nats-py speaks WebSocket through aiohttp; without it every ws:// attempt fails with a bare
+    "no servers available", so say what is missing before trying."""
+    try:
+        import aiohttp  # noqa: F401 - only whether it imports
+    except ImportError as exc:
+        raise ConfigError(
+            "servers", f"ws:// and wss:// URLs need the aiohttp package, which does not import here ({exc}); "
+            "it is a dependency of nxs-mesh: reinstall it, or `pip install aiohttp`"
+        ) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """One line on why one connection attempt failed, naming what is wrong where it can tell."""
+    text = " ".join(str(exc).split())
+    url = getattr(getattr(exc, "request_info", None), "real_url", None)
+    if url is not None and "INFO {" in text:
+        # The port answered with the NATS client protocol's greeting, not an HTTP upgrade.
+        u = urlparse(str(url))
+        return (f"{url} is not a WebSocket listener: it speaks the plain NATS protocol "
+                f"(use nats://{u.hostname}:{u.port} for it, or the server's websocket port)")
+    if url is not None and getattr(exc, "status", None):
+        return f"{url} is not a WebSocket listener: it answered HTTP {exc.status}"  # type: ignore[attr-defined]
+    os_error = getattr(exc, "os_error", exc)  # aiohttp wraps the socket's error
+    if isinstance(os_error, ConnectionRefusedError):
+        return f"connection refused ({text[:160]})"
+    if isinstance(exc, TimeoutError) and not text:
+        return "no answer within connect_timeout (a WebSocket or HTTP port stays silent to nats://)"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 async def connect(
     cfg: MeshConfig, *, name: str | None = None, policy: ReconnectPolicy | None = None, **callbacks: Any
 ) -> Client:
     """Open a client to the first reachable server of ``cfg.servers``; reconnect forever afterwards
     (``policy``: listed order, backoff with jitter).
 
-    Raises ``ConnectError`` naming the servers tried when none answers.
+    WebSocket URLs (``ws://``, ``wss://``, e.g. the relay listed last) work too. nats-py keeps one
+    transport per connection, so TCP and WebSocket servers are tried as separate lists in listed
+    order (``transport_groups``), and the connection then reconnects within the list it joined.
+
+    Raises ``ConnectError`` naming the servers tried and why each failed; ``ConfigError`` when a
+    WebSocket URL is listed but aiohttp is missing.
     """
+    if any(_is_ws(url) for url in cfg.servers):
+        _require_aiohttp()
     policy = policy or ReconnectPolicy()
+    failures: list[BaseException] = []
+    options = _options(cfg, name, policy, failures, callbacks)
+    problems = []
+    for group in transport_groups(cfg.servers):
+        failures.clear()
+        try:
+            with translate_nats_errors("connect"):
+                nc = await nats.connect(servers=group, **options)
+        except (OSError, ConnectError) as exc:
+            causes = list(dict.fromkeys(_cause(e) for e in failures)) or [_cause(exc)]
+            problems.append(f"{', '.join(group)}: {'; '.join(causes)}")
+            continue
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
+    refused = all("connection refused" in p for p in problems)
+    hint = (" Is the mesh running? Start one with `nxs up` or `make run`, or set --url / NXS_URL."
+            if refused else "")
+    raise ConnectError(f"cannot reach any NATS server ({' | '.join(problems)}).{hint}")
+
+
+def _options(
+    cfg: MeshConfig, name: str | None, policy: ReconnectPolicy, failures: list[BaseException],
+    callbacks: dict[str, Any],
+) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "servers": list(cfg.servers),
         "name": name or f"nxs:{cfg.instance_id}:{cfg.agent_id}",
         "connect_timeout": cfg.connect_timeout,
         "allow_reconnect": True,
         # The first connect tries each server twice and then fails with a clear error; once connected
-        # we switch to reconnecting forever (below), so nodes ride out restarts and partitions.
+        # we switch to reconnecting forever (in connect), so nodes ride out restarts and partitions.
         "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.25,
         "ping_interval": 5,
@@ -128,12 +207,18 @@ async def connect(
         options["user"], options["password"] = cfg.user, cfg.password
     if cfg.token:
         options["token"] = cfg.token
+    user_error = callbacks.pop("error_cb", None)
 
-    async def _quiet_error(exc: Exception) -> None:
-        # nats-py reports every failed reconnect here; keep it at debug, state is visible elsewhere.
+    async def _error(exc: Exception) -> None:
+        # nats-py reports every failed (re)connect here: kept for the ConnectError's explanation, and
+        # logged at debug (the state is visible elsewhere).
+        if len(failures) < 20:
+            failures.append(exc)
         log.debug("nats: %s", exc)
+        if user_error is not None:
+            await user_error(exc)
 
-    options.setdefault("error_cb", _quiet_error)
+    options["error_cb"] = _error
     user_reconnected = callbacks.pop("reconnected_cb", None)
 
     async def _reconnected() -> None:
@@ -143,15 +228,4 @@ async def connect(
 
     options["reconnected_cb"] = _reconnected
     options.update(callbacks)
-    try:
-        with translate_nats_errors("connect"):
-            nc = await nats.connect(**options)
-        nc.options["max_reconnect_attempts"] = -1
-        return nc
-    except OSError as exc:
-        raise ConnectError(f"cannot reach {', '.join(cfg.servers)}: {exc}") from None
-    except ConnectError as exc:
-        raise ConnectError(
-            f"cannot reach any NATS server ({', '.join(cfg.servers)}); is the mesh running? "
-            f"Start one with `nxs up` or `make run`, or set --url / NXS_URL. ({exc})"
-        ) from None
+    return options

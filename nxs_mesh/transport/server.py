@@ -6,6 +6,10 @@ line (and, for JetStream clusters, ``/healthz``), never a fixed sleep.
 
     with NatsServer(store_dir="/tmp/s") as srv:
         print(srv.url)
+
+``websocket_port`` (-1 = random) adds nats-server's own WebSocket listener, always on 127.0.0.1 and
+without TLS: the plaintext listener never leaves the machine; a relay in front of it (a reverse
+proxy terminating TLS) is what remote clients reach as ``wss://``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from nxs_mesh.wire.errors import PortInUse, ServerError
 
@@ -34,6 +39,8 @@ __all__ = ["LocalCluster", "NatsServer", "find_nats_server", "free_port"]
 
 _CLIENT_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _MONITOR_RE = re.compile(r"Starting http monitor on (\S+):(\d+)")
+_WEBSOCKET_RE = re.compile(r"Listening for websocket clients on wss?://(\S+):(\d+)")
+_LOOPBACK: Final = "127.0.0.1"
 _READY = "Server is ready"
 _IN_USE = re.compile(r"(address already in use|bind: .*in use)", re.I)
 
@@ -105,6 +112,7 @@ class NatsServer:
         extra_args: Sequence[str] = (),
         netns: str | None = None,
         extra_conf: str = "",
+        websocket_port: int | None = None,
     ) -> None:
         self.host, self.port, self.monitor_port = host, port, monitor_port
         self._own_store = store_dir is None
@@ -118,6 +126,10 @@ class NatsServer:
         self.extra_args = list(extra_args)
         self.netns = netns
         self.extra_conf = extra_conf  # appended to the generated config (tls {...}, authorization {...})
+        self.websocket_port = websocket_port  # None: no websocket listener; -1: a random port
+        if websocket_port is not None and config_file is not None:
+            raise ServerError("websocket_port works with the generated config only; put a websocket block "
+                              "in your config file instead")
         self.log: collections.deque[str] = collections.deque(maxlen=400)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
@@ -146,6 +158,8 @@ class NatsServer:
                 f"  routes: [{routes}]\n"
                 "}"
             )
+        if self.websocket_port is not None:
+            lines.append(f'websocket: {{\n  listen: "{_LOOPBACK}:{self.websocket_port}"\n  no_tls: true\n}}')
         if self.extra_conf:
             lines.append(self.extra_conf)
         return "\n".join(lines) + "\n"
@@ -197,6 +211,8 @@ class NatsServer:
                 self.port = int(m.group(2))
             elif (m := _MONITOR_RE.search(line)) is not None:
                 self.monitor_port = int(m.group(2))
+            elif (m := _WEBSOCKET_RE.search(line)) is not None:
+                self.websocket_port = int(m.group(2))
             elif _READY in line:
                 self._ready.set()
         self._ready.set()  # process ended: wake start() so it can report the failure
@@ -212,6 +228,13 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL (``websocket_port`` set): ``ws://127.0.0.1:<port>``."""
+        if self.websocket_port is None:
+            raise ServerError(f"{self!r} has no websocket listener; create it with websocket_port=-1 (or a port)")
+        return f"ws://{_LOOPBACK}:{self.websocket_port}"
 
     @property
     def monitor_url(self) -> str:
