@@ -121,7 +121,7 @@ async def test_consumer_dead_letters_bad_content_with_the_field_in_the_reason(me
 
     await mesh.consume("command", handler)
     bad = new_envelope("COMMAND", {"command": 5}, source=SRC, to=mesh.config.instance_id)
-    await mesh.js.publish(f"nxs.command.{mesh.config.instance_id}._all.p1", encode(bad),
+    await mesh.link.js.publish(f"nxs.command.{mesh.config.instance_id}._all.p1", encode(bad),
                           headers={"Nats-Msg-Id": bad.id})
     await mesh.publish("COMMAND", {"command": "fine"}, to=mesh.config.instance_id)
 
@@ -136,7 +136,7 @@ async def test_consumer_dead_letters_bad_content_with_the_field_in_the_reason(me
 async def test_a_foreign_publish_with_nats_ttl_to_chat_is_stored_and_expires(mesh: Mesh):
     subject = f"nxs.chat.{unique_id('n')}.main"
     env = new_envelope("CHAT", "ephemeral", source=SRC)
-    ack = await mesh.js.publish(subject, encode(env), headers={"Nats-Msg-Id": env.id, "Nats-TTL": "1s"})
+    ack = await mesh.link.js.publish(subject, encode(env), headers={"Nats-Msg-Id": env.id, "Nats-TTL": "1s"})
     assert ack.seq >= 1 and ack.stream == "NXS_CHAT"
 
     async def gone():
@@ -149,7 +149,7 @@ async def test_publish_of_non_utf8_content_is_an_envelope_error_and_stores_nothi
     with pytest.raises(EnvelopeError) as exc:
         await mesh.publish("CHAT", os.fsdecode(b"caf\xe9"), to="n2")
     assert exc.value.field == "payload.content"
-    assert (await mesh.js.stream_info("NXS_CHAT")).state.messages == 0
+    assert (await mesh.link.js.stream_info("NXS_CHAT")).state.messages == 0
 
 
 # -- a node written from the contract alone ----------------------------------------------------------

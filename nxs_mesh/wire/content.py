@@ -208,7 +208,8 @@ def _typed_parts(payload: type[Struct]) -> tuple[Any, Any]:
     """The types of a payload struct's ``content`` and ``metadata`` (None where free-form): decode
     converts just those (checking a dict is cheaper than building a payload around it)."""
     types = {f.name: f.type for f in msgspec.structs.fields(payload)}
-    return tuple(None if types[name] in (Any, dict[str, Any]) else types[name] for name in ("content", "metadata"))
+    content, metadata = (None if types[name] in (Any, dict[str, Any]) else types[name] for name in ("content", "metadata"))
+    return content, metadata
 
 
 _PARTS: Final = {kind: _typed_parts(tp) for kind, tp in PAYLOAD_OF_TYPE.items()}

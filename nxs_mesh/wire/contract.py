@@ -5,10 +5,7 @@ everything imports them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from nxs_mesh.wire.envelope import Envelope
+from typing import Final, Protocol
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -22,6 +19,7 @@ __all__ = [
     "REPLAY_MSG_ID",
     "REPLY_TO_PATTERN",
     "REQUEST_PRIORITY",
+    "RESULT_PREFIX",
     "STREAM_OF_TYPE",
     "SUBJECT_ROOT",
     "TASK_TTL",
@@ -31,8 +29,9 @@ __all__ = [
     "result_subject",
 ]
 
-#: First token of every mesh subject (DESIGN.md section 4).
+#: First token of every mesh subject (DESIGN.md section 4), and the start of every result subject.
 SUBJECT_ROOT: Final = "nxs"
+RESULT_PREFIX: Final = f"{SUBJECT_ROOT}.result."
 #: Instance ids, agent ids, capabilities and correlation ids: each may become one subject token. The
 #: patterns are written as JSON Schema (ECMA 262) reads them, matching the whole string: in Python use
 #: ``re.fullmatch`` or ``python_pattern`` (Python's ``$`` also matches before a final newline).
@@ -88,7 +87,18 @@ DLQ_MSG_ID: Final = "dlq:{stream}:{seq}"
 REPLAY_MSG_ID: Final = "replay:{stream}:{seq}"
 
 
-def result_subject(env: Envelope) -> str:
+class _Request(Protocol):
+    """What ``result_subject`` reads of an ``Envelope`` (a leaf: this module imports no other)."""
+
+    @property
+    def reply_to(self) -> object: ...
+    @property
+    def correlation_id(self) -> object: ...
+    @property
+    def id(self) -> str: ...
+
+
+def result_subject(env: _Request) -> str:
     """Where the RESULT of request ``env`` (a COMMAND or TASK) goes: its ``reply_to`` when set (decode
     and ``new_envelope`` allow only ``nxs.result.<token>`` there), else ``nxs.result.<correlation_id>``,
     else ``nxs.result.<message_id>``.
@@ -100,6 +110,4 @@ def result_subject(env: Envelope) -> str:
     """
     if isinstance(env.reply_to, str):
         return env.reply_to
-    from nxs_mesh.wire.subjects import result  # subjects builds every subject; it imports this module
-
-    return result(env.correlation_id if isinstance(env.correlation_id, str) else env.id)
+    return RESULT_PREFIX + (env.correlation_id if isinstance(env.correlation_id, str) else env.id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, SUBJECT_ROOT
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, RESULT_PREFIX, SUBJECT_ROOT
 from nxs_mesh.wire.envelope import BROADCAST, Envelope, check_id
 from nxs_mesh.wire.errors import EnvelopeError
 
@@ -61,7 +61,7 @@ def task(capability: str, priority: int = DEFAULT_PRIORITY) -> str:
 
 
 def result(correlation_id: str) -> str:
-    return f"{ROOT}.result.{correlation_id}"
+    return RESULT_PREFIX + correlation_id
 
 
 def status(instance: str) -> str:
