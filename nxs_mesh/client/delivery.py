@@ -34,8 +34,8 @@ from nxs_mesh.transport import pull
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import Delivered, Meta
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import ENCODING_HEADER, MSG_ID_HEADER, MSGPACK
-from nxs_mesh.wire.envelope import Envelope, check_id, decode
+from nxs_mesh.wire.contract import DLQ_MSG_ID, ENCODING_HEADER, MSG_ID_HEADER, MSGPACK
+from nxs_mesh.wire.envelope import Envelope, check_id, decode, format_time
 from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry
 
 __all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "positional_arity"]
@@ -266,14 +266,14 @@ class DeliveryPolicy:
 
 def dead_letter_headers(msg: Delivered, meta: Meta, reason: str, consumer: str) -> dict[str, str]:
     headers = {
-        MSG_ID_HEADER: f"dlq:{meta.stream}:{meta.stream_seq}",
+        MSG_ID_HEADER: DLQ_MSG_ID.format(stream=meta.stream, seq=meta.stream_seq),
         "Nxs-Dlq-Reason": reason.replace("\r", " ").replace("\n", " ")[:1000],
         "Nxs-Dlq-Subject": msg.subject,
         "Nxs-Dlq-Stream": meta.stream,
         "Nxs-Dlq-Seq": str(meta.stream_seq),
         "Nxs-Dlq-Consumer": consumer,
         "Nxs-Dlq-Deliveries": str(meta.num_delivered),
-        "Nxs-Dlq-Time": datetime.now(UTC).isoformat(),
+        "Nxs-Dlq-Time": format_time(datetime.now(UTC)),
     }
     for key, value in (msg.headers or {}).items():
         if key.startswith("Nxs-") and key not in headers and len(value) < 1024:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.wire.contract import DLQ_STREAM, MSG_ID_HEADER
+from nxs_mesh.wire.contract import DLQ_STREAM, MSG_ID_HEADER, REPLAY_MSG_ID
 from nxs_mesh.wire.errors import MeshError
 
 __all__ = ["DeadLetter", "Replayed", "list_dead_letters", "replay_dead_letter"]
@@ -75,7 +75,7 @@ async def replay_dead_letter(mesh: Mesh, seq: int) -> Replayed:
     if "Nxs-Dlq-Truncated" in headers:
         raise MeshError(f"dead letter {seq} holds a truncated copy ({headers['Nxs-Dlq-Truncated']}); cannot replay")
     out = {k: v for k, v in headers.items() if k.startswith("Nxs-") and not k.startswith("Nxs-Dlq-")}
-    out[MSG_ID_HEADER] = f"replay:{DLQ_STREAM}:{seq}"
+    out[MSG_ID_HEADER] = REPLAY_MSG_ID.format(stream=DLQ_STREAM, seq=seq)
     out["Nxs-Replayed-From"] = str(seq)
     ack = await mesh.pub.publish(subject, rec.data, out, mesh.publish_timeout)
     await mesh.admin.delete_message(DLQ_STREAM, seq)

@@ -30,7 +30,7 @@ from nxs_mesh.transport.publisher import JsPublisher
 from nxs_mesh.transport.reader import Record, peek_workqueue, read_stream
 from nxs_mesh.transport.streams import EnsureResult, ensure_streams, stream_for_kind
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, REQUEST_PRIORITY
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, REQUEST_PRIORITY, result_subject
 from nxs_mesh.wire.envelope import Envelope, Source, check_id, new_envelope
 from nxs_mesh.wire.errors import ClosedError, NotConnectedError
 
@@ -349,4 +349,4 @@ class Mesh:
                     message_id: str | None = None, **metadata: Any) -> PublishResult:
         """Answer a request with a RESULT envelope (correlated by the request's correlation id)."""
         return await self.send(build_result(request, content, source=self.source, error=error,
-                                            message_id=message_id, **metadata))
+                                            message_id=message_id, **metadata), subject=result_subject(request))

@@ -14,6 +14,7 @@ from nxs_mesh.client.calls import build_result
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.handlers import Context, Registry, call_handler
+from nxs_mesh.wire.contract import result_subject
 from nxs_mesh.wire.envelope import Envelope
 from nxs_mesh.wire.errors import EnvelopeError, HandlerSignal, MeshError, Reject
 from nxs_mesh.wire.ids import result_id
@@ -69,11 +70,13 @@ class CommandRunner:
         try:
             try:
                 await self.mesh.send(build_result(env, content, source=self.mesh.source, error=error,
-                                                  message_id=result_id(env.id), command=command))
+                                                  message_id=result_id(env.id), command=command),
+                                     subject=result_subject(env))
             except EnvelopeError as exc:
                 # The handler's result cannot travel (not JSON, bad text): tell the caller so.
                 await self.mesh.send(build_result(env, None, source=self.mesh.source, message_id=result_id(env.id),
-                                                  error=f"the handler's result cannot be sent: {exc}", command=command))
+                                                  error=f"the handler's result cannot be sent: {exc}", command=command),
+                                     subject=result_subject(env))
         except MeshError as exc:
             # The command ran (or was refused) already: running it again would not mend the answer.
             self.reply_failures += 1

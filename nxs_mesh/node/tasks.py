@@ -50,7 +50,7 @@ from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh, PublishResult
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL, result_subject
 from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import Abandon, ConfigError, HandlerSignal, MeshError, Reject
 from nxs_mesh.wire.ids import result_id
@@ -229,7 +229,7 @@ class TaskRunner:
             env, result, source=self.mesh.source, error=error, ttl=0,
             message_id=result_id(env.id) if error is None else None,
             task_id=env.id, node=record.get("node"), capability=env.payload.metadata.get("capability"),
-        ))
+        ), subject=result_subject(env))
 
 
 def _unsendable(result: Any) -> str | None:
