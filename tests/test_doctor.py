@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from node_support import DEAD_AFTER, HB, Worker, alerts_about, last_status, results_for, wait_state
@@ -117,7 +118,7 @@ async def test_kill9_one_of_three_one_alert_task_finishes_elsewhere_once(
 
 @pytest.mark.timeout(60)
 async def test_sigterm_drains_finishes_inflight_publishes_stopped_no_alert(
-    mesh: Mesh, watcher: Doctor, workers: Callable[..., Worker]
+    mesh: Mesh, mesh_factory: Callable[..., Any], watcher: Doctor, workers: Callable[..., Worker]
 ):
     nid = unique_id("w")
     w = workers(nid, "-C", "sleep", "--grace", "20")
@@ -137,7 +138,14 @@ async def test_sigterm_drains_finishes_inflight_publishes_stopped_no_alert(
     assert len(results) == 1 and results[0].payload.metadata["node"] == nid  # in-flight work finished
     await eventually(lambda: watcher.peers[nid].state == "stopped", timeout=5, what="doctor saw the clean stop")
     print(f"\nMEASURED SIGTERM -> exit with status stopped {stopped_after:.3f}s (1.5 s task in flight)")
-    await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: long past the dead timeout, to prove no alert comes
+    # A doctor starting now reads the streams for nodes it never heard: a clean stop is not one to watch.
+    late = await Doctor(await mesh_factory(instance_id=unique_id("late")), dead_after=DEAD_AFTER, interval=HB,
+                        redistribute=False).start()
+    try:
+        assert nid not in late.peers
+        await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: long past the dead timeout, to prove no alert comes
+    finally:
+        await late.stop()
     assert watcher.peers[nid].state == "stopped"
     assert await alerts_about(mesh, nid) == []
 
@@ -176,3 +184,51 @@ async def test_alert_hook_runs_a_command_and_posts_a_url(tmp_path: Path):
         assert bad == ["hook command exited 3"]
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.timeout(90)
+async def test_kill9_right_after_first_heartbeat_is_alerted_once_even_by_late_doctors(
+    mesh: Mesh, mesh_factory: Callable[..., Any], workers: Callable[..., Worker]
+):
+    """Issue 10 item 4: a node that published one heartbeat is tracked to its death, also by doctors
+    that started after that heartbeat (a mesh booting together): they learn it from the stream."""
+    early = unique_id("early")
+    workers(early)
+    await wait_state(mesh, early, "running")
+    victims = [unique_id("v") for _ in range(3)]
+    procs: dict[str, Worker] = {}
+    killed: set[str] = set()
+
+    async def kill_on_first_beat(subject: str, data: bytes, headers: object) -> None:
+        node = subject.rsplit(".", 1)[-1]
+        if node in procs and node not in killed:
+            procs[node].signal(signal.SIGKILL)  # at once: this first heartbeat is its last
+            killed.add(node)
+
+    await mesh.subscribe("nxs.heartbeat.>", kill_on_first_beat)
+    for v in victims:
+        procs[v] = workers(v)
+    await eventually(lambda: len(killed) == len(victims), timeout=30, what="every victim's first heartbeat")
+    for v in victims:
+        await eventually(lambda v=v: mesh.last("heartbeat", f"nxs.heartbeat.{v}"), what=f"{v}'s beat stored")
+
+    # Doctors that never heard a victim live: one in this process, one in a worker started now.
+    late_events: list[dict[str, Any]] = []
+    late = await Doctor(await mesh_factory(instance_id=unique_id("late")), dead_after=DEAD_AFTER, interval=HB,
+                        redistribute=False, on_event=late_events.append).start()
+    late_worker = unique_id("late")
+    workers(late_worker)
+    try:
+        await eventually(lambda: {e["node"] for e in late_events if e["event"] == "dead"} >= set(victims),
+                         timeout=4 * DEAD_AFTER + 10, what="the late doctor judges every victim dead")
+        await wait_state(mesh, late_worker, "running")
+        await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: waiting out the other doctors to prove there is no second alert
+    finally:
+        await late.stop()
+    for v in victims:
+        dead = [a for a in await alerts_about(mesh, v) if a["event"] == "dead"]
+        assert len(dead) == 1, (v, dead)
+        assert dead[0]["seq"] == 1
+    for s in (early, late_worker):
+        assert await alerts_about(mesh, s) == []
+
