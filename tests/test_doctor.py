@@ -30,8 +30,8 @@ except ImportError:  # pragma: no cover
 def workers(nats_server: NatsServer, tmp_path: Path):
     started: list[Worker] = []
 
-    def start(node_id: str, *extra: str) -> Worker:
-        w = Worker(nats_server.url, node_id, tmp_path, *extra).start()
+    def start(node_id: str, *extra: str, **timing: float) -> Worker:
+        w = Worker(nats_server.url, node_id, tmp_path, *extra, **timing).start()
         started.append(w)
         return w
 
@@ -231,4 +231,48 @@ async def test_kill9_right_after_first_heartbeat_is_alerted_once_even_by_late_do
         assert dead[0]["seq"] == 1
     for s in (early, late_worker):
         assert await alerts_about(mesh, s) == []
+
+
+# Above the clients' reconnect backoff cap (2 s, transport.connection.ReconnectPolicy): after a restart a
+# live worker may come back that much later than a doctor, and must not be taken for dead meanwhile.
+RESTART_DEAD_AFTER = 3.0
+
+
+@pytest.mark.timeout(120)
+async def test_server_restart_no_false_death_and_a_death_during_it_alerted_once(
+    mesh: Mesh, nats_server: NatsServer, workers: Callable[..., Worker]
+):
+    """Issue 10 item 5: doctors cut off by their server's restart judge only the silence they observed;
+    a worker killed during the outage is still alerted, once."""
+    procs = {w.node_id: w for w in (workers(unique_id("r"), dead_after=RESTART_DEAD_AFTER) for _ in range(3))}
+    *survivors, victim = procs
+    events: list[dict[str, Any]] = []
+    watcher = await Doctor(mesh, dead_after=RESTART_DEAD_AFTER, interval=HB, redistribute=False,
+                           on_event=events.append).start()
+    try:
+        for i in procs:
+            await wait_state(mesh, i, "running")
+        await eventually(lambda: all(watcher.peers.get(i) and watcher.peers[i].state == "alive" for i in procs),
+                         timeout=10, what="the watcher hears all three")
+        await asyncio.to_thread(nats_server.stop)
+        await eventually(lambda: not mesh.is_connected, what="the watcher sees its server go")
+        procs[victim].signal(signal.SIGKILL)  # a real death, during the outage
+        await asyncio.sleep(RESTART_DEAD_AFTER + 1)  # sleep-ok: the outage must outlast dead_after (the issue's case)
+        await asyncio.to_thread(nats_server.start)
+        await eventually(lambda: mesh.is_connected, timeout=20, what="the watcher reconnects")
+        for s in survivors:
+            await wait_state(mesh, s, "running")
+
+        async def victim_alerted() -> bool:
+            return any(a["event"] == "dead" for a in await alerts_about(mesh, victim))
+
+        await eventually(victim_alerted, timeout=3 * RESTART_DEAD_AFTER + 10, interval=0.1, what="the victim's alert")
+        await asyncio.sleep(2 * RESTART_DEAD_AFTER)  # sleep-ok: long past the dead timeout, to prove no other alert comes
+    finally:
+        await watcher.stop()
+    for s in survivors:
+        assert await alerts_about(mesh, s) == [], s
+        assert procs[s].proc is not None and procs[s].proc.poll() is None
+    assert [a["event"] for a in await alerts_about(mesh, victim)] == ["dead"]
+    assert [(e["event"], e["node"]) for e in events] == [("dead", victim)]
 

@@ -16,12 +16,12 @@ before the silence. Every doctor heard that same last heartbeat, so every doctor
 id and NXS_ALERT's duplicate window stores one. A new incarnation, or a second death of the same
 one later, has another key and is alerted again.
 
-A doctor judges the nodes it hears live and, from the moment it starts, those whose recent beats
-NXS_HEARTBEAT holds (within ``CATCH_UP_WINDOW``; older is history, not news), so a node that
-published one heartbeat and died before this doctor listened is still tracked to its death. It
-never judges itself, and if its own loop was stalled (the process was paused), it grants every
-node a fresh period instead of declaring the whole mesh dead. On a death it also asks the task
-layer to hand the dead node's claimed tasks to live workers (see ``tasks``).
+Only silence a doctor observed counts: while its own connection is down it judges no one; once it is
+back, or after its loop stalled (a paused process), every node gets a fresh period. When it
+starts, and when its connection is back, it takes up from NXS_HEARTBEAT the nodes it has not heard
+(within ``CATCH_UP_WINDOW``), so a node that published one heartbeat and died before this doctor
+listened is still tracked to its death. It never judges itself. On a death it also asks the task layer
+to hand the dead node's claimed tasks to live workers (see ``tasks``).
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ class Doctor:
         self._subs: list[Any] = []
         self._sup = Supervisor(f"doctor {mesh.config.instance_id}", on_change=on_change)
         self._me = mesh.config.instance_id
+        self._offline_since: float | None = None  # local time our own connection was seen down
+        self._reopens = 0
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -147,6 +149,7 @@ class Doctor:
     async def start(self) -> Doctor:
         """Subscribe to heartbeats and statuses, take up the nodes the streams know, start judging;
         returns once subscribed (and caught up, unless the streams cannot be read yet: then soon after)."""
+        self._reopens = self.mesh.reopens
         self._subs = [
             await self.mesh.subscribe("nxs.heartbeat.>", self._on_heartbeat),
             await self.mesh.subscribe("nxs.status.>", self._on_status),
@@ -216,7 +219,7 @@ class Doctor:
 
     async def _catch_up(self) -> int:
         """Take up the nodes whose recent beats the stream holds but we did not hear (we started after
-        them), with a fresh period: that silence we did not observe. A known node's newer
+        them, or were away), with a fresh period: that silence we did not observe. A known node's newer
         stored beat of the same incarnation is adopted. Clean stops are left alone. Returns how many."""
         stopped: dict[str, str] = {}
         async for rec in self.mesh.tail("status"):
@@ -257,13 +260,33 @@ class Doctor:
             if now - last_tick > max(3 * self.check_every, self.dead_after / 2):  # paused, blocked loop
                 self._fresh_period(now, f"stalled {now - last_tick:.1f}s")  # our silence, not theirs
             last_tick = now
+            if not self._connected(now):
+                continue  # we cannot hear anyone: silence now says nothing about them
             for peer in list(self.peers.values()):
                 self._judge(peer, now)
+
+    def _connected(self, now: float) -> bool:
+        """False while our own connection is down. Once it is back (seen down at a check, or reopened
+        since the last one) we may have missed anyone's heartbeats: every node gets a fresh period, and
+        the streams are read for nodes that appeared only while we were away."""
+        if not self.mesh.is_connected:
+            if self._offline_since is None:
+                self._offline_since = now
+                log.warning("doctor %s is disconnected: judging no one until it is back", self._me)
+            return False
+        if self._offline_since is None and self.mesh.reopens == self._reopens:
+            return True
+        away, self._offline_since, self._reopens = now - (self._offline_since or now), None, self.mesh.reopens
+        self._fresh_period(now, f"was disconnected {away:.1f}s")
+        self._spawn(self._catch_up_soon())
+        return True
 
     def _fresh_period(self, now: float, why: str) -> None:
         log.warning("doctor %s %s; giving every node a fresh period", self._me, why)
         for p in self.peers.values():
             p.last_seen = max(p.last_seen, now)
+            if p.state is PeerState.SUSPECT:
+                p.state = PeerState.ALIVE
 
     def _judge(self, peer: Peer, now: float) -> None:
         if peer.node == self._me or peer.state in (PeerState.DEAD, PeerState.STOPPED):
