@@ -276,3 +276,32 @@ async def test_server_restart_no_false_death_and_a_death_during_it_alerted_once(
     assert [a["event"] for a in await alerts_about(mesh, victim)] == ["dead"]
     assert [(e["event"], e["node"]) for e in events] == [("dead", victim)]
 
+
+@pytest.mark.timeout(60)
+async def test_a_doctor_deaf_to_a_node_follows_it_in_the_stream_to_its_death(
+    mesh: Mesh, mesh_factory: Callable[..., Any], watcher: Doctor, workers: Callable[..., Worker]
+):
+    """A doctor that stops hearing a live node (cut off) but can read NXS_HEARTBEAT does not alert it,
+    keeps following it there, and when it really dies alerts it with the same id as everyone else."""
+    nid = unique_id("w")
+    w = workers(nid)
+    await wait_state(mesh, nid, "running")
+    events: list[dict[str, Any]] = []
+    deaf = await Doctor(await mesh_factory(instance_id=unique_id("deaf")), dead_after=DEAD_AFTER, interval=HB,
+                        redistribute=False, on_event=events.append).start()
+    try:
+        await eventually(lambda: nid in deaf.peers, what="the doctor hears the node")
+        await deaf._subs[0].unsubscribe()  # its heartbeat subscription: live beats no longer reach it
+        heard = deaf.peers[nid].seq
+        await eventually(lambda: deaf.peers[nid].seq > heard + 2 * DEAD_AFTER / HB, timeout=6 * DEAD_AFTER,
+                         what="the doctor follows the node's beats in the stream")
+        assert events == [] and await alerts_about(mesh, nid) == []
+        w.signal(signal.SIGKILL)
+        await eventually(lambda: [e for e in events if e["event"] == "dead"], timeout=6 * DEAD_AFTER,
+                         what="the deaf doctor alerts the real death")
+        await eventually(lambda: watcher.peers[nid].alerted, timeout=3 * DEAD_AFTER, what="the watcher's verdict")
+    finally:
+        await deaf.stop()
+    dead = [a for a in await alerts_about(mesh, nid) if a["event"] == "dead"]
+    assert len(dead) == 1, dead
+    assert events[0]["seq"] == dead[0]["seq"] == watcher.peers[nid].died_seq

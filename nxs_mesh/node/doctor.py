@@ -9,15 +9,15 @@ and times them with its own monotonic clock, never the sender's. A node it has h
       +---------------------- heartbeat again: "recovered" ----------------+
     any state --(status "stopped": a clean exit)--> stopped (never "dead")
 
-Exactly one ALERT per death and per recovery, however many doctors watch: the alert's message id
-(so its ``Nats-Msg-Id``) is derived from ``(event, node, epoch, seq)`` where ``epoch`` is the
-node's incarnation (a boot id in every heartbeat) and ``seq`` the number of the last heartbeat
-before the silence. Every doctor heard that same last heartbeat, so every doctor computes the same
-id and NXS_ALERT's duplicate window stores one. A new incarnation, or a second death of the same
-one later, has another key and is alerted again.
+Exactly one ALERT per death and per recovery, however many doctors watch: its message id (so its
+``Nats-Msg-Id``) is derived from ``(event, node, epoch, seq)``: ``epoch`` is the node's incarnation
+(a boot id in every heartbeat), ``seq`` its last heartbeat before the silence as NXS_HEARTBEAT holds
+it (read back before alerting, so every doctor computes the same id whatever it heard), and
+NXS_ALERT's duplicate window stores one. A new incarnation, or a later second death, is alerted again.
 
 Only silence a doctor observed counts: while its own connection is down it judges no one; once it is
-back, or after its loop stalled (a paused process), every node gets a fresh period. When it
+back, or after its loop stalled (a paused process), every node gets a fresh period. A newer stored beat
+than the one it judged by means it was the one cut off: no alert, it watches that node afresh. When it
 starts, and when its connection is back, it takes up from NXS_HEARTBEAT the nodes it has not heard
 (within ``CATCH_UP_WINDOW``), so a node that published one heartbeat and died before this doctor
 listened is still tracked to its death. It never judges itself. On a death it also asks the task layer
@@ -327,12 +327,10 @@ class Doctor:
         log.warning("released %d task(s) of dead node %s", len(peer.claims), peer.node)
         return len(peer.claims)
 
-    async def _send_alert(self, env: Any, event: str, peer: Peer) -> Any:
-        """Publish directly (alerts never wait in an outbox), retried through leader elections (the
-        deterministic id makes a repeat harmless). A death that is over before its alert could be stored
-        is not alerted late: a doctor cut off from the quorum sees every other node die, and must not
-        report them once the partition heals. After a failure the next try waits two heartbeat
-        intervals, so a doctor that was the one cut off hears the others again before it retries."""
+    async def _send_alert(self, event: str, peer: Peer, detail: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        """Publish directly (never via an outbox), retried through leader elections (the id makes a
+        repeat harmless); a death over before its alert is stored is not alerted late. A retry waits
+        two heartbeat intervals, so a doctor that was the one cut off hears the others again first."""
         deadline = time.monotonic() + 120
         attempt = 0
         while True:
@@ -340,12 +338,10 @@ class Doctor:
                 log.info("not alerting %s: it is back before its death could be recorded", peer.node)
                 return None
             try:
-                if event == "dead" and await self._beat_stored_after_death(peer):
-                    # The quorum holds a newer heartbeat than the one we judged by: the node was alive
-                    # and we were the one cut off. Not a death.
-                    log.warning("not alerting %s: the mesh stored newer heartbeats of it", peer.node)
+                if event == "dead" and not await self._confirm_death(peer):
                     return None
-                return await self.mesh.send(env)
+                env, content = self._alert_envelope(event, peer, detail)
+                return await self.mesh.send(env), content
             except MeshError as exc:
                 attempt += 1
                 if time.monotonic() > deadline:
@@ -355,32 +351,45 @@ class Doctor:
                 log.warning("%s alert for %s failed (%s); retrying in %.1fs", event, peer.node, exc, delay)
                 await asyncio.sleep(delay)  # sleep-ok: backoff between retries
 
-    async def _beat_stored_after_death(self, peer: Peer) -> bool:
-        """Ask the HEARTBEAT stream (replicated: the quorum's view, not ours) for the node's last beat."""
+    async def _confirm_death(self, peer: Peer) -> bool:
+        """Check a verdict against the quorum's view, the node's last beat in NXS_HEARTBEAT: a newer one
+        than we judged by means we were cut off (no death; watched afresh, judged again if need be);
+        otherwise that stored beat keys the alert, the same for every doctor."""
         rec = await self.mesh.last("heartbeat", subjects.heartbeat(peer.node))
         beat = _beat_of(rec.envelope) if rec is not None else None
-        return beat is not None and beat[0] == peer.epoch and beat[1] > peer.died_seq
+        if beat is None or beat[0] != peer.epoch:
+            return True  # nothing stored of this incarnation (or a newer one): key by what we heard
+        seq = beat[1]
+        if seq > peer.died_seq:
+            log.warning("not alerting %s: the mesh stored a newer heartbeat (%d > %d); watching it afresh",
+                        peer.node, seq, peer.died_seq)
+            peer.seq, peer.last_seen, peer.state = max(peer.seq, seq), time.monotonic(), PeerState.ALIVE
+            return False
+        peer.died_seq = seq
+        return True
 
-    async def _alert(self, event: str, peer: Peer, *, detail: dict[str, Any]) -> None:
-        seq = peer.died_seq if peer.died_seq >= 0 else peer.seq
+    def _alert_envelope(self, event: str, peer: Peer, detail: dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
+        seq, dead = (peer.died_seq if peer.died_seq >= 0 else peer.seq), event == "dead"
         content = {"event": event, "node": peer.node, "location": peer.location, "epoch": peer.epoch,
                    "seq": seq, "detected_by": self._me, **detail}
-        env = new_envelope(
-            "ALERT", content, source=self.mesh.source, to=peer.node, priority=8 if event == "dead" else 5,
-            ttl=0, metadata={"node": peer.node, "event": event, "severity": "critical" if event == "dead" else "info"},
-            message_id=alert_id(event, peer.node, peer.epoch, seq),
-        )
+        return new_envelope(
+            "ALERT", content, source=self.mesh.source, to=peer.node, priority=8 if dead else 5, ttl=0,
+            metadata={"node": peer.node, "event": event, "severity": "critical" if dead else "info"},
+            message_id=alert_id(event, peer.node, peer.epoch, seq)), content
+
+    async def _alert(self, event: str, peer: Peer, *, detail: dict[str, Any]) -> None:
         if event == "recovered":
             await peer.alert_settled.wait()
             if not peer.alerted:
                 return  # its death was never alerted (see below), so neither is its recovery
         try:
-            ack = await self._send_alert(env, event, peer)
+            sent = await self._send_alert(event, peer, detail)
         finally:
             if event == "dead":
                 peer.alert_settled.set()
-        if ack is None:
+        if sent is None:
             return
+        ack, content = sent  # (the content as sent: its seq may come from the stream)
         peer.alerted = event == "dead"
         if not ack.duplicate:
             self.alerts_published += 1
