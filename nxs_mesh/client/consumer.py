@@ -7,6 +7,8 @@
 
 A loop that dies (the connection was reopened under it, an ack failed) is logged with its cause;
 the consumer is ``DEGRADED`` until its supervisor has restarted it and it has run a while.
+
+With an ``OnceGuard`` the consumer group handles each message once (``client.exactly_once``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.delivery import Delivery, DeliveryPolicy, DeliveryStats, Handler, PolicySpec
+from nxs_mesh.client.exactly_once import OnceGuard
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import PullSession, PullSpec
 from nxs_mesh.wire.envelope import check_id
@@ -73,10 +76,10 @@ class Consumer:
     """A running durable pull consumer. Made by ``Mesh.consume``; stop it with ``stop()``."""
 
     def __init__(self, link: Link, spec: ConsumerSpec, handler: Handler, *,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, once: OnceGuard | None = None) -> None:
         self._link, self.spec = link, spec
         self._sup = Supervisor(f"consumer {spec.durable}", on_change=on_change)
-        self._policy = DeliveryPolicy(link, spec.policy_spec(), handler, self._sup)
+        self._policy = DeliveryPolicy(link, spec.policy_spec(), handler, self._sup, once)
         self._session: PullSession | None = None
         self._stopping = asyncio.Event()
         self._state = ConsumerState.NEW
