@@ -177,3 +177,53 @@ async def test_two_members_under_leader_kill_handle_each_message_once(nats_clust
         for m in members:
             await m.close()
 
+
+
+async def test_two_task_workers_run_a_task_stored_twice_once(mesh: Mesh, mesh_config: MeshConfig):
+    """Exactly once is on by default for a node's task consumers: two workers (10 slots each), every
+    task stored twice, both copies delivered while the first handler still runs; one handler call each."""
+    from nxs_mesh.node.node import Node, NodeOptions
+    from nxs_mesh.wire import subjects
+    from nxs_mesh.wire.contract import TASK_TTL
+
+    cap = unique_id("twice")
+    release = asyncio.Event()
+    calls: collections.Counter[int] = collections.Counter()
+    options = NodeOptions(heartbeat_interval=0.2, dead_after=1.0, fetch_timeout=1.0, doctor=False,
+                          capabilities=(cap,), task_concurrency=10, task_ack_wait=2.0)
+    nodes = [Node(mesh_config.replace(instance_id=unique_id("worker")), options) for _ in range(2)]
+    for node in nodes:
+        @node.task(cap)
+        async def work(payload: int) -> int:
+            calls[payload] += 1
+            await release.wait()
+            return payload
+
+    for node in nodes:
+        await node.start()
+    try:
+        envs = []
+        for i in range(5):
+            tid = unique_id("t")
+            envs.append(new_envelope("TASK", i, source=mesh.source, ttl=TASK_TTL, metadata={"capability": cap},
+                                     correlation_id=tid, reply_to=subjects.result(tid)))
+        for env in envs:
+            await mesh.send(env)
+            await mesh.link.js.publish(subjects.for_envelope(env), encode(env), headers={"Nats-Msg-Id": f"copy-{env.id}"})
+
+        async def all_delivered() -> bool:
+            report = await mesh.admin.consumer("NXS_TASK", f"task-{cap}")
+            return report is not None and report.pending == 0
+
+        await eventually(all_delivered, timeout=10, what="both copies of every task delivered")
+        release.set()
+
+        async def queue_empty() -> bool:
+            report = await mesh.admin.stream("NXS_TASK")
+            return report is not None and report.messages == 0
+
+        await eventually(queue_empty, timeout=20, what="every copy acknowledged")
+        assert calls == {i: 1 for i in range(5)}, calls
+    finally:
+        for node in nodes:
+            await node.stop()
