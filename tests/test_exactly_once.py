@@ -107,7 +107,9 @@ async def test_two_members_under_leader_kill_handle_each_message_once(nats_clust
     that leads the consumer is SIGKILLed mid-run (acks it had not replicated are lost, so JetStream
     redelivers messages that were handled) and restarted. Once nothing is left unacknowledged, every
     message was handled, each exactly once."""
-    n, ack_wait = 12_000, 2.0
+    # The ack wait outlasts a leader election (the guarantee's condition) and is short enough that the
+    # redeliveries of handled messages whose acks died with the leader come within the test.
+    n, ack_wait = 12_000, 10.0
     to = unique_id("once")
     durable = f"once-{to}"
     urls = nats_cluster.urls
@@ -125,6 +127,8 @@ async def test_two_members_under_leader_kill_handle_each_message_once(nats_clust
         stream_leader = (await pub.admin.stream("NXS_CHAT")).leader  # type: ignore[union-attr]
         info = await pub.link.js.consumer_info("NXS_CHAT", durable)
         leader = info.cluster.leader if info.cluster else stream_leader
+        bucket = await pub.admin.stream("KV_NXS_ONCE")
+        bucket_leader = bucket.leader if bucket is not None else "-"
         victim = next(s for s in nats_cluster.servers if s.name == leader)
         ids: list[str] = []
 
@@ -162,7 +166,8 @@ async def test_two_members_under_leader_kill_handle_each_message_once(nats_clust
         twice = {m: c for m, c in calls.items() if c > 1}
         stats = [c.stats for c in consumers]
         print(
-            f"\nEXACTLY-ONCE sigkill of consumer leader {leader} (stream leader {stream_leader}), 2 members: "
+            f"\nEXACTLY-ONCE sigkill of consumer leader {leader} (stream leader {stream_leader}, bucket leader "
+            f"{bucket_leader}), 2 members: "
             f"published {len(ids)}, handled {len(calls)} distinct, {sum(calls.values()) - len(calls)} handler "
             f"calls twice; per member handled {[s.handled for s in stats]}, redeliveries of handled messages "
             f"acked unhandled {[s.duplicates for s in stats]} (of them caught only by the group record "

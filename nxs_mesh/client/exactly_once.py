@@ -19,10 +19,12 @@ to the other member, which runs them again. With ``exactly_once`` the members sh
 
 **Guarantee**: within ``horizon`` (the bucket's ttl, 1 h by default) of a message's first claim, no
 second handler call for its id in the group, across members, restarts and consumer leader
-failovers, as long as a running handler's in-progress acks reach the server within its ack wait.
-A handler still running when JetStream has already redelivered its message (a stalled or
-partitioned member, in-progress acks lost for a whole ack wait) can run twice: that is the limit
-of any lease. For tasks the claim fencing in ``node.tasks`` still records one completion then.
+failovers, as long as the holder's delivery outlives the work: the handler plus its two writes
+must end within the consumer's ack wait (kept alive by in-progress acks), and the ack wait must
+outlast a leader election of the consumer or the bucket (a few seconds; it is 30 s by default).
+A delivery JetStream has already handed to another member (a stalled or partitioned member, a
+leader failover longer than the ack wait) is taken over, and its handler can run twice: that is the
+limit of any lease. For tasks the claim fencing in ``node.tasks`` still records one completion then.
 
 **Cost**: two KV writes per handled message (a replicated JetStream publish each: one round trip
 to the bucket's leader before the handler and one after it), plus one record per message kept for
@@ -87,13 +89,16 @@ class OnceGuard:
         return Verdict.LEAVE, 0
 
     async def finish(self, message_id: str, token: int) -> bool:
-        """Record the message handled, from our claim's revision; False if another member took it over."""
+        """Record the message handled, from our claim's revision; False if another member took it over.
+        Retried twice as long as a claim: the handler has run, and acking without the record would let
+        a lost ack run it again (the delivery is kept alive meanwhile)."""
         key = f"{self.group}.{message_id}"
-        return await self._write(key, _DONE + b" " + self.member.encode(), token) is not None
+        return await self._write(key, _DONE + b" " + self.member.encode(), token, timeout=2 * self.timeout) is not None
 
-    async def _write(self, key: str, value: bytes, last: int) -> int | None:
+    async def _write(self, key: str, value: bytes, last: int, *, timeout: float | None = None) -> int | None:
         """CAS ``key`` from ``last``, retried through elections; an update stored but unanswered is ours."""
-        rev = await retrying(lambda: self.bucket.update(key, value, last=last), f"update {key}", timeout=self.timeout)
+        rev = await retrying(lambda: self.bucket.update(key, value, last=last), f"update {key}",
+                             timeout=timeout or self.timeout)
         if rev is None:
             entry = await self.bucket.get(key)
             if entry is not None and entry.value == value:
