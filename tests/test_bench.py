@@ -36,8 +36,8 @@ def test_cli_runs_every_scenario_as_json(tmp_path, monkeypatch):
     assert report["messages"] == 50 and report["machine"]["cores"] >= 1
     _check_rows(report["rows"])
     scenarios = {r["scenario"] for r in report["rows"]}
-    assert {"publish sync", "publish pipelined", "consume", "publish -> handler", "request/reply",
-            "envelope encode+decode", "idle worker RSS", "kill -9 -> alert"} <= scenarios
+    assert {"publish sync", "publish pipelined", "consume", "consume exactly-once", "publish -> handler",
+            "request/reply", "envelope encode+decode", "idle worker RSS", "kill -9 -> alert"} <= scenarios
 
 
 def test_cli_table_and_unknown_scenario(tmp_path, monkeypatch):
@@ -55,7 +55,7 @@ async def test_library_runs_selected_scenarios():
     rows = [r.as_dict() for r in report.rows]
     _check_rows(rows)
     assert [r["scenario"] for r in rows] == ["publish sync", "publish pipelined", "envelope encode+decode"]
-    assert set(DEFAULT_SCENARIOS) >= {"publish", "consume", "latency", "request", "codec", "footprint", "failure"}
+    assert set(DEFAULT_SCENARIOS) >= {"publish", "consume", "once", "latency", "request", "codec", "footprint", "failure"}
 
 
 def test_percentile_nearest_rank():
@@ -80,3 +80,12 @@ async def test_publish_many_stores_in_order_and_dedups(mesh: Mesh):
 
 async def test_publish_many_empty(mesh: Mesh):
     assert await mesh.publish_many([]) == []
+
+
+async def test_exactly_once_cost_is_a_ratio_in_the_same_run():
+    report = await run_bench(["once"], BenchOptions(messages=80, rounds=1))
+    rows = [r.as_dict() for r in report.rows]
+    _check_rows(rows)
+    assert [(r["scenario"], r["note"].split(",")[0]) for r in rows] == [
+        ("consume exactly-once", "concurrency 1"), ("consume exactly-once", "concurrency 32")]
+    assert all(r["raw"] is not None for r in rows)  # the baseline: the same consume without it

@@ -11,6 +11,7 @@ from nxs_cli.bench.codec import bench_codec
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.footprint import bench_footprint
 from nxs_cli.bench.latency import bench_latency, bench_request
+from nxs_cli.bench.once import bench_once
 from nxs_cli.bench.report import Row, machine_info, skipped
 from nxs_cli.bench.session import BenchOptions, BenchSession
 from nxs_cli.bench.throughput import bench_consume, bench_publish_async, bench_publish_sync
@@ -29,6 +30,7 @@ async def _publish(session: BenchSession) -> list[Row]:
 SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "publish": ("JetStream publish with acks, sync and pipelined", _publish),
     "consume": ("durable pull consumer, explicit ack, empty handler", bench_consume),
+    "once": ("the same consume with exactly-once handling, as a ratio to without", bench_once),
     "latency": ("publish -> handler, p50/p90/p99", bench_latency),
     "request": ("request/reply over COMMAND, p50/p99", bench_request),
     "codec": ("envelope encode+decode per second", bench_codec),

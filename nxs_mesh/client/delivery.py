@@ -9,6 +9,11 @@ place that decides what each outcome means:
 - raises ``Abandon``   -> neither ack nor nak (another delivery owns the message now)
 - raises anything else -> nak with exponential backoff; after ``max_deliver`` attempts, dead-letter
 
+With an ``OnceGuard`` (``client.exactly_once``) the members of a consumer group share a record of
+what was handled, claimed before the handler and marked done before the ack; without it each
+consumer instance remembers the ids it acked (``dedup_size``), which a redelivery to another
+member does not see.
+
 Every input is settled, whatever its size or shape: anything that goes wrong while screening (not
 an envelope, nested too deep for the decoder, a subject that disagrees with the envelope, a bad id)
 is dead-lettered with the reason, and the consumer goes on. A dead-letter copy that would not fit
@@ -30,6 +35,7 @@ from typing import Any, Final
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.client.exactly_once import OnceGuard, Verdict
 from nxs_mesh.transport import pull
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import Delivered, Meta
@@ -38,7 +44,7 @@ from nxs_mesh.wire.contract import DLQ_MSG_ID, ENCODING_HEADER, MSG_ID_HEADER, M
 from nxs_mesh.wire.envelope import Envelope, check_id, decode, format_time
 from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry
 
-__all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "positional_arity"]
+__all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "Ready", "positional_arity"]
 
 log = logging.getLogger("nxs_mesh.client.delivery")
 
@@ -76,7 +82,9 @@ class DeliveryStats:
     dead_lettered: int = 0
     invalid: int = 0
     expired: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # redeliveries of handled messages, acked without a handler call
+    group_duplicates: int = 0  # of them, those only the group's exactly-once record knew (another member's)
+    deferred: int = 0  # exactly-once: left to (or taken over by) another member of the group
     last_error: str = ""
 
 
@@ -102,14 +110,17 @@ def positional_arity(fn: Callable[..., Any], default: int = 1) -> int:
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-_Ready = tuple[int, int, Envelope, Delivered, Meta]
+#: A screened delivery: (priority, stream sequence, envelope, delivery, meta), sortable by the first two.
+Ready = tuple[int, int, Envelope, Delivered, Meta]
 
 
 class DeliveryPolicy:
     """Hands screened envelopes to ``handler`` and settles each delivery by the handler's outcome."""
 
-    def __init__(self, link: Link, spec: PolicySpec, handler: Handler, tasks: Supervisor) -> None:
+    def __init__(self, link: Link, spec: PolicySpec, handler: Handler, tasks: Supervisor,
+                 once: OnceGuard | None = None) -> None:
         self._link, self.spec, self._handler, self._tasks = link, spec, handler, tasks
+        self._once = once
         self._wants_delivery = positional_arity(handler) >= 2
         self.stats = DeliveryStats()
         self._acked_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -117,9 +128,9 @@ class DeliveryPolicy:
 
     async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
         """Screen a batch, then run its envelopes by priority (higher first, then stream order)."""
-        ready: list[_Ready] = []
+        ready: list[Ready] = []
         for msg, meta in msgs:
-            item = await self._screen(msg, meta)
+            item = await self.screen(msg, meta)
             if item is not None:
                 ready.append(item)
         if len(ready) > 1:
@@ -138,8 +149,18 @@ class DeliveryPolicy:
             for _, _, env, msg, meta in ready:
                 tg.create_task(run(env, msg, meta))
 
+    async def handle(self, item: Ready) -> None:
+        """Run one screened delivery that may have waited (in a priority window): expired meanwhile, it
+        is terminated instead."""
+        _, _, env, msg, meta = item
+        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+            self.stats.expired += 1
+            await pull.term(msg)
+            return
+        await self._handle(env, msg, meta)
+
     # -- screening --------------------------------------------------------------------------------------
-    async def _screen(self, msg: Delivered, meta: Meta) -> _Ready | None:
+    async def screen(self, msg: Delivered, meta: Meta) -> Ready | None:
         """Decode and check one delivery; returns it ready to handle, or settles it here."""
         try:
             headers = msg.headers
@@ -179,14 +200,16 @@ class DeliveryPolicy:
             self._keepalive_interval,
             lambda: keepalive.append(self._tasks.spawn(f"keepalive {mid}", self._keepalive(msg))))
         try:
-            await self._run_handler(env, msg, meta)
+            token = 0
+            if self._once is None or (token := await self._claim(env, msg, meta)):
+                await self._run_handler(env, msg, meta, token)
         finally:
             timer.cancel()
             for task in keepalive:
                 task.cancel()
             self.inflight -= 1
 
-    async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
+    async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0) -> None:
         try:
             if self._wants_delivery:
                 stored_at = datetime.fromtimestamp(meta.stored_ns / 1_000_000_000.0, UTC)
@@ -200,6 +223,8 @@ class DeliveryPolicy:
             pass  # fenced: the message belongs to another delivery now; acking or naking would disturb it
         except Reject as sig:
             await self.dead_letter(msg, f"rejected by handler: {sig.reason}", kind=env.message_type)
+            if token:
+                await self._finish(env, token)  # settled for good: a lost term must not run it again
         except asyncio.CancelledError:
             # Our own shutdown gave up waiting: hand the message back at once, nothing is lost.
             await _quietly(pull.nak(msg), "nak on cancel")
@@ -215,8 +240,50 @@ class DeliveryPolicy:
             self.stats.handled += 1
             # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
             self._remember(env.id)
+            if token and not await self._finish(env, token):
+                return  # another member took the message over meanwhile: its delivery settles it
             await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
             self.stats.acked += 1
+
+    # -- exactly once (a shared record per consumer group) -------------------------------------------------
+    async def _claim(self, env: Envelope, msg: Delivered, meta: Meta) -> int:
+        """Claim the message in the group's record: the token when the handler may run, else 0 (settled)."""
+        assert self._once is not None
+        try:
+            verdict, token = await self._once.begin(env.id, meta)
+        except MeshError as exc:
+            # No record to consult: running unguarded could run it twice, so hand it back for later.
+            self.stats.last_error = f"exactly-once claim: {exc}"
+            log.warning("cannot claim %s (%s); retrying it later", env.id, exc)
+            await _quietly(pull.nak(msg, self._keepalive_interval), "nak after a failed claim")
+            return 0
+        if verdict is Verdict.RUN:
+            return token
+        if verdict is Verdict.DONE:
+            self.stats.duplicates += 1
+            self.stats.group_duplicates += 1
+            self._remember(env.id)
+            await pull.ack(msg)
+        else:
+            self.stats.deferred += 1
+            if verdict is Verdict.WAIT:  # another stored copy is being handled: look again later
+                await _quietly(pull.nak(msg, self.spec.ack_wait), "nak a copy in progress")
+        return 0
+
+    async def _finish(self, env: Envelope, token: int) -> bool:
+        """Mark the message handled in the group's record; False when another member took it over."""
+        assert self._once is not None
+        try:
+            if await self._once.finish(env.id, token):
+                return True
+        except MeshError as exc:
+            # The handler ran: acking is the lesser evil (not acking makes a redelivery certain).
+            self.stats.last_error = f"exactly-once done: {exc}"
+            log.error("cannot record %s as handled (%s); acking it anyway", env.id, exc)
+            return True
+        self.stats.deferred += 1
+        log.warning("message %s was taken over by another member while its handler ran", env.id)
+        return False
 
     @property
     def _keepalive_interval(self) -> float:
@@ -298,7 +365,7 @@ def _check_addressing(env: Envelope, subject: str) -> None:
         raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
 
 
-def _priority_order(item: _Ready) -> tuple[int, int]:
+def _priority_order(item: Ready) -> tuple[int, int]:
     return -item[0], item[1]
 
 

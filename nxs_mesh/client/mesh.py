@@ -19,7 +19,8 @@ from typing import Any
 
 from nxs_mesh.client.admin import MeshAdmin
 from nxs_mesh.client.calls import await_result, build_result
-from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name
+from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
+from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
 from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
 from nxs_mesh.config import MeshConfig
@@ -255,12 +256,21 @@ class Mesh:
         backoff_base: float = 0.5,
         fetch_timeout: float = 1.0,
         on_change: Any = None,
+        window: int = 0,
+        lanes: bool = False,
+        exactly_once: bool = False,
     ) -> Consumer:
         """Run a durable consumer of ``kind`` (chat, command, sync, task, ...) calling ``handler`` per envelope.
 
         By default it receives what is addressed to this instance/agent plus broadcasts. The handler's
         outcome decides the ack: return = ack, ``Retry`` = nak with delay, ``Reject`` = dead letter,
         any other exception = retry with backoff until ``max_deliver``, then dead letter.
+
+        ``window``: keep up to that many deliveries in hand and start the most urgent as slots free
+        (a backlog runs by priority). ``lanes``: one consumer per priority (task and command subjects),
+        for shared work queues. ``exactly_once``: members of the group (the same ``durable``) share a
+        record of what was handled, so none handles a message twice (two KV writes per message; see
+        ``nxs_mesh.client.exactly_once``).
         """
         spec = stream_for_kind(kind)
         if filters is None:
@@ -270,16 +280,18 @@ class Mesh:
                 filters = subjects.filters_for(kind, instance)
         durable = durable or durable_name(kind.lower(), self.config.instance_id, agent or "all")
         check_id(durable.replace("_", "-"), "durable")
+        ack_wait = ack_wait or self.config.ack_wait
+        once = await open_guard(self.admin, durable, timeout=max(1.0, ack_wait / 2)) if exactly_once else None
         consumer = Consumer(
             self.link,
             ConsumerSpec(
                 stream=spec.name, durable=durable, filters=tuple(filters),
-                ack_wait=ack_wait or self.config.ack_wait,
-                max_deliver=max_deliver or self.config.max_deliver,
+                ack_wait=ack_wait, max_deliver=max_deliver or self.config.max_deliver,
                 batch=batch, concurrency=concurrency, backoff_base=backoff_base, fetch_timeout=fetch_timeout,
-                dlq_instance=self.config.instance_id,
+                dlq_instance=self.config.instance_id, window=window,
+                lanes=lane_prefixes(kind, filters) if lanes else (),
             ),
-            handler, on_change=on_change,
+            handler, on_change=on_change, once=once,
         )
         await consumer.start()
         self._consumers.append(consumer)

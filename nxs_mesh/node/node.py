@@ -44,6 +44,7 @@ from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.consumer import Consumer, durable_name
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.outbox import outbox_path
+from nxs_mesh.client.window import DEFAULT_WINDOW
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.node.commands import CommandRunner
 from nxs_mesh.node.doctor import Doctor
@@ -207,11 +208,13 @@ class Node:
         runner = CommandRunner(mesh, self.registry, max_deliver=self.config.max_deliver, status=self.current_status)
 
         async def consume_commands() -> Consumer:
+            # A window: the node's backlog runs by priority (commands are the node's own, so holding
+            # them costs no one); exactly once: a redelivery after a lost ack never runs a command again.
             return await mesh.consume(
                 "command", runner.handle, durable=durable_name("command", self.node_id),
                 filters=subjects.filters_for("command", self.node_id),
-                batch=self.options.command_concurrency, concurrency=self.options.command_concurrency,
-                fetch_timeout=self.options.fetch_timeout, on_change=self._health_changed,
+                batch=DEFAULT_WINDOW, window=DEFAULT_WINDOW, concurrency=self.options.command_concurrency,
+                exactly_once=True, fetch_timeout=self.options.fetch_timeout, on_change=self._health_changed,
             )
 
         self._commands = await retrying(consume_commands, "command consumer", timeout=patience)

@@ -1,8 +1,11 @@
 """Work distribution that survives node death: claims, fencing, prompt redelivery, results once.
 
 TASKs go to ``nxs.task.<capability>.p<priority>`` in the work-queue stream NXS_TASK. Every worker
-with the capability pulls from one shared durable consumer ``task-<capability>`` (``batch`` =
-``concurrency``, so a worker never holds tasks it has not started). The ack wait is long (30 s)
+with the capability pulls from the same shared durable consumers, one per priority (``transport.lanes``:
+``task-<capability>`` for the default priority, ``task-<capability>-p<n>`` for the others), taking
+the most urgent stored task whenever it has a free slot and never holding a task it has not
+started; exactly-once handling (``client.exactly_once``) keeps a redelivered task from reaching a
+second handler while its first one runs or after it finished. The ack wait is long (30 s)
 because live workers send in-progress acks; what makes a dead worker's task come back *promptly*
 is the Doctor, and what keeps it *exactly once* is a fencing token:
 
@@ -152,8 +155,8 @@ class TaskRunner:
             async def consume(cap: str = cap) -> Consumer:
                 return await self.mesh.consume(
                     "task", self._handle, durable=durable_name("task", cap), filters=[f"{subjects.ROOT}.task.{cap}.>"],
-                    ack_wait=self.ack_wait, batch=self.concurrency, concurrency=self.concurrency,
-                    fetch_timeout=self.fetch_timeout, on_change=self._on_change,
+                    ack_wait=self.ack_wait, batch=self.concurrency, concurrency=self.concurrency, lanes=True,
+                    exactly_once=True, fetch_timeout=self.fetch_timeout, on_change=self._on_change,
                 )
 
             self.consumers.append(await retrying(consume, f"task consumer {cap}", timeout=self.start_timeout))

@@ -28,7 +28,10 @@ from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire.errors import BrokenError
 
-__all__ = ["Delivered", "Meta", "PullSession", "PullSpec", "ack", "in_progress", "meta_of", "nak", "term"]
+__all__ = [
+    "Delivered", "Meta", "PullSession", "PullSpec", "ack", "consumer_config", "in_progress", "meta_of", "nak",
+    "status_of", "term",
+]
 
 log = logging.getLogger("nxs_mesh.transport.pull")
 
@@ -87,6 +90,26 @@ async def in_progress(msg: Msg) -> None:
         await msg.in_progress()
 
 
+def consumer_config(durable: str, filters: tuple[str, ...], *, ack_wait: float, batch: int) -> jsapi.ConsumerConfig:
+    """The server side of every durable pull consumer of the mesh."""
+    return jsapi.ConsumerConfig(
+        durable_name=durable,
+        ack_policy=jsapi.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        # Unlimited on the server: the delivery policy counts deliveries and dead-letters at its limit,
+        # so the last attempt's failure is recorded with its reason instead of silently dropped.
+        max_deliver=-1,
+        max_ack_pending=max(1000, batch * 4),
+        deliver_policy=jsapi.DeliverPolicy.ALL,
+        **({"filter_subject": filters[0]} if len(filters) == 1 else {"filter_subjects": list(filters)}),
+    )
+
+
+def status_of(msg: Msg) -> str:
+    """The status of a message without a reply subject (100 heartbeat, 404/408 end of request, 409 ...)."""
+    return (msg.headers or {}).get("Status", "")
+
+
 @dataclass(frozen=True)
 class PullSpec:
     """The server side of a durable pull consumer."""
@@ -129,17 +152,7 @@ class PullSession:
     async def open(self) -> None:
         """Create or update the durable consumer (idempotent) and subscribe its deliver inbox."""
         spec, nc = self.spec, self._link.nc
-        config = jsapi.ConsumerConfig(
-            durable_name=spec.durable,
-            ack_policy=jsapi.AckPolicy.EXPLICIT,
-            ack_wait=spec.ack_wait,
-            # Unlimited on the server: the delivery policy counts deliveries and dead-letters at its limit,
-            # so the last attempt's failure is recorded with its reason instead of silently dropped.
-            max_deliver=-1,
-            max_ack_pending=max(1000, spec.batch * 4),
-            deliver_policy=jsapi.DeliverPolicy.ALL,
-            **({"filter_subject": spec.filters[0]} if len(spec.filters) == 1 else {"filter_subjects": list(spec.filters)}),
-        )
+        config = consumer_config(spec.durable, spec.filters, ack_wait=spec.ack_wait, batch=spec.batch)
         with translate_nats_errors(f"consumer {spec.durable}"):
             await self._link.js.add_consumer(spec.stream, config)
             if self._sub is None:
@@ -160,9 +173,14 @@ class PullSession:
                 with contextlib.suppress(Exception):  # unacked anyway: redelivered after ack_wait
                     await msg.nak()
 
-    async def next_batch(self, stopping: asyncio.Event) -> list[tuple[Msg, Meta]]:
-        """The next deliveries (a backlog's whole batch when one is on its way). Empty after a failed
-        or expired request (already backed off). Raises ``BrokenError`` once the link was reopened."""
+    @property
+    def durables(self) -> tuple[str, ...]:
+        return (self.spec.durable,)
+
+    async def next_batch(self, stopping: asyncio.Event, want: int = 0) -> list[tuple[Msg, Meta]]:
+        """The next deliveries (a backlog's whole batch when one is on its way), asking for at most
+        ``want`` (0: ``batch``) when a new request goes out. Empty after a failed or expired request
+        (already backed off). Raises ``BrokenError`` once the link was reopened."""
         loop = asyncio.get_running_loop()
         if self._generation != self._link.generation:
             raise BrokenError(f"consumer {self.spec.durable}: the connection was reopened")
@@ -170,7 +188,7 @@ class PullSession:
             try:
                 if not self._link.is_connected:
                     raise ConnectionError("not connected")
-                await self._pull()
+                await self._pull(min(want, self.spec.batch) if want > 0 else self.spec.batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - disconnected, reconnecting...: back off, ask again
@@ -227,15 +245,15 @@ class PullSession:
         except Exception as exc:  # noqa: BLE001 - the next failure backs off further and tries again
             self.last_error = f"declare: {exc}"
 
-    async def _pull(self) -> None:
+    async def _pull(self, batch: int) -> None:
         """Ask for the next batch: one pull request, lingering up to ``fetch_timeout`` on the server."""
         self._req_n += 1
         self._req = f"{self._inbox}.{self._req_n}"
-        self._credit = self.spec.batch
+        self._credit = batch
         expires = max(0.1, self.spec.fetch_timeout)
         # The server ends an unfulfilled request with a 408 at expiry; silence well past it means it was lost.
         self._req_deadline = asyncio.get_running_loop().time() + expires + max(1.0, expires / 2)
-        body = b'{"batch":%d,"expires":%d}' % (self.spec.batch, int(expires * 1e9))
+        body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
         await self._link.nc.publish(self._nms, body, reply=self._req)
 
     async def _on_msg(self, msg: Msg) -> None:
