@@ -282,7 +282,7 @@ class LanePull:
             return
         loop = asyncio.get_running_loop()
         wake = self._wake = loop.create_future()
-        timer = loop.call_later(timeout, lambda: wake.done() or wake.set_result(None))
+        timer = loop.call_later(timeout, _resolve, wake)
         try:
             await wake
         finally:
@@ -304,3 +304,8 @@ class LanePull:
             await self.open()
         except Exception as exc:  # noqa: BLE001 - the next failure backs off further and tries again
             self.last_error = f"declare: {exc}"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
