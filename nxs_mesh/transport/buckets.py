@@ -34,10 +34,20 @@ class Entry:
 
 
 class Bucket:
-    """One KV bucket; every write is create-only or compare-and-set on the last revision."""
+    """One KV bucket; every write is create-only or compare-and-set on the last revision.
 
-    def __init__(self, name: str, kv: KeyValue) -> None:
-        self.name, self._kv = name, kv
+    Bound to the link's connection of the moment: after the link was reopened it binds again."""
+
+    def __init__(self, name: str, kv: KeyValue, link: Link) -> None:
+        self.name, self._kv_now, self._link = name, kv, link
+        self._generation = link.generation
+
+    async def _bound(self) -> KeyValue:
+        if self._generation != self._link.generation:
+            with translate_nats_errors(f"bucket {self.name}"):
+                self._kv_now = await self._link.js.key_value(self.name)
+            self._generation = self._link.generation
+        return self._kv_now
 
     def __repr__(self) -> str:
         return f"<Bucket {self.name}>"
@@ -45,7 +55,7 @@ class Bucket:
     async def get(self, key: str) -> Entry | None:
         with translate_nats_errors(f"{self.name} read"):
             try:
-                entry = await self._kv.get(key)
+                entry = await (await self._bound()).get(key)
             except (jse.KeyNotFoundError, jse.KeyDeletedError):
                 return None
         return Entry(entry.value or b"", int(entry.revision or 0))
@@ -54,7 +64,7 @@ class Bucket:
         """Write ``key`` only if it does not exist; its revision, or None if it does."""
         with translate_nats_errors(f"{self.name} write"):
             try:
-                return int(await self._kv.create(key, value))
+                return int(await (await self._bound()).create(key, value))
             except jse.KeyWrongLastSequenceError:
                 return None
 
@@ -62,7 +72,7 @@ class Bucket:
         """Write ``key`` only if it is still at revision ``last``; the new revision, or None."""
         with translate_nats_errors(f"{self.name} write"):
             try:
-                return int(await self._kv.update(key, value, last=last))
+                return int(await (await self._bound()).update(key, value, last=last))
             except jse.KeyWrongLastSequenceError:
                 return None
 
@@ -76,4 +86,4 @@ async def open_bucket(link: Link, spec: BucketSpec, *, replicas: int) -> Bucket:
             kv = await link.js.create_key_value(jsapi.KeyValueConfig(
                 bucket=spec.name, history=spec.history, ttl=spec.ttl or None, replicas=replicas,
                 description=spec.description))
-    return Bucket(spec.name, kv)
+    return Bucket(spec.name, kv, link)
