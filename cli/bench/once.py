@@ -9,42 +9,19 @@ One row with one handler at a time (each message waits for its two writes) and o
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from nxs_cli.bench.report import Row
 from nxs_cli.bench.session import BenchSession
-from nxs_cli.bench.stats import median, rate
-from nxs_cli.bench.throughput import preload, sample_envelope
+from nxs_cli.bench.stats import median
+from nxs_cli.bench.throughput import mesh_consume_rate
 
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Envelope, encode
 
 __all__ = ["bench_once"]
 
 
 async def _consume_rate(session: BenchSession, mesh: Mesh, n: int, *, exactly_once: bool, concurrency: int) -> float:
-    opts = session.options
-    to = session.unique("once")
-    subject = subjects.chat(to)
-    await preload(await session.raw(), subject, [encode(sample_envelope(mesh, to, opts.size)) for _ in range(n)])
-    done = asyncio.get_running_loop().create_future()
-    count = 0
-
-    async def handler(env: Envelope) -> None:
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set_result(None)
-
-    t0 = time.perf_counter()
-    consumer = await mesh.consume("chat", handler, durable=to, filters=[subject], batch=opts.batch,
-                                  concurrency=concurrency, exactly_once=exactly_once)
-    await asyncio.wait_for(done, timeout=max(60.0, n / 200))
-    elapsed = time.perf_counter() - t0
-    await consumer.stop()
-    return rate(n, elapsed)
+    return await mesh_consume_rate(session, mesh, await session.raw(), n, "once", timeout=max(60.0, n / 200),
+                                   batch=session.options.batch, concurrency=concurrency, exactly_once=exactly_once)
 
 
 async def bench_once(session: BenchSession) -> list[Row]:

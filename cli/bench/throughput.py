@@ -120,25 +120,7 @@ async def bench_consume(session: BenchSession) -> list[Row]:
     js = nc.jetstream()
 
     async def mesh_run(i: int) -> float:
-        to = session.unique("con-m")
-        envs = [sample_envelope(mesh, to, size) for _ in range(n)]
-        subject = subjects.chat(to)
-        await preload(nc, subject, [encode(e) for e in envs])
-        done = asyncio.get_running_loop().create_future()
-        count = 0
-
-        async def handler(env: Envelope) -> None:
-            nonlocal count
-            count += 1
-            if count == n:
-                done.set_result(None)
-
-        t0 = time.perf_counter()
-        consumer = await mesh.consume("chat", handler, durable=to, filters=[subject], batch=batch)
-        await asyncio.wait_for(done, timeout=max(30.0, n / 500))
-        elapsed = time.perf_counter() - t0
-        await consumer.stop()
-        return rate(n, elapsed)
+        return await mesh_consume_rate(session, mesh, nc, n, "con-m", batch=batch, timeout=max(30.0, n / 500))
 
     async def raw_run(i: int) -> float:
         to = session.unique("con-r")
@@ -162,3 +144,26 @@ async def bench_consume(session: BenchSession) -> list[Row]:
 
     m, r = await _rounds(session, mesh_run, raw_run)
     return [ratio_target(Row("consume", "msg/s", m, r, note=f"durable pull, fetch batch {batch}, explicit ack, empty handler"), 0.9)]
+
+
+async def mesh_consume_rate(session: BenchSession, mesh: Mesh, nc: Client, n: int, prefix: str, *,
+                            timeout: float, **consume: Any) -> float:
+    """Preload ``n`` chats, then time one ``Mesh.consume`` handling them all (msg/s)."""
+    to = session.unique(prefix)
+    subject = subjects.chat(to)
+    await preload(nc, subject, [encode(sample_envelope(mesh, to, session.options.size)) for _ in range(n)])
+    done = asyncio.get_running_loop().create_future()
+    count = 0
+
+    async def handler(env: Envelope) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set_result(None)
+
+    t0 = time.perf_counter()
+    consumer = await mesh.consume("chat", handler, durable=to, filters=[subject], **consume)
+    await asyncio.wait_for(done, timeout=timeout)
+    elapsed = time.perf_counter() - t0
+    await consumer.stop()
+    return rate(n, elapsed)

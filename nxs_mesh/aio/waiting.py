@@ -27,3 +27,35 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise MeshTimeout(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)  # sleep-ok: polling a condition with a deadline
+
+
+class Wakeup:
+    """A wait that ``set()`` ends early: one future at a time, one timer, no task (hot paths)."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until ``set()`` or ``timeout`` seconds, whichever comes first."""
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._fut = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

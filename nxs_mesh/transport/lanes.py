@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from nxs_mesh.aio.retry import backoff_delay
+from nxs_mesh.aio.waiting import Wakeup
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import Meta, consumer_config, meta_of, status_of
 from nxs_mesh.transport.translate import translate_nats_errors
@@ -86,7 +87,7 @@ class LanePull:
         self._inbox = ""
         self._generation = -1
         self._buf: collections.deque[Msg] = collections.deque()
-        self._wake: asyncio.Future[None] | None = None
+        self._wake = Wakeup()
         self._n = 0
         self._fetch_reply, self._fetch_got, self._fetch_end = "", 0, ""
         self._arm: Subscription | None = None  # the idle wait's subscription
@@ -273,21 +274,10 @@ class LanePull:
                     await msg.nak()
 
     def _notify(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        self._wake.set()
 
     async def _wait(self, timeout: float) -> None:
-        if timeout <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, wake)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
+        await self._wake.wait(timeout)
 
     async def _failed(self, error: str, stopping: asyncio.Event) -> None:
         self._failures += 1
@@ -304,8 +294,3 @@ class LanePull:
             await self.open()
         except Exception as exc:  # noqa: BLE001 - the next failure backs off further and tries again
             self.last_error = f"declare: {exc}"
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

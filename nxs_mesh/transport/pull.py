@@ -24,6 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api as jsapi
 
 from nxs_mesh.aio.retry import backoff_delay
+from nxs_mesh.aio.waiting import Wakeup
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire.errors import BrokenError
@@ -135,7 +136,7 @@ class PullSession:
         self._inbox = ""
         self._nms = ""
         self._buf: collections.deque[Msg] = collections.deque()
-        self._wake: asyncio.Future[None] | None = None
+        self._wake = Wakeup()
         self._req = ""  # reply subject of the live pull request ("" = none)
         self._credit = 0  # deliveries the live request may still bring
         self._req_n = 0
@@ -258,24 +259,13 @@ class PullSession:
 
     async def _on_msg(self, msg: Msg) -> None:
         self._buf.append(msg)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        self._wake.set()
 
     async def _wait(self, timeout: float) -> bool:
         """Wait until something arrives (True) or ``timeout`` passes (False)."""
         if self._buf:
             return True
-        if timeout <= 0:
-            return False
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, wake)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            self._wake = None
+        await self._wake.wait(timeout)
         return bool(self._buf)
 
     def _take(self) -> list[tuple[Msg, Meta]]:
@@ -303,8 +293,3 @@ class PullSession:
         if out:
             self._last_pending = out[-1][1].num_pending
         return out
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
