@@ -48,6 +48,12 @@ class MeshConfig:
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    # Message security (issue 12): the mesh's public keys, this node's seal key, the mesh-wide seal key,
+    # and whether unsigned or unverifiable envelopes are refused (dead-lettered) instead of accepted.
+    trust_file: str | None = None
+    seal_key: str | None = None
+    mesh_seal_key: str | None = None
+    secure: bool = False
     inbox_prefix: str | None = None  # default: _INBOX_nxs.<instance_id>, so per-node permissions work
     # JetStream assets: replicas None = min(3, cluster size).
     replicas: int | None = None
@@ -123,6 +129,9 @@ def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, 
     return None
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _coerce(name: str, raw: Any) -> Any:
     kind = {f.name: f.type for f in fields(MeshConfig)}[name]
     try:
@@ -134,6 +143,11 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         if "float" in str(kind):
             return float(raw)
+        if "bool" in str(kind) and not isinstance(raw, bool):
+            text = str(raw).strip().lower()
+            if text not in _BOOLS:
+                raise ValueError(text)
+            return _BOOLS[text]
     except (TypeError, ValueError):
         raise ConfigError(name, f"{raw!r} is not a valid {kind}") from None
     return None if raw == "" else raw
