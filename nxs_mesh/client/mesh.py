@@ -88,7 +88,8 @@ class Mesh:
         self.state = MeshState.OPEN
         if self._path.flusher is not None:
             self._path.flusher.start()
-        if self._ensure:
+        # On a secure mesh streams are admin's (`nxs init`): nodes may not create or update them.
+        if self._ensure and not self.config.secure:
             try:
                 await self.ensure_streams()
             except BaseException:

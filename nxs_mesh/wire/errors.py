@@ -17,6 +17,7 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    ├── PermissionDenied            the server refused this identity an operation (names the subject)
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -43,6 +44,7 @@ __all__ = [
     "JetStreamUnavailable",
     "MeshError",
     "MeshTimeout",
+    "PermissionDenied",
     "NoResponders",
     "NotConnectedError",
     "OutboxFull",
@@ -133,6 +135,16 @@ class RemoteError(MeshError):
     def __init__(self, message: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(f"{node}: {message}" if node else message)
+
+
+class PermissionDenied(MeshError):
+    """The server's permissions for this identity refuse an operation on ``subject``."""
+
+    def __init__(self, operation: str, subject: str, what: str = "") -> None:
+        self.operation, self.subject = operation, subject
+        lead = f"{what}: " if what else ""
+        super().__init__(f"{lead}permission denied: this identity may not {operation} {subject!r} "
+                         "(the mesh's server permissions refuse it; admin operations need the admin identity)")
 
 
 class ServerError(MeshError):
