@@ -17,6 +17,9 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    ├── FileError                   an Object Store file could not be stored or read
+    │   ├── FileNotFound            no such file in the bucket (or it was deleted)
+    │   └── FileCorrupt             a stored file fails its checks: chunks missing, size or digest wrong
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -39,6 +42,9 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "EnvelopeError",
+    "FileCorrupt",
+    "FileError",
+    "FileNotFound",
     "HandlerSignal",
     "JetStreamUnavailable",
     "MeshError",
@@ -133,6 +139,18 @@ class RemoteError(MeshError):
     def __init__(self, message: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(f"{node}: {message}" if node else message)
+
+
+class FileError(MeshError):
+    """An Object Store file could not be stored or read (names the file)."""
+
+
+class FileNotFound(FileError):
+    """No file of that name in the bucket (never stored, or deleted)."""
+
+
+class FileCorrupt(FileError):
+    """A stored file fails its checks on read: chunks missing, size or SHA-256 digest not as its meta says."""
 
 
 class ServerError(MeshError):
