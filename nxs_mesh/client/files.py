@@ -17,16 +17,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nxs_mesh.client.file_io import Sink, Source, open_source, write_to
+from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport import objects
+from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.objects import BUCKET, CHUNK_SIZE, Progress, StoredObject
 from nxs_mesh.wire.envelope import check_id
 from nxs_mesh.wire.errors import FileError
-
-if TYPE_CHECKING:
-    from nxs_mesh.client.mesh import Mesh
 
 __all__ = ["FILE_NOTICE", "TO_KEY", "FileInfo", "MeshFiles"]
 
@@ -36,6 +35,19 @@ FROM_KEY = "nxs-from"
 #: ``kind`` of the SYNC notice sent to that node.
 FILE_NOTICE = "file"
 _MAX_CHUNK = 1024 * 1024
+
+
+class _Mesh(Protocol):
+    """What files need of ``Mesh`` (a protocol: ``client.mesh`` imports this module)."""
+
+    config: MeshConfig
+
+    @property
+    def link(self) -> Link: ...
+
+    def cluster_size(self) -> int: ...
+
+    async def publish(self, message_type: str, content: Any = "", *, to: str = "*") -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -75,14 +87,14 @@ def check_name(name: str) -> str:
 class MeshFiles:
     """The mesh's Object Store bucket; made by ``mesh.files``. The bucket is ensured on first use."""
 
-    def __init__(self, mesh: Mesh, bucket: str = BUCKET) -> None:
+    def __init__(self, mesh: _Mesh, bucket: str = BUCKET) -> None:
         self._mesh, self.bucket = mesh, bucket
         self._ensured_gen = -1
 
     def __repr__(self) -> str:
         return f"<MeshFiles {self.bucket} [{self._mesh.config.instance_id}]>"
 
-    async def _link(self) -> Any:
+    async def _link(self) -> Link:
         link = self._mesh.link
         if self._ensured_gen != link.generation:
             n = self._mesh.config.replicas or self._mesh.cluster_size()

@@ -1,7 +1,7 @@
 """The NATS Object Store in its own wire format, written on JetStream primitives, streamed both ways.
 
-The format (ADR-20, what the `nats object` CLI and nats-py read and write): bucket ``B`` is the stream
-``OBJ_B`` over ``$O.B.C.>`` (chunks) and ``$O.B.M.>`` (meta); an object's chunks go to
+The format (ADR-20, what the `nats object` CLI and nats-py read and write; its names and the meta
+document live in ``object_meta``): bucket ``B`` is the stream ``OBJ_B`` over ``$O.B.C.>`` (chunks) and ``$O.B.M.>`` (meta); an object's chunks go to
 ``$O.B.C.<nuid>`` in order, then its meta (JSON: name, nuid, size, chunks, digest ``SHA-256=<urlsafe
 b64>``, ...) to ``$O.B.M.<urlsafe b64 of the name>`` with ``Nats-Rollup: sub``.
 
@@ -27,14 +27,11 @@ connection. Here:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -43,6 +40,17 @@ from nats.js import errors as jse
 from nats.nuid import NUID
 
 from nxs_mesh.transport.link import Link
+from nxs_mesh.transport.object_meta import (
+    BUCKET,
+    CHUNK_SIZE,
+    DIGEST_PREFIX,
+    StoredObject,
+    chunk_subject,
+    digest_bytes,
+    digest_of,
+    meta_subject,
+    stream_name,
+)
 from nxs_mesh.transport.publisher import Ack
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire.errors import (
@@ -63,9 +71,6 @@ __all__ = [
     "stream_name",
 ]
 
-BUCKET: Final = "NXS_FILES"
-CHUNK_SIZE: Final = 128 * 1024  # the Go client's and nats-py's default
-DIGEST_PREFIX: Final = "SHA-256="
 WINDOW: Final = 64  # chunks in flight on put (8 MiB at the default size)
 READ_BATCH: Final = 32  # chunks per pull on get
 ACK_TIMEOUT: Final = 5.0
@@ -76,80 +81,6 @@ _ROLLUP: Final = {"Nats-Rollup": "sub"}
 Progress = Callable[[int, "int | None"], None]
 
 _TRANSIENT: Final = (MeshTimeout, NotConnectedError, BrokenError, JetStreamUnavailable, ClosedError)
-
-
-def stream_name(bucket: str) -> str:
-    return f"OBJ_{bucket}"
-
-
-def meta_subject(bucket: str, name: str) -> str:
-    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-
-
-def chunk_subject(bucket: str, nuid: str) -> str:
-    return f"$O.{bucket}.C.{nuid}"
-
-
-def digest_of(sha: bytes) -> str:
-    return DIGEST_PREFIX + base64.urlsafe_b64encode(sha).decode()
-
-
-def _digest_bytes(text: str) -> bytes | None:
-    """The raw SHA-256 of a meta's ``digest`` (``SHA-256=<urlsafe b64>``, padded or not), None if unreadable."""
-    if text[: len(DIGEST_PREFIX)].upper() != DIGEST_PREFIX:
-        return None
-    body = text[len(DIGEST_PREFIX):]
-    try:
-        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """An object's meta as stored (the Object Store's ObjectInfo)."""
-
-    name: str
-    bucket: str
-    nuid: str
-    size: int
-    chunks: int
-    digest: str
-    mtime: str = ""
-    description: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    deleted: bool = False
-    max_chunk_size: int = CHUNK_SIZE
-    link: dict[str, Any] | None = None
-
-    def to_json(self) -> bytes:
-        doc: dict[str, Any] = {
-            "name": self.name, "description": self.description or None, "bucket": self.bucket, "nuid": self.nuid,
-            "size": self.size, "mtime": self.mtime, "chunks": self.chunks, "digest": self.digest,
-            "options": {"max_chunk_size": self.max_chunk_size},
-        }
-        if self.metadata:
-            doc["metadata"] = self.metadata
-        if self.deleted:
-            doc["deleted"] = True
-        return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes, where: str) -> StoredObject:
-        try:
-            doc = json.loads(data)
-            options = doc.get("options") or {}
-            return cls(
-                name=str(doc["name"]), bucket=str(doc.get("bucket") or ""), nuid=str(doc.get("nuid") or ""),
-                size=int(doc.get("size") or 0), chunks=int(doc.get("chunks") or 0),
-                digest=str(doc.get("digest") or ""), mtime=str(doc.get("mtime") or ""),
-                description=str(doc.get("description") or ""),
-                metadata={str(k): str(v) for k, v in (doc.get("metadata") or {}).items()},
-                deleted=bool(doc.get("deleted", False)),
-                max_chunk_size=int(options.get("max_chunk_size") or CHUNK_SIZE), link=options.get("link"),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise FileCorrupt(f"{where}: unreadable object meta ({exc})") from None
 
 
 # -- bucket ------------------------------------------------------------------------------------------
@@ -194,20 +125,22 @@ async def _purge(link: Link, bucket: str, subject: str) -> None:
 
 async def _ready(link: Link, deadline: float, error: MeshError, what: str) -> None:
     """After a transient error: wait until the connection is usable again, or raise ``FileError``."""
-    if not isinstance(error, _TRANSIENT):
-        raise FileError(f"{what}: {error}") from error
+    text = str(error) if str(error).startswith(what) else f"{what}: {error}"
+    # Whatever fails while the connection is down (a full reconnect buffer included) is the drop's doing.
+    if not isinstance(error, _TRANSIENT) and link.is_connected:
+        raise FileError(text) from error
     delay = 0.05
     while time.monotonic() < deadline:
         try:
             if link.nc.is_connected:
                 return
         except ClosedError:
-            raise FileError(f"{what}: {error}") from error
+            raise FileError(text) from error
         except NotConnectedError:
             pass  # being reopened
         await asyncio.sleep(delay)  # sleep-ok: waiting for the reconnect, with a deadline
         delay = min(1.0, delay * 2)
-    raise FileError(f"{what}: gave up after {RETRY_FOR:g}s: {error}") from error
+    raise FileError(f"{text} (gave up after {RETRY_FOR:g}s)") from error
 
 
 # -- put ---------------------------------------------------------------------------------------------
@@ -401,7 +334,7 @@ async def read_object(
             await reader.close()
     if got != info.size:
         raise FileCorrupt(f"{what}: {got} bytes stored, its meta says {info.size}")
-    if sha.digest() != _digest_bytes(info.digest):
+    if sha.digest() != digest_bytes(info.digest):
         raise FileCorrupt(f"{what}: SHA-256 digest mismatch (stored data is not what was put)")
 
 
