@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,14 @@ def put(
 def get(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The file's name in the bucket."),
-    output: Path = typer.Option(None, "--output", "-o", help="Where to write it (default: ./NAME)."),
+    output: str = typer.Option(None, "--output", "-o",
+                               help="Where to write it (default: ./NAME); - writes to stdout (checked at the end)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fetch a file; it appears at the output path only after its SHA-256 matched."""
     s = settings(ctx)
-    dest = output or Path(Path(name).name)
+    to_stdout = output == "-"
+    dest: Any = sys.stdout.buffer if to_stdout else Path(output or Path(name).name)
 
     async def go() -> Any:
         async with open_mesh(ctx) as mesh:
@@ -82,6 +85,9 @@ def get(
                 return await mesh.files.get(name, dest, progress=progress)
 
     info = run(go(), debug=s.debug)
+    if to_stdout:
+        sys.stdout.buffer.flush()
+        return
     if as_json:
         print_json({**info.as_dict(), "path": str(dest)})
         return

@@ -278,3 +278,17 @@ def test_cli_errors_are_one_line(nats_server: NatsServer, tmp_path: Path, monkey
     r = nxs(nats_server.url, "file", "rm", "nope")
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "nope")
+
+
+def test_files_example_runs(nats_server: NatsServer, tmp_path: Path) -> None:
+    """examples/files.py (the README's Files block) as written, against a real server."""
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NXS_")}, "NXS_URL": nats_server.url,
+           "HOME": str(tmp_path)}
+    example = Path(__file__).resolve().parent.parent / "examples" / "files.py"
+    r = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "same bytes: True" in r.stdout and "['contexts/research.bin'] 5242880" in r.stdout, r.stdout
