@@ -363,3 +363,13 @@ def test_files_example_runs(nats_server: NatsServer, tmp_path: Path) -> None:
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "same bytes: True" in r.stdout and "['contexts/research.bin'] 5242880" in r.stdout, r.stdout
+
+
+async def test_bench_files_reports_both_sides() -> None:
+    from nxs_cli.bench import BenchOptions, run_bench
+
+    report = await run_bench(["files"], BenchOptions(messages=50, rounds=1))
+    rows = {r.scenario: r for r in report.rows}
+    assert set(rows) == {"file put", "file get"}, [r.note for r in report.rows]
+    for row in rows.values():
+        assert row.metric == "MB/s" and row.mesh and row.raw and row.ratio and row.target == ">= 0.9x"
