@@ -298,6 +298,15 @@ async def test_bucket_replicas_follow_the_cluster(tmp_path: Path) -> None:
                 await nc.close()
             assert info.config.num_replicas == 3
             assert info.config.allow_rollup_hdrs and info.config.discard == jsapi.DiscardPolicy.NEW
+            data = blob(3 * MiB, seed=10)
+            await mesh.files.put(data, name="replicated")
+        leader = next(s for s in cluster.servers if s.name == info.cluster.leader)
+        await asyncio.to_thread(leader.stop)  # the bucket's leader goes: a replica serves the file
+        others = tuple(s.url for s in cluster.servers if s is not leader)
+        async with Mesh(cfg.replace(servers=others)) as mesh:
+            sink = io.BytesIO()
+            await mesh.files.get("replicated", sink)
+            assert sink.getvalue() == data
 
 
 async def test_put_to_a_node_names_it_and_sends_a_sync_notice(mesh: Mesh) -> None:

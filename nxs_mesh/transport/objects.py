@@ -106,12 +106,22 @@ async def ensure_bucket(link: Link, bucket: str = BUCKET, *, replicas: int = 1) 
 
 
 async def object_info(link: Link, bucket: str, name: str, *, deleted: bool = False) -> StoredObject:
-    """The object's meta; ``FileNotFound`` when there is none (or it was deleted, unless ``deleted``)."""
-    with translate_nats_errors(f"file {name!r}"):
+    """The object's meta; ``FileNotFound`` when there is none (or it was deleted, unless ``deleted``).
+    Retries while the connection or the stream's leader is away (a restart, a leader election)."""
+    what = f"file {name!r}"
+    deadline = time.monotonic() + RETRY_FOR
+    while True:
         try:
-            raw = await link.js.get_last_msg(stream_name(bucket), meta_subject(bucket, name))
-        except jse.NotFoundError:
-            raise FileNotFound(f"no file {name!r} in {bucket}") from None
+            with translate_nats_errors(what):
+                try:
+                    raw = await link.js.get_last_msg(stream_name(bucket), meta_subject(bucket, name))
+                except jse.NotFoundError:
+                    raise FileNotFound(f"no file {name!r} in {bucket}") from None
+            break
+        except FileError:
+            raise
+        except MeshError as exc:
+            await _ready(link, deadline, exc, what)
     info = StoredObject.from_json(raw.data or b"", f"file {name!r}")
     if info.deleted and not deleted:
         raise FileNotFound(f"no file {name!r} in {bucket} (deleted)")
