@@ -154,6 +154,11 @@ async def test_missing_chunk_size_and_digest_mismatch_are_errors(mesh: Mesh, raw
     with pytest.raises(FileCorrupt, match="incomplete, 0 of 8"):  # never a hang waiting for chunks
         await mesh.files.get("purged", out)
 
+    await raw.publish(objects.meta_subject(objects.BUCKET, "garbage"), b"not json", headers={"Nats-Rollup": "sub"})
+    with pytest.raises(FileCorrupt, match="unreadable object meta"):
+        await mesh.files.info("garbage")
+    assert {f.name for f in await mesh.files.list()} == {"holed", "short", "forged", "purged"}  # the rest still listed
+
 
 async def test_chunks_stored_out_of_order_are_repaired(mesh: Mesh, raw: Any) -> None:
     """A chunk the drop lost, overtaken by later ones: those are deleted and stored again after it."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -70,6 +71,8 @@ __all__ = [
     "digest_of", "ensure_bucket", "list_objects", "meta_subject", "object_info", "put_object", "read_object",
     "stream_name",
 ]
+
+log = logging.getLogger("nxs_mesh.transport.objects")
 
 WINDOW: Final = 64  # chunks in flight on put (8 MiB at the default size)
 READ_BATCH: Final = 32  # chunks per pull on get
@@ -360,7 +363,11 @@ async def list_objects(link: Link, bucket: str, *, deleted: bool = False) -> lis
             msgs = await reader.take(min(256, pending))
             pending -= len(msgs)
             for msg in msgs:
-                info = StoredObject.from_json(msg.data, what)
+                try:
+                    info = StoredObject.from_json(msg.data, what)
+                except FileCorrupt as exc:  # a foreign writer's garbage must not hide the other files
+                    log.warning("%s: skipping %s: %s", what, msg.subject, exc)
+                    continue
                 if deleted or not info.deleted:
                     out.append(info)
     finally:
