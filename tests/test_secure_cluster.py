@@ -208,6 +208,15 @@ def test_the_outbox_file_is_private(tmp_path: Path):
         assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f"{f} is readable by others"
 
 
+async def test_files_are_shared_between_least_privileged_nodes(provisioned: SecureCluster, tmp_path: Path):
+    async with Mesh(provisioned.config("n1")) as n1, Mesh(provisioned.config("n2")) as n2:
+        await n1.files.put(b"context bundle " * 1000, name="bundle.bin")
+        await n2.files.get("bundle.bin", tmp_path / "got.bin")
+        assert (tmp_path / "got.bin").read_bytes() == b"context bundle " * 1000
+        await n2.files.delete("bundle.bin")
+        assert [f.name for f in await n1.files.list()] == []
+
+
 def test_key_files_are_written_0600(provisioned: SecureCluster):
     for path in provisioned.layout.root.rglob("*"):
         if path.suffix in (".key", ".nk"):

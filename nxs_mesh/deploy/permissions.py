@@ -47,6 +47,8 @@ def _js_api(node: str) -> list[str]:
         if stream != "NXS_TASK":  # only ephemeral readers live there; task consumers are shared work
             allow.append(f"{api}.CONSUMER.DELETE.{stream}.>")
     allow += [f"{api}.CONSUMER.MSG.NEXT.NXS_COMMAND.{d}" for d in command_durables(node)]
+    # Files are shared state: removing one purges its chunks' subject and deletes its meta message.
+    allow += [f"{api}.STREAM.PURGE.OBJ_NXS_FILES", f"{api}.STREAM.MSG.DELETE.OBJ_NXS_FILES"]
     return allow
 
 

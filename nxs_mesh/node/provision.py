@@ -2,7 +2,7 @@
 
 A secure node may not create streams, buckets or its own command consumer (a consumer's filters are
 what keep a node from reading another node's commands, and the server cannot check filters a node
-chooses), so admin creates them: the streams, the task and exactly-once buckets, and per trusted
+chooses), so admin creates them: the streams, the task and exactly-once buckets, the files bucket, and per trusted
 node its command consumer with exactly the filters and settings the node's worker binds to.
 
     results = await provision(mesh, ["n1", "n2", "n3"])
@@ -32,6 +32,8 @@ async def provision(mesh: Mesh, nodes: Iterable[str], *, replicas: int | None = 
     had_once = await mesh.admin.stream("KV_NXS_ONCE") is not None
     await open_guard(mesh.admin, "provision")
     results.append(EnsureResult("KV NXS_ONCE", "unchanged" if had_once else "created", "exactly-once records"))
+    files = await mesh.files.ensure()
+    results.append(EnsureResult("OBJ NXS_FILES", "created" if files == "created" else "unchanged", "files"))
     for node in sorted(set(nodes)):
         durable = durable_name("command", node)
         existed = await mesh.admin.consumer("NXS_COMMAND", durable) is not None

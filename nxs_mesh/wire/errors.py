@@ -18,6 +18,9 @@ maps them where they enter).
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
     ├── PermissionDenied            the server refused this identity an operation (names the subject)
+    ├── FileError                   an Object Store file could not be stored or read
+    │   ├── FileNotFound            no such file in the bucket (or it was deleted)
+    │   └── FileCorrupt             a stored file fails its checks: chunks missing, size or digest wrong
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -40,6 +43,9 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "EnvelopeError",
+    "FileCorrupt",
+    "FileError",
+    "FileNotFound",
     "HandlerSignal",
     "JetStreamUnavailable",
     "MeshError",
@@ -145,6 +151,18 @@ class PermissionDenied(MeshError):
         lead = f"{what}: " if what else ""
         super().__init__(f"{lead}permission denied: this identity may not {operation} {subject!r} "
                          "(the mesh's server permissions refuse it; admin operations need the admin identity)")
+
+
+class FileError(MeshError):
+    """An Object Store file could not be stored or read (names the file)."""
+
+
+class FileNotFound(FileError):
+    """No file of that name in the bucket (never stored, or deleted)."""
+
+
+class FileCorrupt(FileError):
+    """A stored file fails its checks on read: chunks missing, size or SHA-256 digest not as its meta says."""
 
 
 class ServerError(MeshError):
