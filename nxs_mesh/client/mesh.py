@@ -23,6 +23,7 @@ from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_na
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
 from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
+from nxs_mesh.client.security import MessageSecurity, outgoing_headers, screen_record
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport import admin
 from nxs_mesh.transport.connection import ReconnectPolicy, server_path
@@ -69,6 +70,10 @@ class Mesh:
         self._own_outbox = outbox is not None and not isinstance(outbox, Outbox)
         self.outbox: Outbox | None = Outbox(outbox) if not isinstance(outbox, Outbox | None) else outbox
         self._policy = ReconnectPolicy()
+        #: Signing, verification and seal keys (``client.security``), from the config's key files.
+        self.security = MessageSecurity.from_config(self.config)
+        #: A capability token (``wire.grants``) sent with every COMMAND and TASK, when set.
+        self.grant: str | None = None
 
     def __repr__(self) -> str:
         link = self._link
@@ -84,7 +89,7 @@ class Mesh:
         if self.state is MeshState.OPEN:
             return self
         self._link = await Link.open(self.config, policy=self._policy, on_reconnected=self._on_reconnected)
-        self._path = PublishPath(self._link, self.outbox, self.publish_timeout)
+        self._path = PublishPath(self._link, self.outbox, self.publish_timeout, self.security)
         self.state = MeshState.OPEN
         if self._path.flusher is not None:
             self._path.flusher.start()
@@ -192,8 +197,12 @@ class Mesh:
         reply_to: str | None = None,
         message_id: uuid.UUID | str | None = None,
         capability: str | None = None,
+        seal: bool = False,
     ) -> PublishResult:
-        """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate)."""
+        """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate).
+
+        ``seal``: encrypt the content to the target node's key (a broadcast: to the mesh key) from the
+        trust file; routing fields and metadata stay readable (``wire.sealing``)."""
         if capability is not None:
             check_id(capability, "capability")
             metadata = {**(metadata or {}), "capability": capability}
@@ -201,17 +210,23 @@ class Mesh:
             message_type, content, source=self.source, to=to, agent=agent, priority=priority, ttl=ttl,
             metadata=metadata, correlation_id=correlation_id, reply_to=reply_to, message_id=message_id,
         )
-        return await self.send(env)
+        return await self.send(env, seal=seal)
 
-    async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False) -> PublishResult:
+    async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False,
+                   seal: bool = False) -> PublishResult:
         """Store a ready envelope (its ``message_id`` is the dedup key: re-sending it is harmless)."""
+        extra = outgoing_headers(env, seal=seal, grant=self.grant)
+        if seal:
+            env = self.security.seal(env)
         return await self.send_raw(subject or subjects.for_envelope(env), encode_checked(env, msgpack=msgpack), env,
-                                   msgpack=msgpack)
+                                   msgpack=msgpack, extra=extra)
 
-    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
+    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False,
+                       extra: dict[str, str] | None = None) -> PublishResult:
+        """Store ready bytes of ``env`` (signed here when the config has a key; ``extra`` headers added)."""
         self.link  # noqa: B018 - raises the right error when not open
         assert self._path is not None
-        return await self._path.send_raw(subject, data, env, msgpack=msgpack)
+        return await self._path.send_raw(subject, data, env, msgpack=msgpack, extra=extra)
 
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
@@ -227,8 +242,9 @@ class Mesh:
         return await self._path.publish_many(envelopes, msgpack=msgpack)
 
     async def publish_now(self, subject: str, data: bytes) -> None:
-        """A plain publish with no stream acknowledgement (heartbeats: a lost one is replaced next interval)."""
-        await self.link.publish(subject, data)
+        """A plain publish with no stream acknowledgement (heartbeats: a lost one is replaced next interval);
+        an envelope is signed like every other."""
+        await self.link.publish(subject, data, self.security.sign_raw(subject, data))
 
     async def flush(self, timeout: float = 2.0) -> None:
         """Wait until the server has everything published so far."""
@@ -291,7 +307,7 @@ class Mesh:
                 dlq_instance=self.config.instance_id, window=window,
                 lanes=lane_prefixes(kind, filters) if lanes else (),
             ),
-            handler, on_change=on_change, once=once,
+            handler, on_change=on_change, once=once, security=self.security,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -315,12 +331,26 @@ class Mesh:
         if filters is None:
             filters = subjects.filters_for(kind, instance, agent) if kind.lower() != "dlq" else list(spec.subjects)
         if spec.retention == "workqueue":  # peek: a reading consumer would take the workers' tasks
-            return peek_workqueue(self.link, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
-        return read_stream(self.link, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+            records = peek_workqueue(self.link, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
+        else:
+            records = read_stream(self.link, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+        return self._screened(records)
+
+    async def _screened(self, records: AsyncIterator[Record]) -> AsyncIterator[Record]:
+        """Records as this client judges them (``Record.verified``; sealed content opened when for us)."""
+        async for rec in records:
+            yield screen_record(self.security, rec)
 
     async def last(self, kind: str, subject: str) -> Record | None:
-        """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None."""
-        return await admin.last_message(self.link, stream_for_kind(kind).name, subject)
+        """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None; in secure
+        mode one that fails verification has no ``envelope`` (see ``Record.error``)."""
+        rec = await admin.last_message(self.link, stream_for_kind(kind).name, subject)
+        return screen_record(self.security, rec) if rec is not None else None
+
+    def accepts(self, env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> bool:
+        """Whether a live message (a heartbeat, a status heard on a subscription) may be believed:
+        in secure mode it must verify and be fresh (``MessageSecurity.accepts_live``)."""
+        return not self.security.active or self.security.accepts_live(env, subject, data, headers)
 
     # -- request / reply ---------------------------------------------------------------------------
     async def request(
@@ -332,13 +362,15 @@ class Mesh:
         agent: str = "*",
         timeout: float = 5.0,
         priority: int = REQUEST_PRIORITY,
+        seal: bool = False,
     ) -> Envelope:
-        """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``."""
+        """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``.
+        ``seal``: the command and its arguments are sealed to ``to``'s key."""
         corr = str(uuid.uuid4())
         _, env = await self.call(
             "COMMAND", {"command": command, "args": args}, correlation_id=corr, timeout=timeout,
             waiting_for=f"reply from {to} to {command!r}", to=to, agent=agent, priority=priority,
-            ttl=max(1, int(timeout + 0.999)),
+            ttl=max(1, int(timeout + 0.999)), seal=seal,
         )
         return env
 

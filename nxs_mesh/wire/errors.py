@@ -17,6 +17,10 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    ├── SecurityError               message security (signatures, seals, rights)
+    │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
+    │   ├── SealError               a sealed payload cannot be sealed or opened
+    │   └── NotAuthorized           the signer has no right to this command or capability
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -44,6 +48,7 @@ __all__ = [
     "MeshError",
     "MeshTimeout",
     "NoResponders",
+    "NotAuthorized",
     "NotConnectedError",
     "OutboxFull",
     "PortInUse",
@@ -51,10 +56,13 @@ __all__ = [
     "Reject",
     "RemoteError",
     "Retry",
+    "SealError",
+    "SecurityError",
     "ServerError",
     "StreamConflict",
     "StreamError",
     "UnknownMessageType",
+    "VerificationError",
 ]
 
 
@@ -133,6 +141,22 @@ class RemoteError(MeshError):
     def __init__(self, message: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(f"{node}: {message}" if node else message)
+
+
+class SecurityError(MeshError):
+    """Message security refused something (see the subclasses); the text is the reason."""
+
+
+class VerificationError(SecurityError):
+    """An envelope is unsigned, wrongly signed, replayed, stale, or not signed by its ``source``."""
+
+
+class SealError(SecurityError):
+    """A sealed payload cannot be sealed (no key for the target) or opened (not for us, corrupted)."""
+
+
+class NotAuthorized(SecurityError):
+    """The signer holds no policy entry or grant for this command or task capability."""
 
 
 class ServerError(MeshError):
