@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from nxs_mesh.client.admin import MeshAdmin
-from nxs_mesh.client.calls import await_result, build_result
+from nxs_mesh.client.calls import Accept, await_result, build_result
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
@@ -376,17 +376,20 @@ class Mesh:
 
     async def call(
         self, message_type: str, content: Any, *, correlation_id: str, timeout: float, waiting_for: str,
-        **publish: Any,
+        accept: Accept | None = None, **publish: Any,
     ) -> tuple[PublishResult, Envelope]:
         """Publish with ``reply_to`` = ``nxs.result.<correlation_id>`` and wait for that RESULT.
 
-        Raises ``MeshTimeout`` after ``timeout`` and ``RemoteError`` when the RESULT carries an error."""
+        Raises ``MeshTimeout`` after ``timeout`` and ``RemoteError`` when the RESULT carries an error. In
+        secure mode a RESULT that fails verification is ignored (so is one ``accept`` refuses)."""
         reply = subjects.result(correlation_id)
 
         async def send() -> PublishResult:
             return await self.publish(message_type, content, correlation_id=correlation_id, reply_to=reply, **publish)
 
-        ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for)
+        check = self.security.result_check(accept)
+        ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for,
+                                      accept=check)
         return ack, env
 
     async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None,

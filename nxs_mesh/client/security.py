@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import msgspec
 import nacl.public
 
+from nxs_mesh.client.calls import Accept
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.reader import Record
 from nxs_mesh.wire.content import check_payload
@@ -142,6 +143,21 @@ class MessageSecurity:
                         MAX_SKEW)
             return False
         return True
+
+    def result_check(self, then: Accept | None = None) -> Accept | None:
+        """What a caller runs on a RESULT before believing it: in secure mode it must verify (and be
+        from its ``source``), then ``then`` decides; None when there is nothing to check."""
+        if not self.secure and then is None:
+            return None
+
+        async def accept(env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> tuple[bool, str]:
+            try:
+                self.check(env, subject, data, headers)
+            except VerificationError as exc:
+                return False, str(exc)
+            return (True, "") if then is None else await then(env, subject, data, headers)
+
+        return accept
 
     def sign_raw(self, subject: str, data: bytes) -> dict[str, str] | None:
         """Signature headers for ready envelope bytes (a core publish), or None (no key, not an envelope)."""

@@ -13,6 +13,7 @@ from typing import Any
 from nxs_mesh.client.calls import build_result
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.node.authorize import Authorizer
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire.contract import result_subject
 from nxs_mesh.wire.envelope import Envelope
@@ -33,6 +34,7 @@ class CommandRunner:
                  status: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.mesh, self.registry, self.max_deliver, self._status = mesh, registry, max_deliver, status
         self.reply_failures = 0
+        self.authorizer = Authorizer(mesh)
 
     @property
     def node_id(self) -> str:
@@ -44,6 +46,10 @@ class CommandRunner:
             await self._reply(env, None, error=_NOT_A_COMMAND)
             raise Reject(_NOT_A_COMMAND)
         name = content["command"]
+        refusal = self.authorizer.refusal("command", name, env, delivery)  # before anything about the node is said
+        if refusal is not None:
+            await self._reply(env, None, error=refusal)
+            raise Reject(refusal)
         fn = self.registry.commands.get(name)
         if fn is None:
             reason = f"unknown command {name!r}; this node knows {', '.join(sorted(self.registry.commands))}"

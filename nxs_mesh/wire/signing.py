@@ -35,6 +35,7 @@ from nxs_mesh.wire.errors import ConfigError
 
 __all__ = [
     "GRANT_HEADER",
+    "RECORD_SCHEME",
     "SIGNER_HEADER",
     "SIG_HEADER",
     "SIG_SCHEME",
@@ -43,6 +44,8 @@ __all__ = [
     "b64url_decode",
     "load_signer",
     "new_seed",
+    "record_signed_by",
+    "sign_record",
     "signing_input",
     "verify",
     "verify_bytes",
@@ -143,3 +146,31 @@ def verify(public: str, subject: str, message_id: str, body: bytes, sig: str) ->
     except ValueError:
         return False
     return len(raw) == 64 and verify_bytes(public, signing_input(subject, message_id, body), raw)
+
+
+# -- signed records (a task's claim in NXS_TASKS) -----------------------------------------------------
+RECORD_SCHEME: Final = b"nxs-record-v1"
+_SIG_FIELD: Final = b',"sig":"'
+
+
+def sign_record(signer: Signer, key: str, body: bytes) -> bytes:
+    """A JSON object ``body`` (``{...}``, ``signer`` among its fields) with ``"sig"`` added as its last
+    field: the signature of ``b"nxs-record-v1\\n" + key + b"\\n" + body``, where ``key`` is the KV key it
+    is stored under (so a record copied to another task does not verify)."""
+    if not body.endswith(b"}"):
+        raise ValueError("a record is a JSON object")
+    sig = b64url(signer.sign(b"".join((RECORD_SCHEME, b"\n", key.encode(), b"\n", body))))
+    return body[:-1] + _SIG_FIELD + sig.encode() + b'"}'
+
+
+def record_signed_by(public: str, key: str, value: bytes) -> bool:
+    """True when ``value`` (as stored) carries ``public``'s valid ``sign_record`` signature for ``key``."""
+    at = value.rfind(_SIG_FIELD)
+    if at < 0 or not value.endswith(b'"}'):
+        return False
+    body = value[:at] + b"}"
+    try:
+        sig = b64url_decode(value[at + len(_SIG_FIELD):-2].decode())
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return verify_bytes(public, b"".join((RECORD_SCHEME, b"\n", key.encode(), b"\n", body)), sig)
