@@ -283,9 +283,11 @@ async def submit_task(
     ttl: int = TASK_TTL,
     wait: bool = False,
     timeout: float = 60.0,
+    task_id: str | None = None,
 ) -> tuple[PublishResult, Envelope | None]:
-    """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT."""
-    task_id = str(uuid.uuid4())
+    """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT.
+    ``task_id`` (a UUID; default a fresh one) makes a resubmission harmless: the same id is stored once."""
+    task_id = task_id or str(uuid.uuid4())
     publish: dict[str, Any] = {"capability": capability, "priority": priority, "ttl": ttl, "message_id": task_id}
     if not wait:
         ack = await mesh.publish(
