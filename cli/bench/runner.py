@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any, Final
 
 from nxs_cli.bench.codec import bench_codec
+from nxs_cli.bench.crypto import bench_crypto
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.footprint import bench_footprint
 from nxs_cli.bench.latency import bench_latency, bench_request
@@ -36,6 +37,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "codec": ("envelope encode+decode per second", bench_codec),
     "footprint": ("idle `nxs node run`: RSS and bytes/s", bench_footprint),
     "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
+    "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
 }
 DEFAULT_SCENARIOS: Final = tuple(SCENARIOS)
 
