@@ -67,6 +67,8 @@ def test_the_signed_bytes_are_the_documented_ones():
     assert not verify(signer.public, "nxs.chat.bob._all", mid.replace("5f", "60"), b'{"hello":"world"}', VECTOR_SIG)
     assert not verify(signer.public, "nxs.chat.bob._all", mid, b'{"hello":"World"}', VECTOR_SIG)
     assert not verify("UNOTAKEY", "nxs.chat.bob._all", mid, b'{"hello":"world"}', VECTOR_SIG)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security-wire.md").read_text()
+    assert VECTOR_SEED.decode() in doc and signer.public in doc and VECTOR_SIG in doc and mid in doc
 
 
 def test_freshness_window_and_skew(keys: MeshKeys):
