@@ -119,6 +119,9 @@ async def test_a_sealed_command_is_opened_and_authorized(worker: Node, keys: Mes
         assert reply.content == {"got": {"pin": "4321"}}
         stored = [r async for r in alice.tail("command")]
         assert stored and all(b"4321" not in r.data and b"secret" not in r.data for r in stored)
+        answers = [r async for r in alice.tail("result")]  # the answer went back sealed to alice
+        assert answers and all(b"4321" not in r.data and r.headers.get("Nxs-Sealed") for r in answers)
+        assert answers[-1].envelope is not None and answers[-1].envelope.content == {"got": {"pin": "4321"}}
     finally:
         await alice.close()
 

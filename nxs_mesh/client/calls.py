@@ -15,8 +15,9 @@ from nxs_mesh.transport.link import Link
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, Source, decode, new_envelope
 from nxs_mesh.wire.errors import EnvelopeError, MeshTimeout, RemoteError
+from nxs_mesh.wire.sealing import SEALED_HEADER
 
-__all__ = ["Accept", "await_result", "build_result", "correlation_of"]
+__all__ = ["Accept", "Screen", "await_result", "build_result", "correlation_of"]
 
 log = logging.getLogger("nxs_mesh.client.calls")
 
@@ -44,10 +45,13 @@ def build_result(
 #: A caller's check of a RESULT before it believes it: the verdict ``(ok, why)`` for an envelope, its
 #: subject, body and headers (``Mesh.call`` checks signatures in secure mode; tasks, the claim record).
 Accept = Callable[[Envelope, str, bytes, "dict[str, str] | None"], Awaitable[tuple[bool, str]]]
+#: What ``await_result`` runs on each RESULT: the envelope to return (verified, opened when sealed), or
+#: None and why it is refused.
+Screen = Callable[[Envelope, str, bytes, "dict[str, str] | None"], Awaitable[tuple[Envelope | None, str]]]
 
 
 async def await_result(link: Link, correlation_id: str, send: Any, *, timeout: float, waiting_for: str,
-                       accept: Accept | None = None) -> Any:
+                       accept: Screen | None = None) -> Any:
     """Subscribe to the RESULT subject, run ``send()`` (the publish), and wait for the answer.
 
     Subscribes first, so a fast answer is not missed. Returns ``(send's result, RESULT envelope)``;
@@ -68,12 +72,13 @@ async def await_result(link: Link, correlation_id: str, send: Any, *, timeout: f
                 env = decode(data)
                 break
             try:
-                env = decode(data)
+                env = decode(data, strict_content=not (headers and SEALED_HEADER in headers))
             except EnvelopeError as exc:
                 log.warning("ignoring garbage on %s: %s", subject, exc)
                 continue
-            ok, why = await accept(env, subject, data, headers)
-            if ok:
+            screened, why = await accept(env, subject, data, headers)
+            if screened is not None:
+                env = screened
                 break
             log.warning("ignoring a RESULT on %s from %s: %s", subject, env.source.instance_id, why)
     finally:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import msgspec
 import nacl.public
 
-from nxs_mesh.client.calls import Accept
+from nxs_mesh.client.calls import Accept, Screen
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.reader import Record
 from nxs_mesh.wire.content import check_payload
@@ -110,6 +110,10 @@ class MessageSecurity:
         sealed = seal_content(env.payload.content, public_key(key))
         return msgspec.structs.replace(env, payload=Payload(sealed, env.payload.metadata))
 
+    def can_seal_to(self, node: str) -> bool:
+        """Whether the trust file has a seal key for ``node``."""
+        return self.trust is not None and self.trust.seal_of(node) is not None
+
     # -- receive -----------------------------------------------------------------------------------
     def check(self, env: Envelope, subject: str, data: bytes, headers: Mapping[str, str] | None,
               now: float | None = None) -> Checked:
@@ -144,20 +148,26 @@ class MessageSecurity:
             return False
         return True
 
-    def result_check(self, then: Accept | None = None) -> Accept | None:
+    def result_check(self, then: Accept | None = None) -> Screen | None:
         """What a caller runs on a RESULT before believing it: in secure mode it must verify (and be
-        from its ``source``), then ``then`` decides; None when there is nothing to check."""
-        if not self.secure and then is None:
+        from its ``source``); a sealed one is opened; then ``then`` decides. None: nothing to do."""
+        if not self.active and then is None:
             return None
 
-        async def accept(env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> tuple[bool, str]:
+        async def screen(env: Envelope, subject: str, data: bytes,
+                         headers: dict[str, str] | None) -> tuple[Envelope | None, str]:
             try:
                 self.check(env, subject, data, headers)
-            except VerificationError as exc:
-                return False, str(exc)
-            return (True, "") if then is None else await then(env, subject, data, headers)
+                env = self.open(env, headers)
+            except (VerificationError, SealError, EnvelopeError) as exc:
+                return None, str(exc)
+            if then is not None:
+                ok, why = await then(env, subject, data, headers)
+                if not ok:
+                    return None, why
+            return env, ""
 
-        return accept
+        return screen
 
     def sign_raw(self, subject: str, data: bytes) -> dict[str, str] | None:
         """Signature headers for ready envelope bytes (a core publish), or None (no key, not an envelope)."""
