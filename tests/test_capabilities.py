@@ -178,3 +178,43 @@ async def test_a_forged_task_result_is_not_believed(keys: MeshKeys, mesh_config:
     finally:
         for m in (alice, bob, anon):
             await m.close()
+
+
+async def test_a_secure_node_is_seen_alive_and_its_stop_believed(keys: MeshKeys, mesh_config: MeshConfig):
+    """Secure mode end to end for presence: the node's own heartbeats and statuses are signed, so a
+    secure Doctor tracks it, and its clean stop is taken as one (no false death)."""
+    from nxs_mesh import Doctor
+
+    watcher = await _mesh(keys, mesh_config, "admin")
+    events: list[dict] = []
+
+    async def on_event(alert: dict) -> None:
+        events.append(alert)
+
+    doctor = await Doctor(watcher, dead_after=1.0, interval=0.2, redistribute=False, on_event=on_event).start()
+    try:
+        async with Node(keys.config(mesh_config, "worker"), FAST):
+            await eventually(lambda: "worker" in doctor.peers and doctor.peers["worker"].state == "alive",
+                             what="worker alive")
+            assert watcher.security.flagged == 0
+        await eventually(lambda: doctor.peers["worker"].state == "stopped", what="clean stop seen")
+    finally:
+        await doctor.stop()
+        await watcher.close()
+    assert [a["event"] for a in events if a["node"] == "worker"] == [], events
+
+
+def test_policy_files_are_checked(tmp_path: Path, mesh_config: MeshConfig):
+    from nxs_mesh.node.authorize import DEFAULT_POLICY, load_policy
+    from nxs_mesh.wire.errors import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[policy.allow]]\nsigner = "alice"\ncommands = "ping"\n')
+    with pytest.raises(ConfigError, match=r"policy.allow\[0\]: expected a list of names"):
+        load_policy(bad)
+    bad.write_text('[[policy.allow]]\ncommands = ["ping"]\n')
+    with pytest.raises(ConfigError, match="needs signer"):
+        load_policy(bad)
+    assert DEFAULT_POLICY.allows("command", "ping", signer="U1", node="n1", admin=False)
+    assert not DEFAULT_POLICY.allows("command", "sleep", signer="U1", node="n1", admin=False)
+    assert DEFAULT_POLICY.allows("command", "sleep", signer="U2", node=None, admin=True)
