@@ -73,7 +73,7 @@ class Mesh:
         #: Signing, verification and seal keys (``client.security``), from the config's key files.
         self.security = MessageSecurity.from_config(self.config)
         #: A capability token (``wire.grants``) sent with every COMMAND and TASK, when set.
-        self.grant: str | None = None
+        self.grant: str | None = self.config.grant
 
     def __repr__(self) -> str:
         link = self._link
