@@ -200,9 +200,7 @@ class Mesh:
         seal: bool = False,
     ) -> PublishResult:
         """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate).
-
-        ``seal``: encrypt the content to the target node's key (a broadcast: to the mesh key) from the
-        trust file; routing fields and metadata stay readable (``wire.sealing``)."""
+        ``seal``: encrypt the content to the target's key (a broadcast: the mesh key; ``wire.sealing``)."""
         if capability is not None:
             check_id(capability, "capability")
             metadata = {**(metadata or {}), "capability": capability}
@@ -338,8 +336,11 @@ class Mesh:
 
     async def _screened(self, records: AsyncIterator[Record]) -> AsyncIterator[Record]:
         """Records as this client judges them (``Record.verified``; sealed content opened when for us)."""
-        async for rec in records:
-            yield screen_record(self.security, rec)
+        try:
+            async for rec in records:
+                yield screen_record(self.security, rec)
+        finally:  # a reader that stops early ends the inner read (its ephemeral consumer) now
+            await records.aclose()  # type: ignore[attr-defined]  # both readers are async generators
 
     async def last(self, kind: str, subject: str) -> Record | None:
         """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None; in secure
@@ -348,8 +349,7 @@ class Mesh:
         return screen_record(self.security, rec) if rec is not None else None
 
     def accepts(self, env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> bool:
-        """Whether a live message (a heartbeat, a status heard on a subscription) may be believed:
-        in secure mode it must verify and be fresh (``MessageSecurity.accepts_live``)."""
+        """Whether a live message (heartbeat, status) may be believed (``MessageSecurity.accepts_live``)."""
         return not self.security.active or self.security.accepts_live(env, subject, data, headers)
 
     # -- request / reply ---------------------------------------------------------------------------
