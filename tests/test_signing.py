@@ -232,3 +232,30 @@ async def test_the_doctor_ignores_heartbeats_that_fail_verification(keys: MeshKe
         await doctor.stop()
         for m in (alice, carol, watcher):
             await m.close()
+
+
+async def test_a_message_queued_offline_is_signed_when_queued(keys: MeshKeys, mesh_config: MeshConfig,
+                                                              tmp_path: Path):
+    """`nxs pub` with no server queues the envelope signed (and sealed): a node flushing the outbox later
+    sends exactly those bytes, and a secure receiver takes them."""
+    from nxs_mesh.client.outbox import Outbox
+    from nxs_mesh.client.publishing import queue_offline
+    from nxs_mesh.client.security import outgoing_headers
+
+    cfg = keys.config(mesh_config, "alice")
+    box = Outbox(tmp_path / "outbox.sqlite")
+    env = new_envelope("CHAT", "while offline", source=Source("alice", "main"), to="bob")
+    security = MessageSecurity.from_config(cfg)
+    queue_offline(box, security.seal(env), security=security, extra=outgoing_headers(env, seal=True, grant=None))
+    [item] = box.peek()
+    assert item.headers[SIGNER_HEADER] == keys.signer("alice").public and b"while offline" not in item.data
+    bob = await _mesh(keys, mesh_config, "bob")
+    alice = await Mesh(cfg, outbox=box).connect()  # its flusher sends what waits
+    try:
+        got, _ = await _collect(bob)
+        await eventually(lambda: got, what="the queued message")
+        assert got == [("while offline", keys.signer("alice").public)]
+    finally:
+        await alice.close()
+        await bob.close()
+        box.close()
