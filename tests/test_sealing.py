@@ -16,7 +16,7 @@ from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.client.dlq import list_dead_letters
 from nxs_mesh.testing import eventually
 from nxs_mesh.testing.keys import MeshKeys, write_mesh_keys
-from nxs_mesh.wire.errors import SealError
+from nxs_mesh.wire.errors import EnvelopeError, SealError
 from nxs_mesh.wire.sealing import SEAL_SCHEME, SEALED_HEADER
 
 SECRET = "the launch code is 0000"
@@ -113,6 +113,8 @@ async def test_sealing_needs_the_recipient_key(keys: MeshKeys, mesh_config: Mesh
             await alice.publish("CHAT", SECRET, to="dave", seal=True)
         with pytest.raises(SealError, match="no trust file"):
             await plain.publish("CHAT", SECRET, to="bob", seal=True)
+        with pytest.raises(EnvelopeError, match="payload.content: not JSON-encodable"):
+            await alice.publish("CHAT", {"when": object()}, to="bob", seal=True)
     finally:
         await alice.close()
         await plain.close()

@@ -26,7 +26,7 @@ import msgspec
 import nacl.exceptions
 import nacl.public
 
-from nxs_mesh.wire.errors import ConfigError, SealError
+from nxs_mesh.wire.errors import ConfigError, EnvelopeError, SealError
 
 __all__ = [
     "SEALED_HEADER",
@@ -82,7 +82,11 @@ def public_key(text: str) -> nacl.public.PublicKey:
 
 def seal_content(content: Any, recipient: nacl.public.PublicKey) -> str:
     """The sealed text that replaces ``payload.content``."""
-    return base64.b64encode(nacl.public.SealedBox(recipient).encrypt(_json.encode(content))).decode()
+    try:
+        plain = _json.encode(content)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        raise EnvelopeError(f"not JSON-encodable: {exc}", "payload.content") from None
+    return base64.b64encode(nacl.public.SealedBox(recipient).encrypt(plain)).decode()
 
 
 def open_content(sealed: Any, key: nacl.public.PrivateKey) -> Any:
