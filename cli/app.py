@@ -48,7 +48,7 @@ def _global(
                   config_file=config_file, debug=debug)
 
 
-_MODULES = ("core", "node", "cluster", "secure", "files", "bench")
+_MODULES = ("core", "node", "cluster", "secure", "files", "bench", "grant")
 # Commands whose module is known: `nxs node run` then loads only the node module (no bench, deploy or
 # core commands and what they import), which keeps the long-running worker's RSS down. Any other
 # command, and `nxs --help`, registers every module, so an unlisted (new) command still works.

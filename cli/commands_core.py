@@ -63,6 +63,8 @@ def pub(
     queue: bool = typer.Option(True, "--queue/--no-queue",
                                help="If no server with JetStream answers, keep it in this node's outbox "
                                     "(exit 75) instead of refusing (exit 1)."),
+    seal: bool = typer.Option(False, "--seal", help="Encrypt the content to the target's key (a broadcast: the "
+                                                    "mesh key) from the trust file; routing stays readable."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Publish one envelope and print where it was stored, e.g. `nxs pub chat --to nxs-node-002 hello`.
@@ -92,7 +94,7 @@ def pub(
     except EnvelopeError as exc:
         flag = flag_for(exc.field)
         fail(f"{exc}" + (f" (see {flag})" if flag else ""), debug=s.debug, exc=exc)
-    res, cause = run(_pub(ctx, env, subject, queue), debug=s.debug)
+    res, cause = run(_pub(ctx, env, subject, queue, seal), debug=s.debug)
     if res.queued:
         raise typer.Exit(report_queued(s, res, subject, cause, as_json=as_json))
     if as_json:
@@ -104,7 +106,7 @@ def pub(
         _say(f"stored {res.stream} seq {res.seq} (message_id {res.message_id})")
 
 
-async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> tuple[Any, str]:
+async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool, seal: bool = False) -> tuple[Any, str]:
     """The publish result, and why it was queued instead of stored ('' when stored)."""
     from nxs_mesh.client.publishing import OFFLINE_ERRORS
     from nxs_mesh.wire.errors import JetStreamUnavailable, MeshError, NoResponders
@@ -112,7 +114,7 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> tuple
     try:
         async with _open(ctx) as mesh:
             try:
-                return await mesh.send(env, subject=subject), ""
+                return await mesh.send(env, subject=subject, seal=seal), ""
             except (NoResponders, JetStreamUnavailable) as exc:
                 if not await _stream_missing(mesh, subject):
                     raise  # JetStream is there but has no quorum now: queue below
@@ -125,7 +127,7 @@ async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool) -> tuple
             raise
         # Nothing acknowledged it: keep it in this node's outbox, sent later under the same message_id
         # (so a late duplicate is dropped); pub_offline says why not exit 0.
-        return queue_offline(settings(ctx), env, subject), str(exc)
+        return queue_offline(settings(ctx), env, subject, seal=seal), str(exc)
 
 
 async def _stream_missing(mesh: Mesh, subject: str) -> bool:

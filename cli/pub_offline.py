@@ -31,15 +31,20 @@ def outbox_file(s: Settings) -> Path:
     return outbox_path(str(Path(s.config.data_dir).resolve()), s.config.instance_id)
 
 
-def queue(s: Settings, env: Any, subject: str) -> Any:
+def queue(s: Settings, env: Any, subject: str, *, seal: bool = False) -> Any:
     from nxs_mesh.client.outbox import Outbox
     from nxs_mesh.client.publishing import queue_offline
+    from nxs_mesh.client.security import MessageSecurity, outgoing_headers
+
+    security = MessageSecurity.from_config(s.config)  # queued signed (and sealed) as it would be sent
+    extra = outgoing_headers(env, seal=seal, grant=None)
+    env = security.seal(env) if seal else env
 
     path = outbox_file(s)
     path.parent.mkdir(parents=True, exist_ok=True)
     box = Outbox(path)
     try:
-        return queue_offline(box, env, subject=subject)
+        return queue_offline(box, env, subject=subject, security=security, extra=extra)
     finally:
         box.close()
 

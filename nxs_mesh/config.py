@@ -54,6 +54,8 @@ class MeshConfig:
     seal_key: str | None = None
     mesh_seal_key: str | None = None
     secure: bool = False
+    policy_file: str | None = None  # who may run which command/task here (node.authorize); may be nxs.toml
+    grant: str | None = None  # a capability token sent with this client's COMMANDs and TASKs (wire.grants)
     inbox_prefix: str | None = None  # default: _INBOX_nxs.<instance_id>, so per-node permissions work
     # JetStream assets: replicas None = min(3, cluster size).
     replicas: int | None = None

@@ -16,7 +16,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from nxs_mesh import ConnectError, JetStreamUnavailable, Mesh, PermissionDenied
+from nxs_mesh import ConnectError, JetStreamUnavailable, Mesh, MeshTimeout, PermissionDenied
+from nxs_mesh.client.dlq import list_dead_letters
 from nxs_mesh.deploy.identity import init_identities, revoke_identity
 from nxs_mesh.deploy.render import render_config
 from nxs_mesh.deploy.tailscale import parse_host_flag
@@ -26,7 +27,7 @@ from nxs_mesh.testing import eventually
 from nxs_mesh.testing.secure import SecureCluster
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Source, new_envelope
+from nxs_mesh.wire.envelope import Source, encode, new_envelope
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,6 +99,39 @@ async def test_a_node_cannot_make_its_consumer_read_other_nodes_commands(provisi
         assert sorted(info.config.filter_subjects or []) == ["nxs.command._all.>", "nxs.command.n1.>"]
 
 
+async def test_a_command_claiming_another_source_is_dead_lettered_and_never_run(
+        node3: Node, provisioned: SecureCluster):
+    async with Mesh(provisioned.config("n1")) as n1:
+        n2 = Source(instance_id="n2", agent_id="main", location="")
+        forged = new_envelope("COMMAND", {"command": "echo", "args": "as n2"}, source=n2, to="n3",
+                              correlation_id="forged-1", reply_to=subjects.result("forged-1"))
+        await n1.send(forged)  # signed with n1's key, so the server stores it; n3 must refuse it
+        nc = await _raw(provisioned, "n1")  # and one with no signature at all
+        try:
+            unsigned = new_envelope("COMMAND", {"command": "echo", "args": "unsigned"}, source=n2, to="n3")
+            await nc.jetstream().publish(subjects.for_envelope(unsigned), encode(unsigned),
+                                         headers={"Nats-Msg-Id": unsigned.id})
+        finally:
+            await nc.close()
+    async with Mesh(provisioned.config("admin")) as admin:
+        async def letters() -> dict[str, str] | None:
+            found = {mid: d.reason async for d in list_dead_letters(admin)
+                     for mid in (forged.id, unsigned.id) if mid.encode() in d.data}
+            return found if len(found) == 2 else None
+
+        reasons = await eventually(letters, timeout=20)
+        assert "node 'n1'" in reasons[forged.id] and "unsigned" in reasons[unsigned.id]
+        assert await admin.last("result", subjects.result("forged-1")) is None  # never ran, never answered
+
+
+async def test_sealed_content_is_unreadable_in_the_stream(node3: Node, provisioned: SecureCluster):
+    async with Mesh(provisioned.config("n1")) as n1:
+        sent = await n1.publish("CHAT", "the secret plan", to="n3", seal=True)
+    async with Mesh(provisioned.config("admin")) as admin:
+        rec = await admin.admin.message("NXS_CHAT", sent.seq)
+        assert rec is not None and b"the secret plan" not in rec.data and b'"n3"' in rec.data
+
+
 async def test_forging_another_nodes_status_or_heartbeat_is_refused(node3: Node, provisioned: SecureCluster):
     async with Mesh(provisioned.config("n1"), outbox=None) as n1:
         n3 = Source(instance_id="n3", agent_id="main", location="")
@@ -127,7 +161,7 @@ async def test_purging_or_deleting_streams_and_consumers_is_refused(provisioned:
 
 
 async def test_clients_without_a_trusted_identity_cannot_connect(provisioned: SecureCluster, tmp_path: Path):
-    base = provisioned.config("n1")
+    base = provisioned.config("n1").replace(secure=False)  # only what the server checks, not our signing
     with pytest.raises(ConnectError):  # no certificate, no nkey
         await Mesh(base.replace(tls_cert=None, tls_key=None, nkey_seed=None), ensure=False).connect()
     with pytest.raises(ConnectError):  # a valid certificate but no nkey: authentication fails
@@ -186,11 +220,11 @@ async def test_a_revoked_node_is_disconnected_and_cannot_connect_again(tmp_path:
             await n2.close()
         with pytest.raises(ConnectError):
             await Mesh(sc.config("n2"), ensure=False).connect()
-        async with Mesh(sc.config("n1")) as n1:  # the others carry on (once n2's server is gone)
+        async with Mesh(sc.config("n1"), ensure=False) as n1:  # the others carry on (once n2's server is gone)
             async def stored() -> int | None:
                 try:
                     return (await n1.publish("CHAT", "after the revoke", to="n3")).seq
-                except JetStreamUnavailable:  # the streams elect leaders among the two servers left
+                except (JetStreamUnavailable, MeshTimeout):  # streams elect leaders among the two servers left
                     return None
 
             assert await eventually(stored, timeout=30)

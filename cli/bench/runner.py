@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any, Final
 
 from nxs_cli.bench.codec import bench_codec
+from nxs_cli.bench.crypto import bench_crypto
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
@@ -38,6 +39,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "footprint": ("idle `nxs node run`: RSS and bytes/s", bench_footprint),
     "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
     "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
+    "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
 }
 DEFAULT_SCENARIOS: Final = tuple(SCENARIOS)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.delivery import Delivery, DeliveryPolicy, DeliveryStats, Handler, PolicySpec
 from nxs_mesh.client.exactly_once import OnceGuard
+from nxs_mesh.client.security import MessageSecurity
 from nxs_mesh.client.window import PriorityWindow
 from nxs_mesh.transport.lanes import LanePull, LaneSpec
 from nxs_mesh.transport.link import Link
@@ -117,10 +118,11 @@ class Consumer:
     """A running durable pull consumer. Made by ``Mesh.consume``; stop it with ``stop()``."""
 
     def __init__(self, link: Link, spec: ConsumerSpec, handler: Handler, *,
-                 on_change: Callable[[], None] | None = None, once: OnceGuard | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, once: OnceGuard | None = None,
+                 security: MessageSecurity | None = None) -> None:
         self._link, self.spec = link, spec
         self._sup = Supervisor(f"consumer {spec.durable}", on_change=on_change)
-        self._policy = DeliveryPolicy(link, spec.policy_spec(), handler, self._sup, once)
+        self._policy = DeliveryPolicy(link, spec.policy_spec(), handler, self._sup, once, security)
         self._window: PriorityWindow | None = None
         if spec.window > 0 or spec.lanes:
             # Lanes hand out the most urgent first and never more than asked: nothing waits in hand.

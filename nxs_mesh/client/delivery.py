@@ -31,27 +31,26 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.client.deadletters import dead_letter_headers, fit_payload
 from nxs_mesh.client.exactly_once import OnceGuard, Verdict
+from nxs_mesh.client.security import MessageSecurity, is_sealed
 from nxs_mesh.transport import pull
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import Delivered, Meta
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import DLQ_MSG_ID, ENCODING_HEADER, MSG_ID_HEADER, MSGPACK
-from nxs_mesh.wire.envelope import Envelope, check_id, decode, format_time
-from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry
+from nxs_mesh.wire.contract import ENCODING_HEADER, MSGPACK
+from nxs_mesh.wire.envelope import Envelope, check_id, decode
+from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry, SealError, SecurityError
 
 __all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "Ready", "positional_arity"]
 
 log = logging.getLogger("nxs_mesh.client.delivery")
 
 Handler = Callable[..., Awaitable[Any]]
-
-# Room left for the DLQ headers and the protocol line when a dead letter must be truncated to fit.
-_DLQ_HEADROOM: Final = 4096
 
 
 @dataclass
@@ -63,6 +62,13 @@ class Delivery:
     deliveries: int
     stored_at: datetime
     _msg: Delivered
+    #: The verified signer key ("U...") of the envelope, or None (unsigned, or no trust file).
+    signer: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The delivery's headers (e.g. ``Nxs-Grant``)."""
+        return dict(self._msg.headers or {})
 
     @property
     def ack_subject(self) -> str:
@@ -85,6 +91,7 @@ class DeliveryStats:
     duplicates: int = 0  # redeliveries of handled messages, acked without a handler call
     group_duplicates: int = 0  # of them, those only the group's exactly-once record knew (another member's)
     deferred: int = 0  # exactly-once: left to (or taken over by) another member of the group
+    refused: int = 0  # secure mode: failed verification or could not be opened (dead-lettered)
     last_error: str = ""
 
 
@@ -118,12 +125,14 @@ class DeliveryPolicy:
     """Hands screened envelopes to ``handler`` and settles each delivery by the handler's outcome."""
 
     def __init__(self, link: Link, spec: PolicySpec, handler: Handler, tasks: Supervisor,
-                 once: OnceGuard | None = None) -> None:
+                 once: OnceGuard | None = None, security: MessageSecurity | None = None) -> None:
         self._link, self.spec, self._handler, self._tasks = link, spec, handler, tasks
         self._once = once
+        self._security = security if security is not None and security.active else None
+        self._signers: dict[int, str] = {}  # stream seq -> verified signer, from screening to the handler
         self._wants_delivery = positional_arity(handler) >= 2
         self.stats = DeliveryStats()
-        self._acked_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._acked_ids: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> stream seq
         self.inflight = 0
 
     async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
@@ -155,6 +164,7 @@ class DeliveryPolicy:
         _, _, env, msg, meta = item
         if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
             self.stats.expired += 1
+            self._signers.pop(meta.stream_seq, None)
             await pull.term(msg)
             return
         await self._handle(env, msg, meta)
@@ -164,8 +174,15 @@ class DeliveryPolicy:
         """Decode and check one delivery; returns it ready to handle, or settles it here."""
         try:
             headers = msg.headers
-            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            sealed = is_sealed(headers)
+            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK,
+                         strict_content=not sealed)  # sealed content is checked once opened
             _check_addressing(env, msg.subject)
+            if self._security is not None or sealed:
+                opened = await self._secure(env, msg, meta)
+                if opened is None:
+                    return None
+                env = opened
         except EnvelopeError as exc:
             await self._invalid(msg, f"invalid envelope: {exc}")
             return None
@@ -179,6 +196,24 @@ class DeliveryPolicy:
             return None
         return env.priority, meta.stream_seq, env, msg, meta
 
+    async def _secure(self, env: Envelope, msg: Delivered, meta: Meta) -> Envelope | None:
+        """Verify and open ``env`` (``client.security``); None when it was refused and dead-lettered."""
+        sec = self._security
+        try:
+            if sec is None:
+                raise SealError("sealed, but this consumer has no seal keys")
+            checked = sec.check(env, msg.subject, msg.data, msg.headers)
+            env = sec.open(env, msg.headers)
+        except SecurityError as exc:
+            self.stats.refused += 1
+            await self.dead_letter(msg, f"refused: {exc}", kind="refused")
+            return None
+        if checked.signer is not None:
+            if len(self._signers) >= self.spec.dedup_size:
+                self._signers.clear()  # bounded: only deliveries in hand belong here
+            self._signers[meta.stream_seq] = checked.signer
+        return env
+
     async def _invalid(self, msg: Delivered, reason: str) -> None:
         self.stats.invalid += 1
         await self.dead_letter(msg, reason, kind="invalid")
@@ -186,9 +221,17 @@ class DeliveryPolicy:
     # -- handling ---------------------------------------------------------------------------------------
     async def _handle(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
         mid = env.id  # str(UUID) is not free: once per message
+        signer = self._signers.pop(meta.stream_seq, None) if self._signers else None
         if mid in self._acked_ids:
             # Already handled once (a redelivery after a lost ack, or a re-publish). Checked here, not
             # when screening, so duplicates within one fetched batch are caught too.
+            first = self._acked_ids[mid]
+            if self._security is not None and self._security.secure and first != meta.stream_seq:
+                # The same signed message stored again (a capture re-published past the dedup window).
+                self.stats.refused += 1
+                await self.dead_letter(msg, f"refused: replayed: message_id {mid} was handled at seq {first}",
+                                       kind="refused")
+                return
             self.stats.duplicates += 1
             await pull.ack(msg)
             return
@@ -202,18 +245,20 @@ class DeliveryPolicy:
         try:
             token = 0
             if self._once is None or (token := await self._claim(env, msg, meta)):
-                await self._run_handler(env, msg, meta, token)
+                await self._run_handler(env, msg, meta, token, signer)
         finally:
             timer.cancel()
             for task in keepalive:
                 task.cancel()
             self.inflight -= 1
 
-    async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0) -> None:
+    async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0,
+                           signer: str | None = None) -> None:
         try:
             if self._wants_delivery:
                 stored_at = datetime.fromtimestamp(meta.stored_ns / 1_000_000_000.0, UTC)
-                await self._handler(env, Delivery(msg.subject, meta.stream_seq, meta.num_delivered, stored_at, msg))
+                await self._handler(env, Delivery(msg.subject, meta.stream_seq, meta.num_delivered, stored_at, msg,
+                                                  signer))
             else:
                 await self._handler(env)
         except Retry as sig:
@@ -239,7 +284,7 @@ class DeliveryPolicy:
         else:
             self.stats.handled += 1
             # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
-            self._remember(env.id)
+            self._remember(env.id, meta.stream_seq)
             if token and not await self._finish(env, token):
                 return  # another member took the message over meanwhile: its delivery settles it
             await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
@@ -262,7 +307,7 @@ class DeliveryPolicy:
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1
             self.stats.group_duplicates += 1
-            self._remember(env.id)
+            self._remember(env.id, meta.stream_seq)
             await pull.ack(msg)
         else:
             self.stats.deferred += 1
@@ -306,8 +351,8 @@ class DeliveryPolicy:
         else:
             await pull.nak(msg, delay)
 
-    def _remember(self, message_id: str) -> None:
-        self._acked_ids[message_id] = None
+    def _remember(self, message_id: str, seq: int) -> None:
+        self._acked_ids[message_id] = seq
         if len(self._acked_ids) > self.spec.dedup_size:
             self._acked_ids.popitem(last=False)
 
@@ -329,30 +374,6 @@ class DeliveryPolicy:
         self.stats.dead_lettered += 1
         log.warning("dead-lettered %s/%s: %s", meta.stream, meta.stream_seq, reason)
         await _quietly(pull.term(msg), "term after dead letter")
-
-
-def dead_letter_headers(msg: Delivered, meta: Meta, reason: str, consumer: str) -> dict[str, str]:
-    headers = {
-        MSG_ID_HEADER: DLQ_MSG_ID.format(stream=meta.stream, seq=meta.stream_seq),
-        "Nxs-Dlq-Reason": reason.replace("\r", " ").replace("\n", " ")[:1000],
-        "Nxs-Dlq-Subject": msg.subject,
-        "Nxs-Dlq-Stream": meta.stream,
-        "Nxs-Dlq-Seq": str(meta.stream_seq),
-        "Nxs-Dlq-Consumer": consumer,
-        "Nxs-Dlq-Deliveries": str(meta.num_delivered),
-        "Nxs-Dlq-Time": format_time(datetime.now(UTC)),
-    }
-    for key, value in (msg.headers or {}).items():
-        if key.startswith("Nxs-") and key not in headers and len(value) < 1024:
-            headers[key] = value
-    return headers
-
-
-def fit_payload(data: bytes, headers: dict[str, str], max_payload: int) -> bytes:
-    """``data`` cut so that it and ``headers`` fit in one message the server accepts (nats-py closes the
-    connection when the server refuses one: a dead letter must never do that)."""
-    room = max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - _DLQ_HEADROOM
-    return data if len(data) <= room else data[:max(0, room)]
 
 
 def _check_addressing(env: Envelope, subject: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -19,12 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from nxs_mesh.client.admin import MeshAdmin
-from nxs_mesh.client.calls import await_result, build_result
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.files import MeshFiles
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
 from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
+from nxs_mesh.client.requests import Requests
+from nxs_mesh.client.security import MessageSecurity, outgoing_headers, screen_record
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport import admin
 from nxs_mesh.transport.connection import ReconnectPolicy, server_path
@@ -33,11 +35,13 @@ from nxs_mesh.transport.publisher import JsPublisher
 from nxs_mesh.transport.reader import Record, peek_workqueue, read_stream
 from nxs_mesh.transport.streams import EnsureResult, ensure_streams, stream_for_kind
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, REQUEST_PRIORITY, result_subject
+from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL
 from nxs_mesh.wire.envelope import Envelope, Source, check_id, new_envelope
-from nxs_mesh.wire.errors import ClosedError, NotConnectedError
+from nxs_mesh.wire.errors import ClosedError, NotConnectedError, PermissionDenied
 
 __all__ = ["Mesh", "MeshState", "PublishResult", "Record"]
+
+log = logging.getLogger("nxs_mesh.client.mesh")
 
 
 class MeshState(enum.StrEnum):
@@ -46,7 +50,7 @@ class MeshState(enum.StrEnum):
     CLOSED = "closed"
 
 
-class Mesh:
+class Mesh(Requests):
     """An open connection to the mesh for one agent (``instance_id``/``agent_id``)."""
 
     def __init__(
@@ -71,6 +75,10 @@ class Mesh:
         self._own_outbox = outbox is not None and not isinstance(outbox, Outbox)
         self.outbox: Outbox | None = Outbox(outbox) if not isinstance(outbox, Outbox | None) else outbox
         self._policy = ReconnectPolicy()
+        #: Signing, verification and seal keys (``client.security``), from the config's key files.
+        self.security = MessageSecurity.from_config(self.config)
+        #: A capability token (``wire.grants``) sent with every COMMAND and TASK, when set.
+        self.grant: str | None = self.config.grant
 
     def __repr__(self) -> str:
         link = self._link
@@ -86,14 +94,13 @@ class Mesh:
         if self.state is MeshState.OPEN:
             return self
         self._link = await Link.open(self.config, policy=self._policy, on_reconnected=self._on_reconnected)
-        self._path = PublishPath(self._link, self.outbox, self.publish_timeout)
+        self._path = PublishPath(self._link, self.outbox, self.publish_timeout, self.security)
         self.state = MeshState.OPEN
         if self._path.flusher is not None:
             self._path.flusher.start()
-        # On a secure mesh streams are admin's (`nxs init`): nodes may not create or update them.
-        if self._ensure and not self.config.secure:
+        if self._ensure:
             try:
-                await self.ensure_streams()
+                await self._ensure_on_connect()
             except BaseException:
                 await self.close()
                 raise
@@ -181,6 +188,18 @@ class Mesh:
         n = replicas or self.config.replicas or self.cluster_size()
         return await ensure_streams(self.link, replicas=min(3, n))
 
+    async def _ensure_on_connect(self) -> None:
+        if not self.config.secure:
+            await self.ensure_streams()
+            return
+        # A secure mesh's streams are admin's (`nxs init`): a node creates none it may not, updates none.
+        n = self.config.replicas or self.cluster_size()
+        try:
+            await ensure_streams(self.link, replicas=min(3, n), update=False)
+        except PermissionDenied as exc:
+            log.warning("%s: streams are missing and this identity may not create them; run `nxs init` "
+                        "with the admin identity (%s)", self.config.instance_id, exc)
+
     def cluster_size(self) -> int:
         info = self.server_info()
         return max(1, len(info.connect_urls)) if info.cluster else 1
@@ -200,8 +219,10 @@ class Mesh:
         reply_to: str | None = None,
         message_id: uuid.UUID | str | None = None,
         capability: str | None = None,
+        seal: bool = False,
     ) -> PublishResult:
-        """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate)."""
+        """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate).
+        ``seal``: encrypt the content to the target's key (a broadcast: the mesh key; ``wire.sealing``)."""
         if capability is not None:
             check_id(capability, "capability")
             metadata = {**(metadata or {}), "capability": capability}
@@ -209,17 +230,23 @@ class Mesh:
             message_type, content, source=self.source, to=to, agent=agent, priority=priority, ttl=ttl,
             metadata=metadata, correlation_id=correlation_id, reply_to=reply_to, message_id=message_id,
         )
-        return await self.send(env)
+        return await self.send(env, seal=seal)
 
-    async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False) -> PublishResult:
+    async def send(self, env: Envelope, *, subject: str | None = None, msgpack: bool = False,
+                   seal: bool = False) -> PublishResult:
         """Store a ready envelope (its ``message_id`` is the dedup key: re-sending it is harmless)."""
+        extra = outgoing_headers(env, seal=seal, grant=self.grant)
+        if seal:
+            env = self.security.seal(env)
         return await self.send_raw(subject or subjects.for_envelope(env), encode_checked(env, msgpack=msgpack), env,
-                                   msgpack=msgpack)
+                                   msgpack=msgpack, extra=extra)
 
-    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
+    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False,
+                       extra: dict[str, str] | None = None) -> PublishResult:
+        """Store ready bytes of ``env`` (signed here when the config has a key; ``extra`` headers added)."""
         self.link  # noqa: B018 - raises the right error when not open
         assert self._path is not None
-        return await self._path.send_raw(subject, data, env, msgpack=msgpack)
+        return await self._path.send_raw(subject, data, env, msgpack=msgpack, extra=extra)
 
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Store ready envelopes pipelined: each goes out without waiting for the previous acknowledgement
@@ -235,8 +262,9 @@ class Mesh:
         return await self._path.publish_many(envelopes, msgpack=msgpack)
 
     async def publish_now(self, subject: str, data: bytes) -> None:
-        """A plain publish with no stream acknowledgement (heartbeats: a lost one is replaced next interval)."""
-        await self.link.publish(subject, data)
+        """A plain publish with no stream acknowledgement (heartbeats: a lost one is replaced next interval);
+        an envelope is signed like every other."""
+        await self.link.publish(subject, data, self.security.sign_raw(subject, data))
 
     async def flush(self, timeout: float = 2.0) -> None:
         """Wait until the server has everything published so far."""
@@ -299,7 +327,7 @@ class Mesh:
                 dlq_instance=self.config.instance_id, window=window,
                 lanes=lane_prefixes(kind, filters) if lanes else (),
             ),
-            handler, on_change=on_change, once=once,
+            handler, on_change=on_change, once=once, security=self.security,
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -323,50 +351,25 @@ class Mesh:
         if filters is None:
             filters = subjects.filters_for(kind, instance, agent) if kind.lower() != "dlq" else list(spec.subjects)
         if spec.retention == "workqueue":  # peek: a reading consumer would take the workers' tasks
-            return peek_workqueue(self.link, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
-        return read_stream(self.link, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+            records = peek_workqueue(self.link, spec.name, filters[0], start=seq or 1, since=since, follow=follow)
+        else:
+            records = read_stream(self.link, spec.name, filters, seq=seq, since=since, last=last, follow=follow)
+        return self._screened(records)
+
+    async def _screened(self, records: AsyncIterator[Record]) -> AsyncIterator[Record]:
+        """Records as this client judges them (``Record.verified``; sealed content opened when for us)."""
+        try:
+            async for rec in records:
+                yield screen_record(self.security, rec)
+        finally:  # a reader that stops early ends the inner read (its ephemeral consumer) now
+            await records.aclose()  # type: ignore[attr-defined]  # both readers are async generators
 
     async def last(self, kind: str, subject: str) -> Record | None:
-        """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None."""
-        return await admin.last_message(self.link, stream_for_kind(kind).name, subject)
+        """The last stored message on ``subject`` (e.g. a node's STATUS or HEARTBEAT), or None; in secure
+        mode one that fails verification has no ``envelope`` (see ``Record.error``)."""
+        rec = await admin.last_message(self.link, stream_for_kind(kind).name, subject)
+        return screen_record(self.security, rec) if rec is not None else None
 
-    # -- request / reply ---------------------------------------------------------------------------
-    async def request(
-        self,
-        to: str,
-        command: str,
-        args: Any = None,
-        *,
-        agent: str = "*",
-        timeout: float = 5.0,
-        priority: int = REQUEST_PRIORITY,
-    ) -> Envelope:
-        """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``."""
-        corr = str(uuid.uuid4())
-        _, env = await self.call(
-            "COMMAND", {"command": command, "args": args}, correlation_id=corr, timeout=timeout,
-            waiting_for=f"reply from {to} to {command!r}", to=to, agent=agent, priority=priority,
-            ttl=max(1, int(timeout + 0.999)),
-        )
-        return env
-
-    async def call(
-        self, message_type: str, content: Any, *, correlation_id: str, timeout: float, waiting_for: str,
-        **publish: Any,
-    ) -> tuple[PublishResult, Envelope]:
-        """Publish with ``reply_to`` = ``nxs.result.<correlation_id>`` and wait for that RESULT.
-
-        Raises ``MeshTimeout`` after ``timeout`` and ``RemoteError`` when the RESULT carries an error."""
-        reply = subjects.result(correlation_id)
-
-        async def send() -> PublishResult:
-            return await self.publish(message_type, content, correlation_id=correlation_id, reply_to=reply, **publish)
-
-        ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for)
-        return ack, env
-
-    async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None,
-                    message_id: str | None = None, **metadata: Any) -> PublishResult:
-        """Answer a request with a RESULT envelope (correlated by the request's correlation id)."""
-        return await self.send(build_result(request, content, source=self.source, error=error,
-                                            message_id=message_id, **metadata), subject=result_subject(request))
+    def accepts(self, env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> bool:
+        """Whether a live message (heartbeat, status) may be believed (``MessageSecurity.accepts_live``)."""
+        return not self.security.active or self.security.accepts_live(env, subject, data, headers)

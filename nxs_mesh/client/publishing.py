@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher, OutboxItem
+from nxs_mesh.client.security import MessageSecurity
 from nxs_mesh.transport.admin import account_report
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.publisher import Ack
@@ -88,12 +89,18 @@ def encode_checked(env: Envelope, *, msgpack: bool = False) -> bytes:
         raise EnvelopeError(f"not valid UTF-8 text: {exc.reason} at {exc.start}", "payload.content") from None
 
 
-def queue_offline(outbox: Outbox, env: Envelope, *, subject: str | None = None) -> PublishResult:
+def queue_offline(outbox: Outbox, env: Envelope, *, subject: str | None = None,
+                  security: MessageSecurity | None = None, extra: Mapping[str, str] | None = None) -> PublishResult:
     """Put an envelope in ``outbox`` without any server (the CLI when nothing answers); a flusher on
-    the same file or ``nxs outbox flush`` sends it later, deduplicated by message_id."""
+    the same file or ``nxs outbox flush`` sends it later, deduplicated by message_id. Signed (with
+    ``security``'s key) as it is queued, so the stored copy is exactly what goes out."""
     subject = subject or subjects.for_envelope(env)
     stream, headers = publish_headers(env)
-    outbox.put(subject, encode_checked(env), headers, message_id=env.id, stream=stream)
+    headers.update(extra or {})
+    data = encode_checked(env)
+    if security is not None:
+        security.sign(subject, env.id, data, headers)
+    outbox.put(subject, data, headers, message_id=env.id, stream=stream)
     return PublishResult(env.id, stream, None, queued=True)
 
 
@@ -106,8 +113,10 @@ def _result(subject: str, mid: str, ack: Ack) -> PublishResult:
 class PublishPath:
     """Sends envelopes over a link, through an optional outbox (owned by the ``Mesh``)."""
 
-    def __init__(self, link: Link, outbox: Outbox | None, timeout: float) -> None:
+    def __init__(self, link: Link, outbox: Outbox | None, timeout: float,
+                 security: MessageSecurity | None = None) -> None:
         self._link, self.outbox, self.timeout = link, outbox, timeout
+        self._sign = security.sign if security is not None and security.signer is not None else None
         self.flusher: OutboxFlusher | None = OutboxFlusher(outbox, self.send_window) if outbox is not None else None
         self._js_unavailable = 0
         self._last_switch = -_SWITCH_EVERY
@@ -117,9 +126,14 @@ class PublishPath:
         if self.flusher is not None:
             self.flusher.wake()
 
-    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False) -> PublishResult:
+    async def send_raw(self, subject: str, data: bytes, env: Envelope, *, msgpack: bool = False,
+                       extra: Mapping[str, str] | None = None) -> PublishResult:
         stream, headers = publish_headers(env, msgpack=msgpack)
         mid = headers[MSG_ID_HEADER]  # str(UUID) is not free: once per message
+        if extra:
+            headers.update(extra)
+        if self._sign is not None:
+            self._sign(subject, mid, data, headers)
         if self.outbox is not None and env.message_type not in NEVER_QUEUED:
             return await self._publish_or_queue(subject, data, headers, mid, stream)
         # JsPublisher.publish raises mesh errors only (MeshTimeout, JetStreamUnavailable, StreamError, ...)
@@ -195,14 +209,19 @@ class PublishPath:
     async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]:
         """Pipelined (see ``Mesh.publish_many``)."""
         mids: list[str] = []
+        sign = self._sign
 
         def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             # Built as they are sent (pipelined with the acks already coming back).
             for env in envelopes:
                 data = encode_checked(env, msgpack=msgpack)
                 _, headers = publish_headers(env, msgpack=msgpack)
-                mids.append(headers[MSG_ID_HEADER])
-                yield subjects.for_envelope(env), data, headers
+                mid = headers[MSG_ID_HEADER]
+                mids.append(mid)
+                subject = subjects.for_envelope(env)
+                if sign is not None:
+                    sign(subject, mid, data, headers)
+                yield subject, data, headers
 
         # No future per message: JsPublisher keeps the replies in a list, bounds what is in flight and
         # raises MeshTimeout when no ack arrives for the timeout (a stall watchdog).

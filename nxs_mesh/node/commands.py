@@ -13,6 +13,8 @@ from typing import Any
 from nxs_mesh.client.calls import build_result
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.client.security import is_sealed
+from nxs_mesh.node.authorize import Authorizer
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire.contract import result_subject
 from nxs_mesh.wire.envelope import Envelope
@@ -33,17 +35,31 @@ class CommandRunner:
                  status: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.mesh, self.registry, self.max_deliver, self._status = mesh, registry, max_deliver, status
         self.reply_failures = 0
+        self.authorizer = Authorizer(mesh)
+        self._sealed: dict[str, bool] = {}  # message id -> answer sealed
 
     @property
     def node_id(self) -> str:
         return self.mesh.config.instance_id
 
     async def handle(self, env: Envelope, delivery: Delivery) -> None:
+        # A sealed command is answered sealed (to the caller's key), when the trust file has one.
+        self._sealed[env.id] = is_sealed(delivery.headers) and self.mesh.security.can_seal_to(env.source.instance_id)
+        try:
+            await self._run(env, delivery)
+        finally:
+            self._sealed.pop(env.id, None)
+
+    async def _run(self, env: Envelope, delivery: Delivery) -> None:
         content = env.content
         if not isinstance(content, dict) or not isinstance(content.get("command"), str):
             await self._reply(env, None, error=_NOT_A_COMMAND)
             raise Reject(_NOT_A_COMMAND)
         name = content["command"]
+        refusal = self.authorizer.refusal("command", name, env, delivery)  # before anything about the node is said
+        if refusal is not None:
+            await self._reply(env, None, error=refusal)
+            raise Reject(refusal)
         fn = self.registry.commands.get(name)
         if fn is None:
             reason = f"unknown command {name!r}; this node knows {', '.join(sorted(self.registry.commands))}"
@@ -67,11 +83,12 @@ class CommandRunner:
         if not isinstance(env.reply_to, str):
             return
         command = env.content.get("command") if isinstance(env.content, dict) else None
+        seal = self._sealed.get(env.id, False)
         try:
             try:
                 await self.mesh.send(build_result(env, content, source=self.mesh.source, error=error,
                                                   message_id=result_id(env.id), command=command),
-                                     subject=result_subject(env))
+                                     subject=result_subject(env), seal=seal)
             except EnvelopeError as exc:
                 # The handler's result cannot travel (not JSON, bad text): tell the caller so.
                 await self.mesh.send(build_result(env, None, source=self.mesh.source, message_id=result_id(env.id),

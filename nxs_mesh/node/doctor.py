@@ -182,7 +182,7 @@ class Doctor:
             env = decode(data)
         except EnvelopeError:
             return  # garbage on a heartbeat subject is not a heartbeat; the stream keeps it for inspection
-        if (beat := _beat_of(env)) is None:
+        if (beat := _beat_of(env)) is None or not self.mesh.accepts(env, subject, data, headers):
             return
         epoch, seq, hb = beat
         node = env.source.instance_id
@@ -209,7 +209,7 @@ class Doctor:
             env = decode(data)
         except EnvelopeError:
             return
-        st = env.content if isinstance(env.content, dict) else {}
+        st = env.content if isinstance(env.content, dict) and self.mesh.accepts(env, subject, data, headers) else {}
         peer = self.peers.get(env.source.instance_id)
         if peer is None or st.get("epoch") != peer.epoch:
             return

@@ -47,16 +47,19 @@ from typing import Any, Final
 
 from nxs_mesh.aio.retry import retrying
 from nxs_mesh.client.admin import Bucket, BucketSpec
-from nxs_mesh.client.calls import build_result
+from nxs_mesh.client.calls import Accept, build_result
 from nxs_mesh.client.consumer import Consumer, durable_name
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh, PublishResult
+from nxs_mesh.client.security import MessageSecurity
+from nxs_mesh.node.authorize import Authorizer
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL, result_subject
 from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import Abandon, ConfigError, HandlerSignal, MeshError, Reject
 from nxs_mesh.wire.ids import result_id
+from nxs_mesh.wire.signing import record_signed_by, sign_record
 
 __all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
 
@@ -70,8 +73,8 @@ def kv_safe(value: str) -> str:
 class TaskStore:
     """The NXS_TASKS key-value bucket: claim records with fencing, and doctor elections."""
 
-    def __init__(self, bucket: Bucket) -> None:
-        self._bucket = bucket
+    def __init__(self, bucket: Bucket, security: MessageSecurity | None = None) -> None:
+        self._bucket, self._security = bucket, security
 
     def __repr__(self) -> str:
         return f"<TaskStore {self._bucket.name}>"
@@ -79,20 +82,42 @@ class TaskStore:
     @classmethod
     async def open(cls, mesh: Mesh, *, replicas: int | None = None) -> TaskStore:
         spec = BucketSpec(BUCKET, ttl=86400.0, description="task claims (fencing) and doctor elections")
-        return cls(await mesh.admin.bucket(spec, replicas=replicas))
+        return cls(await mesh.admin.bucket(spec, replicas=replicas), mesh.security)
 
     async def get(self, task_id: str) -> tuple[dict[str, Any] | None, int]:
+        """The claim record of ``task_id`` and its revision; a record its claimer did not sign (when the
+        mesh has a trust file: a forged claim or ``done``) reads as absent, so the next claim replaces it."""
         entry = await self._bucket.get(f"t.{task_id}")
         if entry is None:
             return None, 0
         try:
-            return json.loads(entry.value or b"{}"), entry.revision
+            record = json.loads(entry.value or b"{}")
         except ValueError:
             return None, entry.revision
+        if not isinstance(record, dict) or not self._believes(f"t.{task_id}", record, entry.value):
+            log.warning("task %s: ignoring a claim record its claimer did not sign (%s)", task_id,
+                        record.get("node") if isinstance(record, dict) else "not an object")
+            return None, entry.revision
+        return record, entry.revision
+
+    def _believes(self, key: str, record: dict[str, Any], value: bytes) -> bool:
+        sec = self._security
+        if sec is None or sec.trust is None or ("sig" not in record and not sec.secure):
+            return True  # no keys to check against, or an unsigned record in an open mesh
+        node, signer = record.get("node"), record.get("signer")
+        return (isinstance(node, str) and isinstance(signer, str) and signer == sec.trust.signer_of(node)
+                and record_signed_by(signer, key, value))
 
     async def cas(self, task_id: str, record: dict[str, Any], last: int) -> int | None:
-        """Write ``record`` if the key is still at revision ``last`` (0 = absent); None if not."""
-        data = json.dumps(record, separators=(",", ":")).encode()
+        """Write ``record`` if the key is still at revision ``last`` (0 = absent); None if not. Signed by
+        this node when it has a key (``wire.signing.sign_record``)."""
+        sec = self._security
+        signer = sec.signer if sec is not None else None
+        if signer is not None:
+            body = json.dumps({**record, "signer": signer.public}, separators=(",", ":")).encode()
+            data = sign_record(signer, f"t.{task_id}", body)
+        else:
+            data = json.dumps(record, separators=(",", ":")).encode()
         if last == 0:
             return await self._bucket.create(f"t.{task_id}", data)
         return await self._bucket.update(f"t.{task_id}", data, last=last)
@@ -145,6 +170,7 @@ class TaskRunner:
         self._status = status
         self._on_change = on_change
         self.result_failures = 0
+        self.authorizer = Authorizer(mesh)
 
     async def start(self) -> None:
         for cap in self.capabilities:
@@ -172,6 +198,10 @@ class TaskRunner:
         cap = env.payload.metadata.get("capability")
         if not isinstance(cap, str) or cap not in self.registry.tasks:
             raise Reject(f"no handler for capability {cap!r} on {self.owner.node}")
+        refusal = self.authorizer.refusal("task", cap, env, delivery)
+        if refusal is not None:
+            await self._publish_result(env, None, {"node": self.owner.node}, error=refusal)
+            raise Reject(refusal)
         task_id = env.id
         record, rev = await self.store.get(task_id)
         if record is not None and record.get("state") == "done":
@@ -253,9 +283,11 @@ async def submit_task(
     ttl: int = TASK_TTL,
     wait: bool = False,
     timeout: float = 60.0,
+    task_id: str | None = None,
 ) -> tuple[PublishResult, Envelope | None]:
-    """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT."""
-    task_id = str(uuid.uuid4())
+    """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT.
+    ``task_id`` (a UUID; default a fresh one) makes a resubmission harmless: the same id is stored once."""
+    task_id = task_id or str(uuid.uuid4())
     publish: dict[str, Any] = {"capability": capability, "priority": priority, "ttl": ttl, "message_id": task_id}
     if not wait:
         ack = await mesh.publish(
@@ -264,6 +296,27 @@ async def submit_task(
         return ack, None
     ack, env = await mesh.call(
         "TASK", payload, correlation_id=task_id, timeout=timeout,
-        waiting_for=f"result of task {task_id} ({capability})", **publish,
+        waiting_for=f"result of task {task_id} ({capability})",
+        accept=_claimer_check(mesh, task_id) if mesh.security.secure else None, **publish,
     )
     return ack, env
+
+
+def _claimer_check(mesh: Mesh, task_id: str) -> Accept:
+    """A task's result is believed only from the node whose signed claim record holds the task (a
+    verified signature alone would let any node of the mesh answer for any task). A failure (``ok``
+    false: refused, no handler) comes from a worker that may hold no claim: its verified signature is
+    enough, since it carries no result to forge."""
+    store: list[TaskStore] = []
+
+    async def accept(env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> tuple[bool, str]:
+        if env.payload.metadata.get("ok") is False:
+            return True, ""
+        if not store:
+            store.append(await TaskStore.open(mesh))
+        record, _ = await store[0].get(task_id)
+        if record is None or record.get("node") != env.source.instance_id:
+            return False, f"no claim of task {task_id} signed by {env.source.instance_id!r}"
+        return True, ""
+
+    return accept

@@ -162,6 +162,14 @@ async def connect(
     policy = policy or ReconnectPolicy()
     failures: list[BaseException] = []
     options = _options(cfg, name, policy, failures, callbacks)
+    # A client we give up on (below) must not run the caller's closed callback: the caller never got it.
+    handed_over: list[Client] = []
+    if (user_closed := options.get("closed_cb")) is not None:
+        async def closed() -> None:
+            if handed_over:
+                await user_closed()
+
+        options["closed_cb"] = closed
     problems = []
     for group in transport_groups(cfg.servers):
         failures.clear()
@@ -184,6 +192,7 @@ async def connect(
                             "(is this identity's certificate trusted, or was it revoked?)")
             continue
         nc.options["max_reconnect_attempts"] = -1
+        handed_over.append(nc)
         return nc
     refused = all("connection refused" in p for p in problems)
     hint = (" Is the mesh running? Start one with `nxs up` or `make run`, or set --url / NXS_URL."

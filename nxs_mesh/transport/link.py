@@ -103,6 +103,10 @@ class ReplyWaiter:
 
     async def next(self, timeout: float) -> bytes:
         """The reply's body; ``TimeoutError`` after ``timeout`` seconds."""
+        return (await self.next_message(timeout))[0]
+
+    async def next_message(self, timeout: float) -> tuple[bytes, dict[str, str] | None]:
+        """The reply's body and headers; ``TimeoutError`` after ``timeout`` seconds."""
         try:
             msg = await self._sub.next_msg(timeout=timeout)
         except TimeoutError:
@@ -110,7 +114,7 @@ class ReplyWaiter:
         except Exception as exc:  # translated, never swallowed
             with translate_nats_errors("reply"):
                 raise exc
-        return bytes(msg.data)
+        return bytes(msg.data), msg.headers
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be closing
@@ -297,9 +301,10 @@ class Link:
         self._subs.add(sub)
         return sub
 
-    async def reply_waiter(self, subject: str) -> ReplyWaiter:
+    async def reply_waiter(self, subject: str, max_msgs: int = 1) -> ReplyWaiter:
+        """Replies on ``subject``: one by default; 0 = until closed (a caller that may refuse forged ones)."""
         with translate_nats_errors(f"subscribe {subject}"):
-            return ReplyWaiter(await self.nc.subscribe(subject, max_msgs=1))
+            return ReplyWaiter(await self.nc.subscribe(subject, max_msgs=max_msgs))
 
     def avoid_current(self) -> None:
         """Put the current server last for the next reconnect (it is cut off from the quorum)."""

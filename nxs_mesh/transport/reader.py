@@ -24,6 +24,7 @@ from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.contract import ENCODING_HEADER
 from nxs_mesh.wire.envelope import Envelope, decode
 from nxs_mesh.wire.errors import EnvelopeError, MeshError
+from nxs_mesh.wire.sealing import SEALED_HEADER
 
 __all__ = ["Record", "peek_workqueue", "read_stream"]
 
@@ -39,13 +40,16 @@ class Record:
     headers: dict[str, str]
     envelope: Envelope | None
     error: str | None = None
+    #: Signature check by the reading ``Mesh`` (``client.security``): True verified, False failed,
+    #: None not checked (unsigned, or no trust file).
+    verified: bool | None = None
 
     @classmethod
     def from_msg(cls, msg: Msg) -> Record:
         meta = msg.metadata
         headers = dict(msg.headers or {})
         try:
-            env: Envelope | None = decode(msg.data, msgpack=headers.get(ENCODING_HEADER) == "msgpack")
+            env: Envelope | None = _decode(msg.data, headers)
             error = None
         except EnvelopeError as exc:
             env, error = None, str(exc)
@@ -57,11 +61,16 @@ class Record:
         headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
         data = raw.data or b""
         try:
-            env: Envelope | None = decode(data, msgpack=headers.get(ENCODING_HEADER) == "msgpack")
+            env: Envelope | None = _decode(data, headers)
             error = None
         except EnvelopeError as exc:
             env, error = None, str(exc)
         return cls(raw.seq or 0, raw.subject or "", raw.time or datetime.now(UTC), data, headers, env, error)
+
+
+def _decode(data: bytes, headers: dict[str, str]) -> Envelope:
+    # Sealed content is ciphertext until the reader opens it: its type's shape is checked then.
+    return decode(data, msgpack=headers.get(ENCODING_HEADER) == "msgpack", strict_content=SEALED_HEADER not in headers)
 
 
 def _config(name: str, filters: Sequence[str], *, seq: int | None, since: datetime | None) -> jsapi.ConsumerConfig:

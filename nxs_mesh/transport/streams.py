@@ -113,9 +113,10 @@ def _differences(have: jsapi.StreamConfig, want: jsapi.StreamConfig) -> list[str
 
 
 async def ensure_streams(
-    link: Link, *, replicas: int = 1, specs: tuple[StreamSpec, ...] = STREAMS
+    link: Link, *, replicas: int = 1, specs: tuple[StreamSpec, ...] = STREAMS, update: bool = True
 ) -> list[EnsureResult]:
-    """Create missing streams, update older configs, report conflicts. Idempotent."""
+    """Create missing streams, update older configs (unless ``update`` is False: a secure node's streams
+    are admin's, who updates them with ``nxs init``), report conflicts. Idempotent."""
     js = link.js
     results = []
     for spec in specs:
@@ -137,7 +138,7 @@ async def ensure_streams(
                 results.append(EnsureResult(spec.name, "conflict", "; ".join(conflicts)))
                 continue
             diffs = _differences(have, want)
-            if not diffs:
+            if not diffs or not update:
                 results.append(EnsureResult(spec.name, "unchanged"))
                 continue
             try:

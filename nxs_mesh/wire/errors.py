@@ -21,6 +21,10 @@ maps them where they enter).
     ├── FileError                   an Object Store file could not be stored or read
     │   ├── FileNotFound            no such file in the bucket (or it was deleted)
     │   └── FileCorrupt             a stored file fails its checks: chunks missing, size or digest wrong
+    ├── SecurityError               message security (signatures, seals, rights)
+    │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
+    │   ├── SealError               a sealed payload cannot be sealed or opened
+    │   └── NotAuthorized           the signer has no right to this command or capability
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -52,6 +56,7 @@ __all__ = [
     "MeshTimeout",
     "PermissionDenied",
     "NoResponders",
+    "NotAuthorized",
     "NotConnectedError",
     "OutboxFull",
     "PortInUse",
@@ -59,10 +64,13 @@ __all__ = [
     "Reject",
     "RemoteError",
     "Retry",
+    "SealError",
+    "SecurityError",
     "ServerError",
     "StreamConflict",
     "StreamError",
     "UnknownMessageType",
+    "VerificationError",
 ]
 
 
@@ -163,6 +171,22 @@ class FileNotFound(FileError):
 
 class FileCorrupt(FileError):
     """A stored file fails its checks on read: chunks missing, size or SHA-256 digest not as its meta says."""
+
+
+class SecurityError(MeshError):
+    """Message security refused something (see the subclasses); the text is the reason."""
+
+
+class VerificationError(SecurityError):
+    """An envelope is unsigned, wrongly signed, replayed, stale, or not signed by its ``source``."""
+
+
+class SealError(SecurityError):
+    """A sealed payload cannot be sealed (no key for the target) or opened (not for us, corrupted)."""
+
+
+class NotAuthorized(SecurityError):
+    """The signer holds no policy entry or grant for this command or task capability."""
 
 
 class ServerError(MeshError):
