@@ -82,6 +82,7 @@ class NodeOptions:
     grace: float = 10.0  # how long in-flight work may take to finish on stop
     capabilities: tuple[str, ...] = ()
     doctor: bool = True
+    doctor_slots: int = 2  # how many doctors the mesh elects (lease slots); the other nodes' doctors stand by
     task_ack_wait: float = 30.0
     task_concurrency: int = 1
     # Commands handled at once; 1 runs them one at a time (a `sleep` delays a `ping` to the same node).
@@ -230,7 +231,7 @@ class Node:
         if self.options.doctor:
             self.doctor = await Doctor(
                 mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval, store=store,
-                on_change=self._health_changed,
+                on_change=self._health_changed, campaign=True, slots=self.options.doctor_slots,
             ).start()
         self._state = NodeState.RUNNING
         await retrying(self._publish_status, "status", timeout=patience)
