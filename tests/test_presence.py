@@ -23,7 +23,7 @@ from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.client.admin import Bucket
 from nxs_mesh.node.checkup import list_nodes
 from nxs_mesh.node.doctor import Doctor
-from nxs_mesh.node.lease import open_doctors_bucket
+from nxs_mesh.node.lease import alert_key, elect, open_doctors_bucket
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
@@ -141,6 +141,38 @@ async def test_one_writer_runs_the_death_hooks_once_and_merges_their_results(
     assert alert["agents_orphaned"] == ["a1"] and alert["event"] == "dead"
     assert alert["hook_errors"] == ["test_one_writer_runs_the_death_hooks_once_and_merges_their_results.<locals>"
                                     ".broken: RuntimeError: hook down"]
+
+
+@pytest.mark.timeout(60)
+async def test_an_elected_writer_that_dies_before_publishing_is_replaced_and_the_alert_stored_once(
+    mesh_factory: Callable[..., Any], workers: Callable[..., Worker]
+):
+    victim = unique_id("v")
+    proc = workers(victim, "--no-doctor")
+    events: list[dict[str, Any]] = []
+    doctors = [await Doctor(await mesh_factory(instance_id=unique_id("doc")), dead_after=DEAD_AFTER, interval=HB,
+                            redistribute=False, on_event=events.append).start() for _ in range(2)]
+    try:
+        mesh = doctors[0].mesh
+        await wait_state(mesh, victim, "running")
+        await eventually(lambda: all(victim in d.peers for d in doctors), what="both doctors hear the victim")
+        proc.signal(signal.SIGKILL)
+        # A writer elected for this death that dies before it publishes: its election is in the bucket
+        # (for the victim's last beats, whichever the doctors find stored) and no alert ever comes from it.
+        rec = await mesh.last("heartbeat", f"nxs.heartbeat.{victim}")
+        assert rec is not None and rec.envelope is not None
+        epoch, seq = rec.envelope.content["epoch"], rec.envelope.content["seq"]
+        bucket = await open_doctors_bucket(mesh)
+        for s in range(seq, seq + 5):
+            assert await elect(bucket, alert_key("dead", victim, epoch, s), "ghost")
+        await eventually(lambda: len(events) == 2, timeout=20, what="both doctors settle the death")
+        await asyncio.sleep(2 * DEAD_AFTER)  # sleep-ok: proving no third write comes
+    finally:
+        for d in doctors:
+            await d.stop()
+    assert sorted(e["duplicate"] for e in events) == [False, True]
+    [alert] = await alerts_about(mesh, victim)
+    assert alert["event"] == "dead" and alert["detected_by"] in {d.mesh.config.instance_id for d in doctors}
 
 
 @pytest.mark.timeout(60)

@@ -43,7 +43,8 @@ from nxs_mesh.client.admin import Bucket, BucketSpec
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.wire.errors import MeshError
 
-__all__ = ["BUCKET", "DEFAULT_SLOTS", "Campaign", "Lease", "campaign_for", "elect", "open_doctors_bucket"]
+__all__ = ["BUCKET", "DEFAULT_SLOTS", "Campaign", "Lease", "alert_key", "campaign_for", "elect", "election_revision",
+           "open_doctors_bucket", "take_over_election"]
 
 log = logging.getLogger("nxs_mesh.node.lease")
 
@@ -62,6 +63,11 @@ def _kv_safe(key: str) -> str:
     return key.replace(":", "=")  # ids may hold ':', KV keys may not
 
 
+def alert_key(event: str, node: str, epoch: str, seq: int) -> str:
+    """The election key of one alert (the same event, node, incarnation and beat as its message id)."""
+    return f"a.{event}.{node}.{epoch}.{seq}"
+
+
 async def elect(bucket: Bucket, key: str, who: str) -> bool:
     """True for exactly one caller of ``key`` (within the bucket's ttl); ours too if an earlier attempt
     of ours was stored but its answer lost."""
@@ -70,6 +76,18 @@ async def elect(bucket: Bucket, key: str, who: str) -> bool:
         return True
     entry = await bucket.get(safe)
     return entry is not None and entry.value == who.encode()
+
+
+async def election_revision(bucket: Bucket, key: str) -> int:
+    """The revision of ``key``'s election (0 when there is none)."""
+    entry = await bucket.get(_kv_safe(key))
+    return entry.revision if entry is not None else 0
+
+
+async def take_over_election(bucket: Bucket, key: str, who: str, revision: int) -> bool:
+    """Replace the winner of ``key`` seen at ``revision`` (a winner that never did its job), by CAS: True
+    for exactly one caller; False when the key has moved on since."""
+    return await bucket.update(_kv_safe(key), who.encode(), last=revision) is not None
 
 
 def process_holder() -> str:

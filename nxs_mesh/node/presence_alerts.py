@@ -8,7 +8,9 @@ A doctor that judged a node dead (or back) does not publish at once:
 2. **Fence**: the doctor must still be connected and (when elected by a lease) hold a valid lease. A
    doctor that lost either publishes nothing: the doctor that took its place alerts.
 3. **Elect**: a KV create of ``a.<event>.<node>.<epoch>.<seq>`` in NXS_DOCTORS succeeds for exactly one
-   doctor; the others count the event as alerted by someone else (``duplicate``) and do nothing more.
+   doctor; the others count the event as alerted by someone else (``duplicate``). A loser checks that
+   the winner's alert was stored; if it is not within ``follow_up`` seconds (the winner died between
+   its election and its publish), one loser replaces the winner by CAS on the key and writes it.
 4. The winner runs the **death hooks** (``hook(node) -> Awaitable[Mapping]``; results merged into the
    alert content, failures logged and noted) and publishes the ALERT. Its ``Nats-Msg-Id`` is still
    derived from ``(event, node, epoch, seq)``: a second guard, so a retried publish is stored once.
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 from nxs_mesh.aio.retry import backoff_delay, retrying
 from nxs_mesh.client.admin import Bucket
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.node.lease import elect, open_doctors_bucket
+from nxs_mesh.node.lease import alert_key, elect, election_revision, open_doctors_bucket, take_over_election
 from nxs_mesh.node.presence import Peer, PeerState, beat_of
 from nxs_mesh.node.tasks import TaskStore
 from nxs_mesh.wire import subjects
@@ -41,6 +43,7 @@ DeathHook = Callable[[str], Awaitable[Mapping[str, Any]]]
 T = TypeVar("T")
 _GIVE_UP_AFTER = 120.0
 _HOOK_TIMEOUT = 10.0
+_FOLLOW_UP = 3.0  # seconds past the hooks' time a winner gets to store its alert
 
 
 class AlertWriter:
@@ -55,10 +58,11 @@ class AlertWriter:
     async def send(self, event: str, peer: Peer, detail: dict[str, Any]) -> tuple[bool, dict[str, Any]] | None:
         """``(duplicate, content)`` once the event is alerted (by us, or by the doctor that won its
         election: then ``duplicate``); None when it is not to be alerted (by us)."""
-        won = await self._attempts(f"{event} alert for {peer.node}", lambda: self._decide(event, peer))
+        what = f"{event} alert for {peer.node}"
+        won = await self._attempts(what, lambda: self._decide(event, peer))
         if won is None:
             return None
-        if not won:
+        if not won and not await self._attempts(what, lambda: self._winner_failed(event, peer)):
             return True, self._envelope(event, peer, detail)[1]
         if event == "dead":
             detail = {**detail, **await self._run_hooks(peer.node)}
@@ -77,7 +81,27 @@ class AlertWriter:
             return None
         if self._bucket is None:
             self._bucket = await open_doctors_bucket(self.mesh)
-        return await elect(self._bucket, f"a.{event}.{peer.node}.{peer.epoch}.{self._seq(peer)}", self.me)
+        return await elect(self._bucket, alert_key(event, peer.node, peer.epoch, self._seq(peer)), self.me)
+
+    async def _winner_failed(self, event: str, peer: Peer) -> bool:
+        """After losing: True when the winner's alert is not stored in time and we replaced the winner."""
+        assert self._bucket is not None
+        key, wanted = alert_key(event, peer.node, peer.epoch, self._seq(peer)), alert_id(
+            event, peer.node, peer.epoch, self._seq(peer))
+        winner = await election_revision(self._bucket, key)
+        deadline = time.monotonic() + _FOLLOW_UP + _HOOK_TIMEOUT * len(self.hooks) * (event == "dead")
+        while True:
+            await asyncio.sleep(self.interval)  # sleep-ok: the winner's time to publish, checked each interval
+            rec = await self.mesh.last("alert", subjects.alert(peer.node))
+            if rec is not None and rec.envelope is not None and rec.envelope.id == wanted:
+                return False
+            if time.monotonic() > deadline:
+                break
+        if not winner or not self.fence() or not await take_over_election(self._bucket, key, self.me, winner):
+            return False
+        log.warning("doctor %s writes the %s alert for %s: its elected writer never stored it", self.me, event,
+                    peer.node)
+        return True
 
     async def _attempts(self, what: str, fn: Callable[[], Awaitable[T]]) -> T | None:
         """``fn()`` retried through leader elections; a retry waits two heartbeat intervals, so a doctor
