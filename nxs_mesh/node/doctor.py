@@ -161,10 +161,12 @@ class Doctor:
                 log.debug("doctor %s: unsubscribe failed (%s)", self._me, exc)
         self.peers = {}
 
-    def _may_alert(self) -> bool:
-        """The fence before an alert: active, connected, and the lease (if any) still valid."""
-        return (self.active and self.mesh.is_connected
-                and (self._lease_valid is None or self._lease_valid()))
+    def _may_alert(self) -> bool | None:
+        """The fence before an alert: True when active, connected and the lease (if any) valid; None
+        ("not now": retried) while disconnected or the lease is late to renew; False once standing by."""
+        if not self.active:
+            return False
+        return True if self.mesh.is_connected and (self._lease_valid is None or self._lease_valid()) else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -299,7 +301,7 @@ class Doctor:
     async def _on_death(self, peer: Peer, silent: float) -> None:
         log.warning("node %s is dead (silent %.2fs, %d claimed tasks)", peer.node, silent, len(peer.claims))
         released = 0
-        if self.redistribute and peer.claims and self.store is not None and self._may_alert():
+        if self.redistribute and peer.claims and self.store is not None and self._may_alert() is True:
             released = await release_claims(self.mesh, self.store, peer, self._me)
         await self._alert("dead", peer, detail={"silent_for": round(silent, 3), "claims": len(peer.claims),
                                                 "released": released})

@@ -250,11 +250,12 @@ class Campaign:
                 if self._bucket is None or self._bucket_of is not delegate.mesh:
                     self._bucket, self._bucket_of = await open_doctors_bucket(delegate.mesh), delegate.mesh
                 self.lease.node = delegate.mesh.config.instance_id
-                valid = await self.lease.round(self._bucket)
+                await self.lease.round(self._bucket)
             except MeshError as exc:
                 log.debug("%s: lease round failed (%s)", self.lease.holder, exc)
-                valid = self.lease.valid
-            await self._apply(delegate if valid else None)
+            # Active while the slot is ours (a late renewal only fences its alerts, see Lease.valid);
+            # standing by once it is lost or was never won.
+            await self._apply(delegate if self.lease.held is not None else None)
 
     async def _apply(self, want: Member | None) -> None:
         if self.active is want:

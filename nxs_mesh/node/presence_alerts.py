@@ -5,8 +5,9 @@ A doctor that judged a node dead (or back) does not publish at once:
 1. **Confirm** (deaths): the node's last beat in NXS_HEARTBEAT is the quorum's view. A newer one than
    the doctor judged by means the doctor was the one cut off: no death, the node is watched afresh.
    Otherwise that stored beat keys the alert, the same for every doctor.
-2. **Fence**: the doctor must still be connected and (when elected by a lease) hold a valid lease. A
-   doctor that lost either publishes nothing: the doctor that took its place alerts.
+2. **Fence**: the doctor must still be connected and (when elected by a lease) hold a valid lease.
+   While it is not (disconnected, a renewal late) it waits and confirms again; a doctor that lost its
+   lease (standing by) publishes nothing: the doctor that took its place alerts.
 3. **Elect**: a KV create of ``a.<event>.<node>.<epoch>.<seq>`` in NXS_DOCTORS succeeds for exactly one
    doctor; the others count the event as alerted by someone else (``duplicate``). A loser checks that
    the winner's alert was stored; if it is not within ``follow_up`` seconds (the winner died between
@@ -32,7 +33,7 @@ from nxs_mesh.node.presence import Peer, PeerState, beat_of
 from nxs_mesh.node.tasks import TaskStore
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, new_envelope
-from nxs_mesh.wire.errors import MeshError
+from nxs_mesh.wire.errors import MeshError, MeshTimeout
 from nxs_mesh.wire.ids import alert_id
 
 __all__ = ["AlertWriter", "DeathHook", "release_claims"]
@@ -49,7 +50,7 @@ _FOLLOW_UP = 3.0  # seconds past the hooks' time a winner gets to store its aler
 class AlertWriter:
     """The alerting half of a Doctor (see the module docstring)."""
 
-    def __init__(self, mesh: Mesh, *, interval: float, fence: Callable[[], bool],
+    def __init__(self, mesh: Mesh, *, interval: float, fence: Callable[[], bool | None],
                  hooks: Sequence[DeathHook] = ()) -> None:
         self.mesh, self.interval, self.fence, self.hooks = mesh, interval, fence, tuple(hooks)
         self.me = mesh.config.instance_id
@@ -76,8 +77,11 @@ class AlertWriter:
             return None
         if event == "dead" and not await self.confirm_death(peer):
             return None
-        if not self.fence():
-            log.warning("doctor %s does not alert %s %s: it lost its lease or connection", self.me, event, peer.node)
+        fenced = self.fence()
+        if fenced is None:  # disconnected, or the lease is late: retried (and confirmed again) later
+            raise MeshTimeout("no connection or no valid lease right now")
+        if not fenced:
+            log.warning("doctor %s does not alert %s %s: it stands by (lost its lease)", self.me, event, peer.node)
             return None
         if self._bucket is None:
             self._bucket = await open_doctors_bucket(self.mesh)
@@ -97,7 +101,7 @@ class AlertWriter:
                 return False
             if time.monotonic() > deadline:
                 break
-        if not winner or not self.fence() or not await take_over_election(self._bucket, key, self.me, winner):
+        if not winner or self.fence() is not True or not await take_over_election(self._bucket, key, self.me, winner):
             return False
         log.warning("doctor %s writes the %s alert for %s: its elected writer never stored it", self.me, event,
                     peer.node)
