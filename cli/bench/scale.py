@@ -210,10 +210,10 @@ async def _one_size(session: BenchSession, n: int) -> list[Row]:
     except BaseException:
         await _stop(procs, timeout=10)
         raise
-    return _rows(n, len(procs), per_process, started, idle, mon, dead, t_kill, codes)
+    return _rows(n, [len(p.nodes) for p in procs], started, idle, mon, dead, t_kill, codes)
 
 
-def _rows(n: int, procs: int, per: int, started: float, idle: _Idle, mon: _Monitor, dead: set[str],
+def _rows(n: int, sizes: list[int], started: float, idle: _Idle, mon: _Monitor, dead: set[str],
           t_kill: float, codes: list[int | None]) -> list[Row]:
     name = f"scale {n}"
     deaths = [(t, node) for t, node, ev in mon.alerts if ev == "dead" and t >= t_kill]
@@ -225,8 +225,8 @@ def _rows(n: int, procs: int, per: int, started: float, idle: _Idle, mon: _Monit
     clean = sum(c == 0 for c in codes)
     rows = [
         Row(f"{name}: server", "msg/s", idle.msgs,
-            note=f"{idle.bytes:,.0f} B/s in+out; {procs} processes of <= {max(per, math.ceil(n / procs))} nodes, "
-                 f"all running after {started:.1f} s"),
+            note=f"{idle.bytes:,.0f} B/s in+out; {len(sizes)} processes of {min(sizes)}-{max(sizes)} nodes, "
+                 f"all running {started:.1f} s after spawning"),
         Row(f"{name}: per-node received", "B/s", rx, target=f"<= {BUDGET} B/s", met=rx <= BUDGET,
             note=f"median of {len(idle.received)}; max {max(idle.received, default=0):,.0f} B/s, {over} "
                  f"above budget (the elected doctors); sent median {median(idle.sent) if idle.sent else 0:,.0f} B/s"),
