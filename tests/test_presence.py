@@ -27,6 +27,7 @@ from nxs_mesh.node.lease import alert_key, elect, open_doctors_bucket
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
+from nxs_mesh.wire.errors import ConfigError
 
 
 @pytest.fixture
@@ -275,3 +276,26 @@ async def test_embedded_nodes_share_one_campaigner_and_standby_nodes_stay_in_the
 
 async def _held_by(bucket: Bucket, node: str) -> bool:
     return await slot_holders(bucket) == {0: node}
+
+
+@pytest.mark.timeout(60)
+async def test_a_nodes_death_hooks_run_in_its_doctor_and_bad_slot_counts_are_config_errors(
+    nats_server: NatsServer, mesh: Mesh, workers: Callable[..., Worker], tmp_path: Path
+):
+    with pytest.raises(ConfigError, match="doctor_slots"):
+        NodeOptions(doctor_slots=0)
+    victim = unique_id("v")
+    proc = workers(victim, "--no-doctor")
+    node = Node(MeshConfig(servers=(nats_server.url,), instance_id=unique_id("h"), data_dir=str(tmp_path)),
+                NodeOptions(heartbeat_interval=HB, dead_after=DEAD_AFTER, outbox=False))
+
+    async def hook(dead: str) -> dict[str, Any]:
+        return {"handed_off": dead}
+
+    node.death_hooks.append(hook)
+    async with node:
+        await wait_state(mesh, victim, "running")
+        await eventually(lambda: node.doctor is not None and victim in node.doctor.peers, what="the node hears it")
+        proc.signal(signal.SIGKILL)
+        alert = await eventually(lambda: alerts_about(mesh, victim), timeout=15, what="the death alert")
+    assert alert[0]["handed_off"] == victim and alert[0]["detected_by"] == node.node_id

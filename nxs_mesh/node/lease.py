@@ -41,7 +41,7 @@ from typing import Final, Protocol
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.admin import Bucket, BucketSpec
 from nxs_mesh.client.mesh import Mesh
-from nxs_mesh.wire.errors import MeshError
+from nxs_mesh.wire.errors import ConfigError, MeshError
 
 __all__ = ["BUCKET", "DEFAULT_SLOTS", "Campaign", "Lease", "alert_key", "campaign_for", "elect", "election_revision",
            "open_doctors_bucket", "take_over_election"]
@@ -106,7 +106,7 @@ class Lease:
     def __init__(self, holder: str, *, slots: int = DEFAULT_SLOTS, dead_after: float = 5.0,
                  interval: float = 1.0) -> None:
         if slots < 1:
-            raise ValueError("slots must be at least 1")
+            raise ConfigError("slots", "must be at least 1 (how many doctors the mesh elects)")
         self.holder, self.slots, self.dead_after, self.interval = holder, slots, dead_after, interval
         self.held: int | None = None
         self.revision = 0
