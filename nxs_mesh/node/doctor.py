@@ -135,10 +135,12 @@ class Doctor:
             return
         self._lease_valid, self._reopens, self._offline_since = valid, self.mesh.reopens, None
         log.info("doctor %s is active%s", self._me, " (lease)" if valid is not None else "")
-        self._subs = [
-            await self.mesh.subscribe("nxs.heartbeat.>", self._on_heartbeat),
-            await self.mesh.subscribe("nxs.status.>", self._on_status),
-        ]
+        try:
+            for subject, callback in (("nxs.heartbeat.>", self._on_heartbeat), ("nxs.status.>", self._on_status)):
+                self._subs.append(await self.mesh.subscribe(subject, callback))
+        except MeshError:
+            await self._unsubscribe()
+            raise
         self._active.set()
         try:  # after subscribing, so that nothing published meanwhile falls between the two
             await self._catch_up()
@@ -153,13 +155,16 @@ class Doctor:
             return
         self._active.clear()
         log.info("doctor %s stands by", self._me)
+        await self._unsubscribe()
+        self.peers = {}
+
+    async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
                 await sub.unsubscribe()
             except MeshError as exc:
                 log.debug("doctor %s: unsubscribe failed (%s)", self._me, exc)
-        self.peers = {}
 
     def _may_alert(self) -> bool | None:
         """The fence before an alert: True when active, connected and the lease (if any) valid; None

@@ -264,7 +264,11 @@ class Campaign:
             await self.active.deactivate()
         self.active = want
         if want is not None:
-            await want.activate(lambda: self.lease.valid)
+            try:
+                await want.activate(lambda: self.lease.valid)
+            except MeshError as exc:  # tried again next round
+                log.warning("%s: could not activate its doctor (%s)", self.lease.holder, exc)
+                self.active = None
 
 
 _CAMPAIGNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], Campaign]] = (
