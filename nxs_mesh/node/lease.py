@@ -98,6 +98,7 @@ def process_holder() -> str:
 class _Seen:
     revision: int
     since: float  # our monotonic time when we first saw this revision
+    checked: float  # ... and when we last saw it
 
 
 class Lease:
@@ -159,9 +160,12 @@ class Lease:
             holder = self._holder_of(entry.value)
             if holder not in ("", self.holder):
                 seen = self._seen.get(slot)
-                if seen is None or seen.revision != entry.revision:
-                    self._seen[slot] = _Seen(entry.revision, sent)
+                # A new revision, or one we could not watch (our polls failed or stalled: a silence we did
+                # not observe, e.g. the whole mesh's outage) starts a fresh period.
+                if seen is None or seen.revision != entry.revision or sent - seen.checked > self.dead_after:
+                    self._seen[slot] = _Seen(entry.revision, sent, sent)
                     return False
+                seen.checked = sent
                 if sent - seen.since < self.dead_after:
                     return False
                 log.warning("%s takes over doctor.%d from %s (silent %.1fs)", self.holder, slot, holder,
