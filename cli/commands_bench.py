@@ -75,7 +75,8 @@ def register(app: typer.Typer) -> None:
     def bench(
         ctx: typer.Context,
         scenarios: list[str] = typer.Argument(
-            None, help=f"Scenarios to run (default: all): {', '.join(DEFAULT_SCENARIOS)}.", show_default=False
+            None, help=f"Scenarios to run (default: all of {', '.join(DEFAULT_SCENARIOS)}); by name only: scale.",
+            show_default=False
         ),
         messages: int = typer.Option(20_000, "--messages", "-n", min=10, help="Messages per throughput run."),
         size: int = typer.Option(256, "--size", min=1, help="Content bytes per message."),

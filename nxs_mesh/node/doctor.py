@@ -1,7 +1,7 @@
 """The Doctor: presence and failure detection from heartbeats, one alert per event mesh-wide.
 
 Every worker has one; ``nxs doctor run`` runs one alone. Presence costs O(N) for the mesh: a worker's
-doctor *campaigns* (``campaign=True``, what ``Node`` does) for one of a few lease slots (``lease``: k = 2
+doctor *campaigns* (``campaign=True``, what ``Node`` does) for one of a few lease slots (``slots``: k = 2
 by default, one campaigner per process however many nodes it embeds), and only the doctors holding
 one are *active*: they subscribe to ``nxs.heartbeat.>`` and ``nxs.status.>`` (plain subscriptions:
 what matters is *when this doctor* hears a node) and judge. The others receive no heartbeat. A doctor
