@@ -17,10 +17,12 @@ def test_bench_scale_runs_prints_its_rows_and_its_workers_exit_cleanly(tmp_path,
     assert result.exit_code == 0, result.output
     rows = {r["scenario"]: r for r in json.loads(result.stdout)["rows"]}
     assert set(rows) == {f"scale 10: {what}" for what in (
-        "server", "per-node received", "CPU workers", "kill -9 -> last alert", "false alerts", "max heartbeat gap")}
+        "server", "per-node received", "CPU workers", "kill -9 -> last alert", "kill -9 of a doctor -> last alert",
+        "false alerts", "max heartbeat gap")}
     assert not any(r["skipped"] for r in rows.values())
     assert rows["scale 10: server"]["mesh"] > 0 and rows["scale 10: per-node received"]["mesh"] >= 0
-    assert rows["scale 10: kill -9 -> last alert"]["mesh"] is not None  # every killed node was alerted
+    for kill in ("kill -9 -> last alert", "kill -9 of a doctor -> last alert"):
+        assert rows[f"scale 10: {kill}"]["mesh"] is not None  # every killed node was alerted
     assert rows["scale 10: false alerts"]["mesh"] == 0
     assert "2 of 2 workers exited 0 on SIGTERM" in rows["scale 10: max heartbeat gap"]["note"]
 
