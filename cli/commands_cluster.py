@@ -44,11 +44,15 @@ def deploy_render(
     tls_ca: str = typer.Option(None, "--tls-ca"),
     route_tls: bool = typer.Option(False, "--route-tls", help="TLS on routes too (needs --tls-cert/--tls-key)."),
     relay: str = typer.Option(None, "--relay", help="A fallback URL listed last for clients (wss:// or tls://)."),
+    secure: str = typer.Option(None, "--secure", help="A `nxs deploy secure init` directory: mTLS with pinned "
+                                                       "certificates and nkey users with least privilege."),
+    install_dir: str = typer.Option(None, "--install-dir", help="With --secure: where each node's directory "
+                                                                 "lives on its host (e.g. /etc/nxs)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Validate each file with `nats-server -t`."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
-    from nxs_mesh.deploy.render import DeployOptions, check_config, render, write_configs
+    from nxs_mesh.deploy.render import DeployOptions, render, write_configs
 
     debug = settings(ctx).debug
     try:
@@ -57,11 +61,11 @@ def deploy_render(
             cluster_name=cluster_name, client_port=client_port, cluster_port=cluster_port,
             monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval, route_by=route_by,
             listen=listen, monitor_listen=monitor_listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, route_tls=route_tls, relay=relay,
+            secure_dir=secure, install_dir=install_dir,
         )
         paths = write_configs(hosts, out, opts)
         if check:
-            for p in paths:
-                check_config(p)
+            _check(hosts, paths, opts)
         rendered = {r.host.name: r for r in render(hosts, opts)}
     except MeshError as exc:
         fail(str(exc), debug=debug, exc=exc)
@@ -75,6 +79,23 @@ def deploy_render(
         print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
         return
     _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
+
+
+def _check(hosts: list[Any], paths: list[Path], opts: Any) -> None:
+    """`nats-server -t` on each config; with --install-dir the files are not here yet, so the check
+    runs on the same config rendered with this machine's paths."""
+    import dataclasses
+    import tempfile
+
+    from nxs_mesh.deploy.render import check_config, write_configs
+
+    if not (opts.secure_dir and opts.install_dir):
+        for p in paths:
+            check_config(p)
+        return
+    with tempfile.TemporaryDirectory(prefix="nxs-check-") as tmp:
+        for p in write_configs(hosts, tmp, dataclasses.replace(opts, install_dir=None)):
+            check_config(p)
 
 
 def _select_hosts(host: list[str] | None, tailscale_status: str | None, tag: str, online_only: bool) -> list[Any]:

@@ -186,6 +186,11 @@ def streams(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 async def _init(ctx: typer.Context, replicas: int | None) -> list[EnsureResult]:
     async with _open(ctx) as mesh:
+        if mesh.config.trust_file:  # secure mesh: also what least-privileged nodes may not create
+            from nxs_mesh.deploy.identity import load_trust
+            from nxs_mesh.node.provision import provision
+
+            return await provision(mesh, load_trust(mesh.config.trust_file)["nodes"], replicas=replicas)
         return await mesh.ensure_streams(replicas)
 
 
@@ -195,7 +200,10 @@ def init(
                                  help="Replicas per stream [config, else min(3, cluster size)]."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Create or update the mesh's streams (idempotent); a conflicting stream is reported and exits 1."""
+    """Create or update the mesh's streams (idempotent); a conflicting stream is reported and exits 1.
+
+    On a secure mesh (a config with `trust_file`, run with the admin identity) it also creates the
+    buckets and every trusted node's command consumer, which nodes may not create themselves."""
     s = settings(ctx)
     results = run(_init(ctx, replicas), debug=s.debug)
     if as_json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ import typer
 
 from nxs_mesh.config import ConfigSource, MeshConfig, load_config
 from nxs_mesh.wire.errors import MeshError
+
+# asyncio logs this for every TLS connection nats-py closes (its protocol returns True from
+# eof_received, which SSL transports ignore): harmless, and noise on a secure mesh's every command.
+logging.getLogger("asyncio").addFilter(lambda record: "eof_received" not in record.getMessage())
 
 T = TypeVar("T")
 

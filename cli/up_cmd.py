@@ -63,15 +63,23 @@ def up(
     monitor_port: int = port_option(None, "--monitor-port",
                                     help="HTTP monitoring port [8222, a random one if that is busy]."),
     replicas: int = typer.Option(None, "--replicas", min=1, max=5, help="Stream replicas [min(3, servers)]."),
+    secure: bool = typer.Option(False, "--secure", help="Try the secure mode on one machine: a mesh CA, mTLS, "
+                                                        "nkey identities with least privilege (in STORE/secure)."),
+    node: list[str] = typer.Option(None, "--node", help="With --secure: a node identity to create; repeat "
+                                                        "[this instance's id]."),
 ) -> None:
-    """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM."""
+    """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM.
+
+    Without --secure the server is open (no authentication): fine on loopback for development, never
+    on a shared network. With --secure every client needs a certificate and an nkey from STORE/secure."""
     from nxs_mesh.wire.errors import MeshError
 
     s = settings(ctx)
     cfg = s.config
     port = _configured_port(s, "port", port)
-    handle, servers = _servers(s, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
-                               store_dir=Path(store or cfg.data_dir))
+    store_dir = Path(store or cfg.data_dir)
+    handle, servers = _choose(s, secure, node, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
+                              store_dir=store_dir)
     stop = threading.Event()
     got: list[str] = []
 
@@ -86,7 +94,8 @@ def up(
             handle.start()
         except MeshError as exc:
             fail(str(exc), debug=s.debug, exc=exc)
-        urls = _announce(s, servers, host=host, replicas=replicas or cfg.replicas or min(3, cluster))
+        urls = _announce(s, servers, host=host, replicas=replicas or cfg.replicas or min(3, cluster),
+                         secure_dir=store_dir.absolute() / "secure" if secure else None)
         _say(f"clients: --url {','.join(urls)} (or NXS_URL); Ctrl-C to stop")
         while not stop.wait(0.5):  # wakes on a signal at once; the timeout only watches the servers
             dead = [srv for srv in servers if not srv.running]
@@ -101,20 +110,81 @@ def up(
     _say("stopped")
 
 
-def _announce(s: Settings, servers: list[NatsServer], *, host: str, replicas: int) -> list[str]:
+def _choose(s: Settings, secure: bool, nodes: list[str] | None, *, port: int, monitor_port: int | None, host: str,
+            cluster: int, store_dir: Path) -> tuple[NatsServer | LocalCluster, list[NatsServer]]:
+    from nxs_mesh.wire.errors import MeshError
+
+    if secure and cluster > 1:
+        raise typer.BadParameter("--secure runs one server; for a secure cluster use `nxs deploy render --secure`",
+                                 param_hint="--cluster")
+    try:
+        if secure:
+            return _secure_server(s, port=port, monitor_port=monitor_port, host=host, store_dir=store_dir,
+                                  nodes=nodes or [s.config.instance_id])
+        return _servers(s, port=port, monitor_port=monitor_port, host=host, cluster=cluster, store_dir=store_dir)
+    except MeshError as exc:
+        fail(str(exc), debug=s.debug, exc=exc)
+
+
+def _secure_server(s: Settings, *, port: int, monitor_port: int | None, host: str, store_dir: Path,
+                   nodes: list[str]) -> tuple[NatsServer, list[NatsServer]]:
+    """One server rendered as `nxs deploy render --secure` would, with identities in STORE/secure."""
+    from nxs_mesh.deploy.identity import init_identities
+    from nxs_mesh.deploy.render import DeployOptions, render_config
+    from nxs_mesh.deploy.tailscale import MeshHost
+    from nxs_mesh.transport.server import NatsServer, free_port, port_is_free
+
+    hosts = [MeshHost(n, ipv4=host if host not in ("0.0.0.0", "::", "") else "127.0.0.1") for n in nodes]
+    store_dir = store_dir.absolute()
+    secure_dir = store_dir / "secure"
+    url = f"tls://{hosts[0].ipv4}:{port}"
+    init_identities(secure_dir, hosts, servers={n: (url,) for n in [*nodes, "admin"]})
+    mport = _configured_port(s, "monitor_port", monitor_port)
+    mport = mport if port_is_free("127.0.0.1", mport) else free_port()
+    opts = DeployOptions(client_port=port, cluster_port=free_port(), monitor_port=mport,
+                         store_dir=str(store_dir / "jetstream"), listen="tailscale", secure_dir=str(secure_dir))
+    conf = store_dir / "nats-server-secure.conf"
+    conf.write_text(render_config(hosts[0], hosts[:1], opts))
+    server = NatsServer(host=hosts[0].ipv4 or "127.0.0.1", port=port, monitor_port=mport, store_dir=store_dir,
+                        name=nodes[0], config_file=conf, jetstream=False)
+    return server, [server]
+
+
+def _announce(s: Settings, servers: list[NatsServer], *, host: str, replicas: int,
+              secure_dir: Path | None = None) -> list[str]:
     """Print where each server listens, ensure the streams, print the outcome; returns the client URLs."""
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    urls = [f"nats://{connect_host}:{srv.port}" for srv in servers]
+    urls = [f"{'tls' if secure_dir else 'nats'}://{connect_host}:{srv.port}" for srv in servers]
     for srv, url in zip(servers, urls, strict=True):
         who = f"{srv.name}: " if len(servers) > 1 else ""
         _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
-    results = run(_up_ensure(s.config.replace(servers=tuple(urls)), replicas), debug=s.debug)
+    if secure_dir is None:
+        _say("open mode: no authentication, anyone who can reach these ports can read and do anything; "
+             "fine on loopback for development. Secure: `nxs up --secure`, or deploy/README.md for a mesh",
+             style="yellow", err=True)
+        results = run(_up_ensure(s.config.replace(servers=tuple(urls)), replicas), debug=s.debug)
+    else:
+        results = run(_up_provision(secure_dir, urls), debug=s.debug)
+        _say(f"secure mode: mTLS + nkeys, least privilege; identities in {secure_dir}. Clients: "
+             f"`nxs --config {secure_dir}/nodes/<id>/nxs.toml ...`, admin: `--config {secure_dir}/admin/nxs.toml`")
     _say(f"streams (replicas {min(3, replicas)}): " + ", ".join(f"{r.stream} {r.action}" for r in results))
     for r in results:
         if r.action == "conflict":
             _say(f"warning: {r.stream} conflicts with the mesh's config: {r.detail}", style="yellow", err=True)
     _say(f"listening on {','.join(urls)}")
     return urls
+
+
+async def _up_provision(secure_dir: Path, urls: list[str]) -> list[EnsureResult]:
+    from nxs_mesh import Mesh
+    from nxs_mesh.config import load_config
+    from nxs_mesh.deploy.identity import load_trust
+    from nxs_mesh.node.provision import provision
+
+    cfg, _ = load_config({"servers": ",".join(urls), "instance_id": "admin"},
+                         config_file=secure_dir / "admin" / "nxs.toml", env={})
+    async with Mesh(cfg, ensure=False) as mesh:
+        return await provision(mesh, load_trust(secure_dir / "trust.json")["nodes"], replicas=1)
 
 
 async def _up_ensure(cfg: MeshConfig, replicas: int) -> list[EnsureResult]:

@@ -14,6 +14,7 @@ This package never imports typer or rich: agents that embed it stay light.
 """
 
 from nxs_mesh.client.consumer import Abandon, Consumer, Delivery, Reject, Retry
+from nxs_mesh.client.files import FileInfo
 from nxs_mesh.client.mesh import Mesh, MeshState, PublishResult
 from nxs_mesh.config import MeshConfig, load_config
 from nxs_mesh.node.doctor import Doctor
@@ -37,12 +38,16 @@ from nxs_mesh.wire.errors import (
     ConfigError,
     ConnectError,
     EnvelopeError,
+    FileCorrupt,
+    FileError,
+    FileNotFound,
     JetStreamUnavailable,
     MeshError,
     MeshTimeout,
     NoResponders,
     NotConnectedError,
     OutboxFull,
+    PermissionDenied,
     PortInUse,
     PublishError,
     RemoteError,
@@ -69,12 +74,17 @@ __all__ = [
     "Delivery",
     "Envelope",
     "EnvelopeError",
+    "FileCorrupt",
+    "FileError",
+    "FileInfo",
+    "FileNotFound",
     "JetStreamUnavailable",
     "Mesh",
     "MeshConfig",
     "MeshError",
     "MeshState",
     "MeshTimeout",
+    "PermissionDenied",
     "NoResponders",
     "NotConnectedError",
     "OutboxFull",

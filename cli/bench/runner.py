@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from nxs_cli.bench.codec import bench_codec
 from nxs_cli.bench.failure import bench_failure
+from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
@@ -37,6 +38,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "codec": ("envelope encode+decode per second", bench_codec),
     "footprint": ("idle `nxs node run`: RSS and bytes/s", bench_footprint),
     "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
+    "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
 }
 # scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`).

@@ -12,6 +12,7 @@ from nxs_mesh.transport import admin
 from nxs_mesh.transport.admin import AccountReport, ConsumerReport, StreamReport
 from nxs_mesh.transport.buckets import Bucket, BucketSpec, open_bucket
 from nxs_mesh.transport.link import Link
+from nxs_mesh.transport.pull import provision_consumer
 from nxs_mesh.transport.reader import Record
 from nxs_mesh.transport.streams import STREAMS, EnsureResult, StreamSpec, stream_for_kind
 
@@ -60,6 +61,12 @@ class MeshAdmin:
     async def release(self, ack_subjects: list[str]) -> int:
         """Hand deliveries held by another (dead) consumer member back to the stream now."""
         return await admin.release(self._link, ack_subjects)
+
+    async def provision_consumer(self, stream: str, durable: str, filters: tuple[str, ...], *,
+                                 batch: int, ack_wait: float | None = None) -> None:
+        """Create or update someone else's durable pull consumer (admin provisioning a secure node's)."""
+        await provision_consumer(self._link, stream, durable, filters, ack_wait=ack_wait or self._config.ack_wait,
+                                 batch=batch)
 
     async def bucket(self, spec: BucketSpec, *, replicas: int | None = None) -> Bucket:
         """Bind to (or create) a key-value bucket; replicas default to min(3, cluster size)."""

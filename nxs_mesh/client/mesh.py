@@ -11,6 +11,7 @@ buckets). It is the boundary: nothing above it sees nats-py.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -21,6 +22,7 @@ from nxs_mesh.client.admin import MeshAdmin
 from nxs_mesh.client.calls import await_result, build_result
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
 from nxs_mesh.client.exactly_once import open_guard
+from nxs_mesh.client.files import MeshFiles
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
 from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
 from nxs_mesh.config import MeshConfig
@@ -88,7 +90,8 @@ class Mesh:
         self.state = MeshState.OPEN
         if self._path.flusher is not None:
             self._path.flusher.start()
-        if self._ensure:
+        # On a secure mesh streams are admin's (`nxs init`): nodes may not create or update them.
+        if self._ensure and not self.config.secure:
             try:
                 await self.ensure_streams()
             except BaseException:
@@ -140,6 +143,11 @@ class Mesh:
     def admin(self) -> MeshAdmin:
         """Stream, consumer and bucket management (reports, purge, stored messages)."""
         return MeshAdmin(self.link, self.config)
+
+    @functools.cached_property
+    def files(self) -> MeshFiles:
+        """Files in the Object Store (bucket NXS_FILES), streamed: put/get/stream/list/info/delete."""
+        return MeshFiles(self)
 
     @property
     def is_connected(self) -> bool:

@@ -101,7 +101,11 @@ class Outbox:
     ) -> None:
         self.path = Path(path)
         self.max_messages, self.max_bytes = max_messages, max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Private from the start (sqlite gives its -wal/-shm files the database file's mode): queued
+        # messages are the node's traffic, not for other users of the machine.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._lock = threading.Lock()  # the CLI and tests may read from another thread
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         # WAL + FULL: a committed put survives a crash or power loss; readers (`nxs outbox`) never block it.

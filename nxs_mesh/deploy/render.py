@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nxs_mesh.deploy.secure_conf import secure_render
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.transport.connection import server_list
 from nxs_mesh.transport.server import find_nats_server
@@ -50,6 +51,8 @@ class DeployOptions:
     tls_ca: str | None = None
     route_tls: bool = False
     relay: str | None = None  # last entry of every client's server list (wss:// or tls://)
+    secure_dir: str | None = None  # `--secure DIR`: mTLS + pinned certs + nkey users with least privilege
+    install_dir: str | None = None  # where a node's secure directory lives on its host (default: DIR/nodes/<id>)
 
     def __post_init__(self) -> None:
         if not _SYNC_RE.match(self.sync_interval):
@@ -64,6 +67,8 @@ class DeployOptions:
             raise ConfigError("ports", "client, cluster and monitoring ports must differ")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls", "--tls-cert and --tls-key go together")
+        if self.secure_dir and self.tls_cert:
+            raise ConfigError("tls", "--secure brings its own certificates; leave out --tls-cert/--tls-key")
         if self.route_tls and not self.tls_cert:
             raise ConfigError("tls", "route TLS needs --tls-cert/--tls-key")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.cluster_name):
@@ -98,7 +103,8 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     advertise_addr = host.address(opts.route_by)
     bind = "0.0.0.0" if opts.listen == "0.0.0.0" else me.strip("[]")
     others = [m for m in members if m.name != host.name]
-    route_scheme = "tls" if opts.route_tls else "nats"
+    sec = secure_render(opts.secure_dir, opts.install_dir) if opts.secure_dir else None
+    route_scheme = "tls" if opts.route_tls or sec else "nats"
     routes = [f"{route_scheme}://{m.address(opts.route_by)}:{opts.cluster_port}" for m in others]
     lines = [
         f"# nats-server config for {host.name} (rendered by `nxs deploy render`; edit the flags, not this file)",
@@ -117,9 +123,13 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     if opts.max_file_store:
         lines.append(f"  max_file_store: {opts.max_file_store}")
     lines += ["}", ""]
-    if opts.tls_cert:
+    if sec is not None:
+        lines += sec.client_blocks(host.name)
+    elif opts.tls_cert:
         lines += _tls_block(opts, "", verify=False)
         lines.append("")
+    if not others:  # one server: no cluster block (a JetStream cluster of one would wait for routes)
+        return "\n".join(lines)
     lines += [
         "cluster {",
         f"  name: {_q(opts.cluster_name)}",
@@ -129,7 +139,9 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
         *(f"    {_q(r)}" for r in routes),
         "  ]",
     ]
-    if opts.route_tls:
+    if sec is not None:
+        lines += sec.tls_block(host.name, "  ", admin=False)  # routes: node certificates only, both ways
+    elif opts.route_tls:
         lines += _tls_block(opts, "  ", verify=True)
     lines += ["}", ""]
     return "\n".join(lines)
@@ -137,7 +149,7 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
 
 def client_servers(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptions) -> tuple[str, ...]:
     """Client order on ``host``: its own server on loopback, the other members, the relay."""
-    scheme = "tls" if opts.tls_cert else "nats"
+    scheme = "tls" if opts.tls_cert or opts.secure_dir else "nats"
     local = f"{scheme}://127.0.0.1:{opts.client_port}" if opts.listen == "0.0.0.0" else \
         f"{scheme}://{host.address('ip')}:{opts.client_port}"
     peers = [f"{scheme}://{m.address(opts.route_by)}:{opts.client_port}" for m in members if m.name != host.name]

@@ -15,6 +15,7 @@ from typing import Any
 
 from nxs_mesh.client.admin import STREAMS
 from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.node.security_checkup import security_checks
 from nxs_mesh.wire.contract import DLQ_STREAM
 from nxs_mesh.wire.errors import MeshError
 
@@ -119,6 +120,8 @@ async def check_mesh(mesh: Mesh, *, dead_after: float | None = None, lag_warn: i
     report.add("server", "ok", f"{mesh.connected_url} (nats-server {info.version}"
                f"{', cluster ' + info.cluster if info.cluster else ''}"
                f"{', peers ' + ', '.join(peers) if peers else ''})")
+    for name, level, detail in security_checks(mesh.config, info, mesh.connected_url):
+        report.add(name, level, detail)
     try:
         acct = await mesh.admin.account()
     except MeshError as exc:

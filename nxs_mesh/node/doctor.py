@@ -3,7 +3,7 @@
 Every worker has one; ``nxs doctor run`` runs one alone. Presence costs O(N) for the mesh: a worker's
 doctor *campaigns* (``campaign=True``, what ``Node`` does) for one of a few lease slots (``slots``: k = 2
 by default, one campaigner per process however many nodes it embeds), and only the doctors holding
-one are *active*: they subscribe to ``nxs.heartbeat.>`` and ``nxs.status.>`` (plain subscriptions:
+one are *active*: they subscribe to ``nxs.heartbeat.*`` and ``nxs.status.*`` (plain subscriptions:
 what matters is *when this doctor* hears a node) and judge. The others receive no heartbeat. A doctor
 made with ``campaign=False`` (the default; ``nxs doctor run``, tests) is always active: one more watcher.
 
@@ -136,7 +136,8 @@ class Doctor:
         self._lease_valid, self._reopens, self._offline_since = valid, self.mesh.reopens, None
         log.info("doctor %s is active%s", self._me, " (lease)" if valid is not None else "")
         try:
-            for subject, callback in (("nxs.heartbeat.>", self._on_heartbeat), ("nxs.status.>", self._on_status)):
+            # One token per node: ``*`` is what a least-privileged node may subscribe to (deploy.permissions).
+            for subject, callback in (("nxs.heartbeat.*", self._on_heartbeat), ("nxs.status.*", self._on_status)):
                 self._subs.append(await self.mesh.subscribe(subject, callback))
         except MeshError:
             await self._unsubscribe()

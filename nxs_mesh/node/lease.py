@@ -213,6 +213,7 @@ class Campaign:
         self._sup = Supervisor(f"campaign {self.lease.holder}")
         self._lock = asyncio.Lock()
         self._on_empty = on_empty
+        self._failing = False  # rounds failing: logged once, as a warning
 
     def __repr__(self) -> str:
         active = self.active.mesh.config.instance_id if self.active is not None else "-"
@@ -255,8 +256,13 @@ class Campaign:
                     self._bucket, self._bucket_of = await open_doctors_bucket(delegate.mesh), delegate.mesh
                 self.lease.node = delegate.mesh.config.instance_id
                 await self.lease.round(self._bucket)
-            except MeshError as exc:
-                log.debug("%s: lease round failed (%s)", self.lease.holder, exc)
+                if self._failing:
+                    self._failing = False
+                    log.info("%s: lease rounds work again", self.lease.holder)
+            except MeshError as exc:  # e.g. no quorum, or (secure mesh) NXS_DOCTORS not provisioned by admin
+                log.log(logging.DEBUG if self._failing else logging.WARNING, "%s: lease round failed (%s: %s)",
+                        self.lease.holder, type(exc).__name__, exc)
+                self._failing = True
             # Active while the slot is ours (a late renewal only fences its alerts, see Lease.valid);
             # standing by once it is lost or was never won.
             await self._apply(delegate if self.lease.held is not None else None)

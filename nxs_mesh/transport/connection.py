@@ -3,6 +3,8 @@ TLS and credentials, and a ConnectError that says why."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -15,7 +17,7 @@ from nats.aio.client import Client
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.translate import translate_nats_errors
-from nxs_mesh.wire.errors import ConfigError, ConnectError
+from nxs_mesh.wire.errors import ConfigError, ConnectError, MeshTimeout
 
 __all__ = ["ReconnectPolicy", "connect", "server_list", "server_path", "tls_context", "transport_groups"]
 
@@ -165,10 +167,21 @@ async def connect(
         failures.clear()
         try:
             with translate_nats_errors("connect"):
-                nc = await nats.connect(servers=group, **options)
-        except (OSError, ConnectError) as exc:
+                # Bounded: after a failed TLS verification nats-py's connect can hang for good.
+                nc = await asyncio.wait_for(nats.connect(servers=group, **options),
+                                            cfg.connect_timeout * 2 * len(group) + 1)
+        except (OSError, ConnectError, MeshTimeout) as exc:
             causes = list(dict.fromkeys(_cause(e) for e in failures)) or [_cause(exc)]
             problems.append(f"{', '.join(group)}: {'; '.join(causes)}")
+            continue
+        if not nc.is_connected:
+            # TLS 1.3: the handshake completes on our side before the server checks our certificate; a
+            # server that refuses it (not pinned: revoked) closes right after, and nats-py returns a
+            # client that is not connected. That is a refusal, not a network fault: say so.
+            with contextlib.suppress(Exception):
+                await nc.close()
+            problems.append(f"{', '.join(group)}: the server closed the connection after the TLS handshake "
+                            "(is this identity's certificate trusted, or was it revoked?)")
             continue
         nc.options["max_reconnect_attempts"] = -1
         return nc

@@ -30,6 +30,7 @@ from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.connection import ReconnectPolicy, connect
+from nxs_mesh.transport.denials import Denials
 from nxs_mesh.transport.publisher import JsPublisher
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import ClosedError, MeshError, NotConnectedError
@@ -52,6 +53,8 @@ class ServerInfo:
     connect_urls: tuple[str, ...]
     max_payload: int
     jetstream: bool
+    auth_required: bool = False
+    tls_verify: bool = False  # the server requires client certificates
 
 
 def server_info_of(nc: Client) -> ServerInfo:
@@ -63,6 +66,8 @@ def server_info_of(nc: Client) -> ServerInfo:
         cluster=info.get("cluster") or None, connect_urls=tuple(sorted(set(info.get("connect_urls") or []))),
         max_payload=int(info.get("max_payload") or nc.max_payload or 1024 * 1024),
         jetstream=bool(info.get("jetstream", False)),
+        auth_required=bool(info.get("auth_required", False)),
+        tls_verify=bool(info.get("tls_verify", False)),
     )
 
 
@@ -129,6 +134,10 @@ class Link:
         self.generation = 0
         self.reopens = 0
         self._sup = Supervisor(f"link {config.instance_id}")
+        self.denials = Denials()
+        # With an identity the server may refuse operations: requests then race the refusal (a few
+        # microseconds each), so a refused one fails at once naming its subject instead of timing out.
+        self._checks_permissions = bool(config.secure or config.nkey_seed or config.creds or config.user)
 
     def __repr__(self) -> str:
         state = "CLOSED" if self._closing else ("CONNECTED" if self.is_connected else "DISCONNECTED")
@@ -143,8 +152,10 @@ class Link:
 
     async def _connect(self) -> None:
         nc = await connect(self.config, policy=self._policy, reconnected_cb=self._reconnected,
-                           closed_cb=self._closed)
-        pub = JsPublisher(nc)
+                           closed_cb=self._closed, error_cb=self._on_error)
+        if self._checks_permissions:
+            self.denials.guard_requests(nc)
+        pub = JsPublisher(nc, denials=self.denials)
         try:
             with translate_nats_errors("connect"):
                 await pub.start()
@@ -156,6 +167,9 @@ class Link:
             raise
         self._nc, self._js, self._pub = nc, nc.jetstream(timeout=5.0), pub
         self.generation += 1
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.denials.note(str(exc))
 
     async def _reconnected(self) -> None:
         if self._on_reconnected is not None:
@@ -272,6 +286,14 @@ class Link:
         """A plain subscription; kept across a reopen. ``await sub.unsubscribe()`` ends it."""
         sub = _Sub(self, subject, cb)
         await sub.attach(self.nc)
+        if self._checks_permissions:
+            # The server answers SUB before the next PING, so a refusal has arrived by its PONG; two
+            # round trips, because the first PONG may answer a PING nats-py sent earlier.
+            await self.flush()
+            await self.flush()
+            if (refused := self.denials.refused(subject, "subscribe to")) is not None:
+                await sub.unsubscribe()
+                raise refused
         self._subs.add(sub)
         return sub
 

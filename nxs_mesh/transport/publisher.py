@@ -28,6 +28,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from nxs_mesh.transport.denials import Denials
 from nxs_mesh.transport.translate import mesh_error_for
 from nxs_mesh.wire.errors import ClosedError, MeshError, MeshTimeout, PublishError, StreamError
 
@@ -143,8 +144,9 @@ class _Batch:
 class JsPublisher:
     """Publishes to JetStream over one connection; ``start()`` once connected, ``close()`` before closing it."""
 
-    def __init__(self, nc: Client, *, max_in_flight: int = 4096) -> None:
+    def __init__(self, nc: Client, *, max_in_flight: int = 4096, denials: Denials | None = None) -> None:
         self._nc = nc
+        self.denials = denials
         self._loop = asyncio.get_running_loop()
         self._prefix = nc.new_inbox() + "."  # <inbox prefix>.<nuid>.
         self._plen = len(self._prefix)
@@ -216,6 +218,8 @@ class JsPublisher:
         except Exception as exc:  # translated, never swallowed
             if (ours := mesh_error_for(exc, f"publish to {subject}")) is None:
                 raise
+            if isinstance(ours, MeshTimeout) and self.denials is not None:
+                ours = self.denials.refused(subject) or ours  # no ack because the server refused it
             raise ours from exc
         finally:
             timer.cancel()

@@ -22,6 +22,7 @@ from typing import Final, NamedTuple
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api as jsapi
+from nats.js import errors as jse
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.waiting import Wakeup
@@ -106,6 +107,27 @@ def consumer_config(durable: str, filters: tuple[str, ...], *, ack_wait: float, 
     )
 
 
+async def bind_provisioned(link: Link, stream: str, durable: str, filters: tuple[str, ...]) -> bool:
+    """In secure mode a node may not create its command consumer (its filters are what keep it from
+    reading other nodes' commands), so admin provisions it (``nxs init``): bind to it when it exists
+    with these filters. False: not secure, or missing (the create that follows fails clearly)."""
+    if not link.config.secure:
+        return False
+    try:
+        info = await link.js.consumer_info(stream, durable)
+    except jse.NotFoundError:
+        return False
+    have = info.config.filter_subjects or ([info.config.filter_subject] if info.config.filter_subject else [])
+    return sorted(have) == sorted(filters)
+
+
+async def provision_consumer(link: Link, stream: str, durable: str, filters: tuple[str, ...], *,
+                             ack_wait: float, batch: int) -> None:
+    """Create or update a durable pull consumer for someone else (admin provisioning a node's)."""
+    with translate_nats_errors(f"consumer {durable}"):
+        await link.js.add_consumer(stream, consumer_config(durable, filters, ack_wait=ack_wait, batch=batch))
+
+
 def status_of(msg: Msg) -> str:
     """The status of a message without a reply subject (100 heartbeat, 404/408 end of request, 409 ...)."""
     return (msg.headers or {}).get("Status", "")
@@ -155,7 +177,8 @@ class PullSession:
         spec, nc = self.spec, self._link.nc
         config = consumer_config(spec.durable, spec.filters, ack_wait=spec.ack_wait, batch=spec.batch)
         with translate_nats_errors(f"consumer {spec.durable}"):
-            await self._link.js.add_consumer(spec.stream, config)
+            if not await bind_provisioned(self._link, spec.stream, spec.durable, spec.filters):
+                await self._link.js.add_consumer(spec.stream, config)
             if self._sub is None:
                 self._inbox = nc.new_inbox()
                 self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)

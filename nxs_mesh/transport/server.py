@@ -115,6 +115,7 @@ class NatsServer:
         websocket_port: int | None = None,
     ) -> None:
         self.host, self.port, self.monitor_port = host, port, monitor_port
+        self.monitor_host = host  # a config file may put monitoring elsewhere (read back from the log)
         self._own_store = store_dir is None
         self.store_dir = Path(store_dir) if store_dir else Path(tempfile.mkdtemp(prefix="nxs-store-"))
         self.name = name
@@ -210,7 +211,7 @@ class NatsServer:
             if (m := _CLIENT_RE.search(line)) is not None:
                 self.port = int(m.group(2))
             elif (m := _MONITOR_RE.search(line)) is not None:
-                self.monitor_port = int(m.group(2))
+                self.monitor_host, self.monitor_port = m.group(1), int(m.group(2))
             elif (m := _WEBSOCKET_RE.search(line)) is not None:
                 self.websocket_port = int(m.group(2))
             elif _READY in line:
@@ -238,7 +239,7 @@ class NatsServer:
 
     @property
     def monitor_url(self) -> str:
-        return f"http://{self.host}:{self.monitor_port}"
+        return f"http://{self.monitor_host}:{self.monitor_port}"
 
     def healthz(self, *, js: bool = True) -> bool:
         query = "?js-enabled-only=true" if not js else ""
@@ -266,6 +267,18 @@ class NatsServer:
         if self._reader is not None:
             self._reader.join(timeout=2)
             self._reader = None
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP: the server re-reads its config file; returns once it logged the reload."""
+        if self._proc is None or not self.running:
+            raise ServerError(f"{self!r} is not running")
+        done = len([line for line in self.log if "Reloaded server configuration" in line])
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while len([line for line in self.log if "Reloaded server configuration" in line]) <= done:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self!r} did not reload within {timeout}s:\n" + "\n".join(list(self.log)[-5:]))
+            time.sleep(0.02)  # sleep-ok: polling the log reader thread's output with a deadline
 
     def kill(self) -> None:
         """SIGKILL: the crash case for fault tests."""

@@ -17,6 +17,10 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    ├── PermissionDenied            the server refused this identity an operation (names the subject)
+    ├── FileError                   an Object Store file could not be stored or read
+    │   ├── FileNotFound            no such file in the bucket (or it was deleted)
+    │   └── FileCorrupt             a stored file fails its checks: chunks missing, size or digest wrong
     └── ServerError                 the embedded nats-server failed to start or stop
         └── PortInUse
 
@@ -39,10 +43,14 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "EnvelopeError",
+    "FileCorrupt",
+    "FileError",
+    "FileNotFound",
     "HandlerSignal",
     "JetStreamUnavailable",
     "MeshError",
     "MeshTimeout",
+    "PermissionDenied",
     "NoResponders",
     "NotConnectedError",
     "OutboxFull",
@@ -133,6 +141,28 @@ class RemoteError(MeshError):
     def __init__(self, message: str, node: str | None = None) -> None:
         self.node = node
         super().__init__(f"{node}: {message}" if node else message)
+
+
+class PermissionDenied(MeshError):
+    """The server's permissions for this identity refuse an operation on ``subject``."""
+
+    def __init__(self, operation: str, subject: str, what: str = "") -> None:
+        self.operation, self.subject = operation, subject
+        lead = f"{what}: " if what else ""
+        super().__init__(f"{lead}permission denied: this identity may not {operation} {subject!r} "
+                         "(the mesh's server permissions refuse it; admin operations need the admin identity)")
+
+
+class FileError(MeshError):
+    """An Object Store file could not be stored or read (names the file)."""
+
+
+class FileNotFound(FileError):
+    """No file of that name in the bucket (never stored, or deleted)."""
+
+
+class FileCorrupt(FileError):
+    """A stored file fails its checks on read: chunks missing, size or SHA-256 digest not as its meta says."""
 
 
 class ServerError(MeshError):

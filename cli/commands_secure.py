@@ -1,0 +1,128 @@
+"""`nxs deploy secure`: the mesh's identities (CA, node certificates, nkeys, seal keys) on disk.
+
+From an open lab to a secured mesh, in order (deploy/README.md has the whole walk-through):
+
+    nxs deploy secure init secure/ --host n1=100.64.0.1 --host n2=100.64.0.2 --host n3=100.64.0.3
+    nxs deploy render --secure secure/ --host n1=100.64.0.1 ... --install-dir /etc/nxs -o deploy/generated
+    # copy secure/nodes/<host>/ to /etc/nxs on each host, deploy/generated/<host>.conf as its server config
+    nxs --config secure/admin/nxs.toml init     # admin provisions streams, buckets, node consumers
+    nxs --config /etc/nxs/nxs.toml node run     # on each host
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from nxs_mesh.wire.errors import MeshError
+
+from .common import console, err_console, fail, new_typer, print_json, settings
+from .tables import Col, fitted
+
+secure_app = new_typer(help="Mesh identities: CA, per-node certificates, nkeys and seal keys.",
+                       no_args_is_help=True)
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
+DIR_ARG = typer.Argument(..., help="The secure directory (created if missing; keep it private).")
+
+
+def _identities(root: Path) -> list[dict[str, Any]]:
+    from nxs_mesh.deploy.identity import ADMIN, SecureLayout, load_trust
+
+    layout = SecureLayout(root)
+    trust = load_trust(layout.trust)
+    rows = [{"name": n, "role": "node", "sign": i["sign"], "cert_sha256": i["cert_sha256"],
+             "dir": str(layout.node_dir(n))} for n, i in sorted(trust["nodes"].items())]
+    rows.append({"name": ADMIN, "role": "admin", "sign": trust["admin"]["sign"],
+                 "cert_sha256": trust["admin"]["cert_sha256"], "dir": str(layout.node_dir(ADMIN))})
+    return rows
+
+
+def _show(root: Path, as_json: bool, note: str) -> None:
+    rows = _identities(root)
+    if as_json:
+        print_json({"dir": str(root.absolute()), "identities": rows})
+        return
+    console.print(fitted([Col("identity"), Col("role"), Col("nkey"), Col("directory", wrap=True, drop=1)],
+                         [[r["name"], r["role"], r["sign"][:12] + "…", r["dir"]] for r in rows],
+                         title=f"mesh identities in {root}"))
+    if note:
+        err_console.print(note)
+
+
+@secure_app.command("init")
+def secure_init(
+    ctx: typer.Context,
+    directory: Path = DIR_ARG,
+    host: list[str] = typer.Option(None, "--host", help="NAME=ADDRESS of a mesh host (its certificate's "
+                                                        "address); repeat. Existing identities are kept."),
+    install_dir: str = typer.Option(None, "--install-dir",
+                                    help="Where each node's directory will live on its host (e.g. /etc/nxs); "
+                                         "the nxs.toml files point there [default: this directory]."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create the mesh CA (once), the admin identity (once) and each host's identity that is missing."""
+    from nxs_mesh.deploy.identity import init_identities
+    from nxs_mesh.deploy.tailscale import parse_host_flag
+
+    try:
+        hosts = [parse_host_flag(h) for h in host or []]
+        init_identities(directory, hosts, install_dir=install_dir)
+    except MeshError as exc:
+        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _show(directory, as_json, "keys are 0600; copy nodes/<host>/ to each host, keep ca.key and admin/ off them; "
+                              "next: `nxs deploy render --secure DIR --host ...`")
+
+
+@secure_app.command("rotate")
+def secure_rotate(
+    ctx: typer.Context,
+    directory: Path = DIR_ARG,
+    name: str = typer.Argument(..., help="The node (or `admin`) whose keys to replace."),
+    host: str = typer.Option(None, "--host", help="NAME=ADDRESS for the new certificate's address."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """New certificate, nkey and seal key for one identity; the old ones become revoked."""
+    from nxs_mesh.deploy.identity import rotate_identity
+    from nxs_mesh.deploy.tailscale import parse_host_flag
+
+    try:
+        rotate_identity(directory, name, parse_host_flag(host) if host else None)
+    except MeshError as exc:
+        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _show(directory, as_json, f"rotated {name}: copy nodes/{name}/ to its host, re-render the server configs "
+                              "and reload every server (`nats-server --signal reload`)")
+
+
+@secure_app.command("revoke")
+def secure_revoke(
+    ctx: typer.Context,
+    directory: Path = DIR_ARG,
+    name: str = typer.Argument(..., help="The node whose identity to revoke."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stop trusting a node: once the configs are re-rendered and servers reloaded it cannot connect."""
+    from nxs_mesh.deploy.identity import revoke_identity
+
+    try:
+        revoke_identity(directory, name)
+    except MeshError as exc:
+        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and reload every "
+                              "server; a reload disconnects it at once")
+
+
+@secure_app.command("show")
+def secure_show(directory: Path = DIR_ARG, as_json: bool = JSON_OPT) -> None:
+    """List the trusted identities."""
+    try:
+        _show(directory, as_json, "")
+    except MeshError as exc:
+        fail(str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    from .commands_cluster import deploy_app
+
+    deploy_app.add_typer(secure_app, name="secure")

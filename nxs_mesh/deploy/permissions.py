@@ -1,0 +1,77 @@
+"""Least privilege, enforced by nats-server: what each node's identity may publish and subscribe.
+
+A node may publish its own heartbeat and status and what nodes legitimately send (chat, commands,
+tasks, results, sync, alerts, dead letters), read its own commands and broadcasts through its own
+durable consumer, read the shared presence and result streams, and take tasks. It may not create,
+update, purge or delete streams, buckets or command consumers: the ``admin`` identity does that
+(``nxs init`` provisions every trusted node's command consumer). JetStream's consumer API carries
+no filter a permission could check when a consumer has several filters, so a node that could create
+consumers on NXS_COMMAND could read another node's commands; hence the provisioning by admin.
+
+    perms = node_permissions("n1")           # {"publish": {"allow": [...]}, "subscribe": {...}}
+    text = authorization_block(trust)        # the nats-server `authorization { users = [...] }`
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from nxs_mesh.client.consumer import durable_name
+from nxs_mesh.wire import subjects
+
+__all__ = ["BUCKETS", "READABLE_STREAMS", "authorization_block", "command_durables", "node_permissions"]
+
+#: Buckets every node reads and writes (task claims, exactly-once records, doctor leases, files).
+BUCKETS: Final = ("NXS_TASKS", "NXS_ONCE", "NXS_DOCTORS", "NXS_AGENTS", "NXS_FILES")
+#: Streams whose contents are mesh-wide by nature: anyone in the mesh may read them.
+READABLE_STREAMS: Final = ("NXS_HEARTBEAT", "NXS_STATUS", "NXS_ALERT", "NXS_RESULT", "NXS_TASK")
+_SENDS: Final = ("chat", "command", "task", "result", "sync", "alert", "dlq")
+
+
+def command_durables(node: str) -> tuple[str, ...]:
+    """The node's command consumer (provisioned by admin, see ``node.provision``)."""
+    return (durable_name("command", node),)
+
+
+def _js_api(node: str) -> list[str]:
+    api = "$JS.API"
+    allow = [f"{api}.INFO", f"{api}.STREAM.INFO.*", f"{api}.STREAM.NAMES", f"{api}.STREAM.LIST",
+             f"{api}.CONSUMER.INFO.>"]
+    readable = [*READABLE_STREAMS, *(f"KV_{b}" for b in BUCKETS), *(f"OBJ_{b}" for b in BUCKETS)]
+    for stream in readable:
+        allow += [f"{api}.STREAM.MSG.GET.{stream}", f"{api}.DIRECT.GET.{stream}", f"{api}.DIRECT.GET.{stream}.>",
+                  f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
+                  f"{api}.CONSUMER.DURABLE.CREATE.{stream}.>", f"{api}.CONSUMER.MSG.NEXT.{stream}.>"]
+        if stream != "NXS_TASK":  # only ephemeral readers live there; task consumers are shared work
+            allow.append(f"{api}.CONSUMER.DELETE.{stream}.>")
+    allow += [f"{api}.CONSUMER.MSG.NEXT.NXS_COMMAND.{d}" for d in command_durables(node)]
+    # Files are shared state: removing one purges its chunks' subject and deletes its meta message.
+    allow += [f"{api}.STREAM.PURGE.OBJ_NXS_FILES", f"{api}.STREAM.MSG.DELETE.OBJ_NXS_FILES"]
+    return allow
+
+
+def node_permissions(node: str, inbox: str | None = None) -> dict[str, Any]:
+    """The nats-server permissions of node ``node`` (its inbox defaults to ``_INBOX_nxs.<node>``)."""
+    inbox = inbox or f"_INBOX_nxs.{node}"
+    root = subjects.ROOT
+    me = subjects.heartbeat(node).rsplit(".", 1)[1]  # the node id as a subject token
+    publish = [subjects.heartbeat(node), subjects.status(node), *(f"{root}.{k}.>" for k in _SENDS),
+               "$JS.ACK.>", *(f"$KV.{b}.>" for b in BUCKETS), *(f"$O.{b}.>" for b in BUCKETS), *_js_api(node)]
+    subscribe = [f"{inbox}.>", f"{root}.heartbeat.*", f"{root}.status.*", f"{root}.alert.>", f"{root}.result.>",
+                 f"{root}.chat.{me}.>", f"{root}.chat._all.>", f"{root}.command.{me}.>", f"{root}.command._all.>",
+                 f"{root}.sync.{me}.>", f"{root}.sync._all.>"]
+    # allow_responses: a node may answer a core request made to it (mesh.reply), on that reply only.
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe},
+            "allow_responses": {"max": 1, "expires": "10m"}}
+
+
+def authorization_block(trust: Mapping[str, Any], *, indent: str = "") -> str:
+    """``authorization { users = [...] }``: each trusted node by its nkey with its permissions, and
+    admin with all rights. Anyone else (no nkey, a revoked one) is refused at connect."""
+    users = [{"nkey": trust["admin"]["sign"]}]
+    for node, ident in sorted(trust["nodes"].items()):
+        users.append({"nkey": ident["sign"], "permissions": node_permissions(node)})
+    body = ",\n".join(f"{indent}    {json.dumps(u)}" for u in users)
+    return f"{indent}authorization {{\n{indent}  users = [\n{body}\n{indent}  ]\n{indent}}}"

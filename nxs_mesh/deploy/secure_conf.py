@@ -1,0 +1,60 @@
+"""The secure parts of a rendered nats-server config (``nxs deploy render --secure DIR``).
+
+Every listener requires a client certificate signed by the mesh CA *and* pinned (the SHA-256 of its
+public key is in trust.json: a revoked identity's certificate is refused even though the CA signed
+it), and clients authenticate by their nkey, which maps them to their permissions
+(``deploy.permissions``). Routes require a node certificate both ways, so a rogue server cannot join.
+Monitoring stays on loopback. Paths point where the node's directory is installed on its host
+(``--install-dir``, default: the directory itself, which is right on one machine).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nxs_mesh.deploy.identity import SecureLayout, load_trust
+from nxs_mesh.deploy.permissions import authorization_block
+from nxs_mesh.wire.errors import ConfigError
+
+__all__ = ["SecureRender", "secure_render"]
+
+
+class SecureRender:
+    """What the renderer needs from a secure directory for one host."""
+
+    def __init__(self, layout: SecureLayout, trust: dict[str, Any], install_dir: str | None) -> None:
+        self.layout, self.trust, self.install_dir = layout, trust, install_dir
+
+    def node_path(self, host: str, file: str) -> str:
+        if host not in self.trust["nodes"]:
+            raise ConfigError("--secure", f"{host} has no identity in {self.layout.root}: run "
+                              f"`nxs deploy secure init {self.layout.root} --host {host}=ADDRESS` first")
+        base = Path(self.install_dir) if self.install_dir else self.layout.node_dir(host)
+        return str(base / file)
+
+    def _pins(self, *, admin: bool) -> list[str]:
+        pins = [n["cert_sha256"] for _, n in sorted(self.trust["nodes"].items())]
+        if admin:
+            pins.append(self.trust["admin"]["cert_sha256"])
+        return pins
+
+    def tls_block(self, host: str, indent: str, *, admin: bool) -> list[str]:
+        q = json.dumps
+        return [f"{indent}tls {{", f"{indent}  cert_file: {q(self.node_path(host, 'node.pem'))}",
+                f"{indent}  key_file: {q(self.node_path(host, 'node.key'))}",
+                f"{indent}  ca_file: {q(self.node_path(host, 'ca.pem'))}",
+                f"{indent}  verify: true",
+                f"{indent}  pinned_certs: [{', '.join(q(p) for p in self._pins(admin=admin))}]",
+                f"{indent}  timeout: 2", f"{indent}}}"]
+
+    def client_blocks(self, host: str) -> list[str]:
+        return [*self.tls_block(host, "", admin=True), "", authorization_block(self.trust), ""]
+
+
+def secure_render(secure_dir: str, install_dir: str | None) -> SecureRender:
+    layout = SecureLayout(secure_dir)
+    if not layout.trust.exists():
+        raise ConfigError("--secure", f"{layout.root} has no trust.json: run `nxs deploy secure init` first")
+    return SecureRender(layout, load_trust(layout.trust), install_dir)
