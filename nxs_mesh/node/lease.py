@@ -12,16 +12,20 @@ server delivers N heartbeats x (k + 1) per interval instead of N x (N + 1).
 
 Why this shape: the lease is judged expired by the watcher's own clock (a revision that has not moved
 for ``dead_after`` since this process first saw it), never by a time the writer put in the value, so
-clock skew cannot hand a slot to two processes. A holder counts itself valid only for
-``dead_after - interval`` after the *send* time of its last successful renewal: by the time anyone
-else may take its slot it has stopped judging (``Lease.valid`` is the fence the Doctor checks before it
-alerts). Two slots, not one, so that a kill -9 of one holder leaves a doctor watching: the second
+clock skew cannot hand a slot to two processes; and only silence the watcher could watch counts (its
+own failed or stalled polls start a fresh period, so an outage of the whole mesh flips no lease). A
+holder counts itself valid only for ``dead_after - interval`` after the *send* time of its last
+successful renewal: by the time anyone else may take its slot it alerts no more (``Lease.valid`` is the
+fence the Doctor checks before it alerts; a late renewal only delays its alerts, a lost slot stands it
+by). Two slots, not one, so that a kill -9 of one holder leaves a doctor watching: the second
 holder still alerts on the deaths that come with it, while the slot is taken over. Passive processes
-poll the slots every ``dead_after / 2`` (two small KV reads), which keeps their idle traffic far
-under the 1 KB/s budget; holders write one CAS per interval each.
+poll the slots every ``dead_after / 2`` (two small KV reads: about 280 B/s received with one node per
+process, 17 B/s per node with 50 per process), which keeps their idle traffic under the 1 KB/s budget;
+holders write one CAS per interval each.
 
 The same bucket holds the one-writer elections of alerts (``a.<event>.<node>.<epoch>.<seq>``): a KV
-create succeeds for exactly one doctor (``elect``).
+create succeeds for exactly one doctor (``elect``); a winner that never wrote is replaced by CAS
+(``take_over_election``). On a secure mesh admin creates the bucket (``node.provision``).
 """
 
 from __future__ import annotations
