@@ -205,17 +205,19 @@ async def test_a_doctor_that_lost_its_lease_does_not_alert_and_alerts_once_it_ho
 
 @contextlib.asynccontextmanager
 async def _squatter(bucket: Bucket, key: str) -> AsyncIterator[None]:
-    entry = await eventually(lambda: bucket.get(key), what=f"{key} held")
-    rev = await bucket.update(key, json.dumps({"holder": "squatter", "node": "squatter"}).encode(),
-                              last=entry.revision)
-    assert rev is not None
+    value = json.dumps({"holder": "squatter", "node": "squatter"}).encode()
+
+    async def steal() -> int | None:  # a CAS from the revision just read: the holder may renew in between
+        entry = await bucket.get(key)
+        return None if entry is None else await bucket.update(key, value, last=entry.revision)
+
+    rev = await eventually(steal, what=f"{key} taken over")
 
     async def renew() -> None:
         nonlocal rev
         while True:
             await asyncio.sleep(HB)  # sleep-ok: the squatter's renewal clock
-            rev = await bucket.update(key, json.dumps({"holder": "squatter", "node": "squatter"}).encode(),
-                                      last=rev or 0)
+            rev = await bucket.update(key, value, last=rev or 0)
 
     task = asyncio.create_task(renew())
     try:
