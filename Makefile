@@ -27,8 +27,9 @@ test: $(STAMP) ## run the whole test suite against real nats-server processes
 demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert
 	$(BIN)/nxs demo
 
-bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios)
+bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios), then presence at scale
 	$(BIN)/nxs bench
+	$(BIN)/nxs bench scale --nodes 10,50,150,300
 
 lint: $(STAMP) ## ruff on everything, mypy --strict on the library (both installed into .venv on first use)
 	@$(BIN)/python -m mypy --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet -e '.[test,lint]'

@@ -54,6 +54,16 @@ def _cells(row: Row) -> list[str]:
             row.target, met]
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        fail(f"--nodes: expected positive integers separated by commas, got {text!r}")
+    return sizes
+
+
 def _explicit_url(ctx: typer.Context) -> str | None:
     obj: Any = ctx.find_root().obj
     flags = obj.get("flags") if isinstance(obj, dict) else None
@@ -65,7 +75,8 @@ def register(app: typer.Typer) -> None:
     def bench(
         ctx: typer.Context,
         scenarios: list[str] = typer.Argument(
-            None, help=f"Scenarios to run (default: all): {', '.join(DEFAULT_SCENARIOS)}.", show_default=False
+            None, help=f"Scenarios to run (default: all of {', '.join(DEFAULT_SCENARIOS)}); by name only: scale.",
+            show_default=False
         ),
         messages: int = typer.Option(20_000, "--messages", "-n", min=10, help="Messages per throughput run."),
         size: int = typer.Option(256, "--size", min=1, help="Content bytes per message."),
@@ -73,6 +84,8 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(32, "--batch", min=1, help="Pull fetch batch, mesh and raw alike."),
         idle_window: float = typer.Option(10.0, "--idle-window", min=0.5, help="Footprint window in seconds."),
         trials: int = typer.Option(3, "--trials", min=1, help="kill -9 trials for failure detection."),
+        nodes: str = typer.Option("10,50,150,300", "--nodes", help="scale: mesh sizes, comma-separated."),
+        per_process: int = typer.Option(50, "--per-process", min=1, help="scale: nodes embedded per process."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
         url: str = typer.Option(None, "--url", help="Benchmark this server instead of an embedded one."),
         monitor_url: str = typer.Option(None, "--monitor-url", help="Its HTTP monitor (default host:8222)."),
@@ -85,7 +98,7 @@ def register(app: typer.Typer) -> None:
         options = BenchOptions(
             messages=messages, size=size, rounds=rounds, batch=batch, url=url or _explicit_url(ctx),
             monitor_url=monitor_url, idle_window=idle_window, settle=min(2.0, idle_window),
-            failure_trials=trials,
+            failure_trials=trials, scale_nodes=_sizes(nodes), scale_per_process=per_process,
         )
         with err_console.status("starting") as status:
             def progress(text: str) -> None:

@@ -37,7 +37,12 @@ async def test_node_and_doctor_reprs(mesh, mesh_config):
         assert repr(node) == f"<Node '{nid}' RUNNING [server {mesh.connected_url}, 1 consumers, 0 inflight]>"
     assert repr(node) == f"<Node '{nid}' STOPPED [server -, 1 consumers, 0 inflight]>"
     doctor = Doctor(mesh, dead_after=5.0)
-    assert repr(doctor) == f"<Doctor {mesh.config.instance_id} [no nodes; dead after 5.0s]>"
+    assert repr(doctor) == f"<Doctor {mesh.config.instance_id} standby [no nodes; dead after 5.0s]>"
+    await doctor.start()
+    try:
+        assert repr(doctor) == f"<Doctor {mesh.config.instance_id} active [no nodes; dead after 5.0s]>"
+    finally:
+        await doctor.stop()
 
 
 def test_outbox_repr(tmp_path):

@@ -37,6 +37,9 @@ class BenchOptions:
     idle_window: float = 10.0
     #: Failure detection: how many kill -9 trials (the median is reported).
     failure_trials: int = 3
+    #: Scale (``nxs bench scale``): mesh sizes, and nodes embedded per worker process.
+    scale_nodes: tuple[int, ...] = (10, 50, 150, 300)
+    scale_per_process: int = 50
 
     @property
     def latency_samples(self) -> int:

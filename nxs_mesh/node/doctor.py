@@ -1,111 +1,57 @@
 """The Doctor: presence and failure detection from heartbeats, one alert per event mesh-wide.
 
-Every worker runs one; ``nxs doctor run`` runs one alone. It listens to ``nxs.heartbeat.>`` and
-``nxs.status.>`` (plain subscriptions: cheap, and what matters is *when this doctor* hears a node)
-and times them with its own monotonic clock, never the sender's. A node it has heard is:
+Every worker has one; ``nxs doctor run`` runs one alone. Presence costs O(N) for the mesh: a worker's
+doctor *campaigns* (``campaign=True``, what ``Node`` does) for one of a few lease slots (``slots``: k = 2
+by default, one campaigner per process however many nodes it embeds), and only the doctors holding
+one are *active*: they subscribe to ``nxs.heartbeat.*`` and ``nxs.status.*`` (plain subscriptions:
+what matters is *when this doctor* hears a node) and judge. The others receive no heartbeat. A doctor
+made with ``campaign=False`` (the default; ``nxs doctor run``, tests) is always active: one more watcher.
 
-    alive --(no heartbeat for suspect_after)--> suspect --(dead_after)--> dead
-      ^                                                                    |
-      +---------------------- heartbeat again: "recovered" ----------------+
-    any state --(status "stopped": a clean exit)--> stopped (never "dead")
+An active doctor times heartbeats with its own monotonic clock, never the sender's (states in
+``presence``). Exactly one ALERT per death and per recovery, however many doctors watch: a KV election
+picks the one writer, which runs the death hooks (``death_hooks``) and publishes; the alert's
+``Nats-Msg-Id`` is derived from ``(event, node, epoch, seq)`` as a second guard (``presence_alerts``).
+``epoch`` is the node's incarnation, ``seq`` its last heartbeat before the silence as NXS_HEARTBEAT
+holds it, so every doctor computes the same key whatever it heard.
 
-Exactly one ALERT per death and per recovery, however many doctors watch: its message id (so its
-``Nats-Msg-Id``) is derived from ``(event, node, epoch, seq)``: ``epoch`` is the node's incarnation
-(a boot id in every heartbeat), ``seq`` its last heartbeat before the silence as NXS_HEARTBEAT holds
-it (read back before alerting, so every doctor computes the same id whatever it heard), and
-NXS_ALERT's duplicate window stores one. A new incarnation, or a later second death, is alerted again.
-
-Only silence a doctor observed counts: while its own connection is down it judges no one; once it is
-back, or after its loop stalled (a paused process), every node gets a fresh period. A newer stored beat
-than the one it judged by means it was the one cut off: no alert, it watches that node afresh. When it
-starts, and when its connection is back, it takes up from NXS_HEARTBEAT the nodes it has not heard
-(within ``CATCH_UP_WINDOW``), so a node that published one heartbeat and died before this doctor
-listened is still tracked to its death. It never judges itself. On a death it also asks the task layer
-to hand the dead node's claimed tasks to live workers (see ``tasks``).
+Only silence a doctor observed counts: while its own connection is down (or its lease is not valid) it
+judges and alerts no one; once it is back, or after its loop stalled (a paused process), every node gets
+a fresh period. A newer stored beat than the one it judged by means it was the one cut off: no alert,
+it watches that node afresh. When it becomes active, and when its connection is back, it takes up from
+NXS_HEARTBEAT (last beat per node) the nodes it has not heard (within ``CATCH_UP_WINDOW``), so a node
+that published one heartbeat and died before this doctor listened, or a death during a takeover, is
+still tracked to its death. It never judges itself. On a death it also asks the task layer to hand the
+dead node's claimed tasks to live workers (see ``tasks``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from nxs_mesh.aio.retry import backoff_delay, retrying
+from nxs_mesh.aio.retry import retrying
 from nxs_mesh.aio.supervisor import Supervisor
-from nxs_mesh.client.admin import STREAMS
 from nxs_mesh.client.mesh import Mesh
+from nxs_mesh.node.lease import DEFAULT_SLOTS, Campaign, campaign_for
+from nxs_mesh.node.presence import CATCH_UP_WINDOW, Peer, PeerState, beat_of, claims_of, stored_beats
+from nxs_mesh.node.presence_alerts import AlertWriter, DeathHook, release_claims
 from nxs_mesh.node.tasks import TaskStore
-from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Envelope, decode, new_envelope
+from nxs_mesh.wire.envelope import decode
 from nxs_mesh.wire.errors import EnvelopeError, MeshError
 from nxs_mesh.wire.ids import alert_id
 
-__all__ = ["Doctor", "Peer", "PeerState", "alert_id"]
+__all__ = ["CATCH_UP_WINDOW", "DeathHook", "Doctor", "Peer", "PeerState", "alert_id"]
 
 log = logging.getLogger("nxs_mesh.node.doctor")
 
 AlertCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
-# How old a stored heartbeat a doctor that did not hear it may take up: its alert then follows any
-# other doctor's within NXS_ALERT's duplicate window (so it is stored once).
-CATCH_UP_WINDOW: float = next(s.duplicate_window for s in STREAMS if s.name == "NXS_ALERT") / 2
-
-
-def _beat_of(env: Envelope | None) -> tuple[str, int, dict[str, Any]] | None:
-    """``(epoch, seq, content)`` of a heartbeat envelope, or None when it is not a usable one."""
-    hb = env.content if env is not None and isinstance(env.content, dict) else {}
-    epoch, seq = str(hb.get("epoch", "")), hb.get("seq", 0)
-    if not epoch or not isinstance(seq, int) or isinstance(seq, bool):
-        return None
-    return epoch, seq, hb
-
-
-def _claims(hb: dict[str, Any]) -> dict[str, str]:
-    return hb["claims"] if isinstance(hb.get("claims"), dict) else {}
-
-
-class PeerState(enum.StrEnum):
-    ALIVE = "alive"
-    SUSPECT = "suspect"
-    DEAD = "dead"
-    STOPPED = "stopped"
-
-
-@dataclass
-class Peer:
-    """What this doctor knows of one node."""
-
-    node: str
-    epoch: str
-    seq: int
-    last_seen: float  # local monotonic time of the last heartbeat
-    state: PeerState = PeerState.ALIVE
-    reported: str = "running"  # what the node says of itself
-    location: str = ""
-    claims: dict[str, str] = field(default_factory=dict)
-    died_seq: int = -1
-    died_at: float = 0.0
-    # This death's ALERT was stored (by us or, deduplicated, by another doctor); set when that is settled.
-    alerted: bool = False
-    alert_settled: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @classmethod
-    def first_heard(cls, env: Envelope, beat: tuple[str, int, dict[str, Any]], at: float) -> Peer:
-        epoch, seq, hb = beat
-        return cls(env.source.instance_id, epoch, seq, at, reported=str(hb.get("state", "running")),
-                   location=env.source.location, claims=_claims(hb))
-
-    def age(self, now: float | None = None) -> float:
-        return (now if now is not None else time.monotonic()) - self.last_seen
-
 
 class Doctor:
-    """Watch heartbeats, publish death/recovery alerts, release dead nodes' tasks."""
+    """Watch heartbeats (when active), publish death/recovery alerts, release dead nodes' tasks."""
 
     def __init__(
         self,
@@ -118,6 +64,9 @@ class Doctor:
         on_event: AlertCallback | None = None,
         redistribute: bool = True,
         on_change: Callable[[], None] | None = None,
+        campaign: bool = False,
+        slots: int = DEFAULT_SLOTS,
+        death_hooks: Sequence[DeathHook] = (),
     ) -> None:
         self.mesh = mesh
         self.dead_after = dead_after
@@ -126,6 +75,7 @@ class Doctor:
         self.interval = interval
         self.store = store
         self.redistribute = redistribute
+        self.slots = slots
         self.peers: dict[str, Peer] = {}
         self.alerts_published = 0
         self._on_event = on_event
@@ -134,40 +84,95 @@ class Doctor:
         self._me = mesh.config.instance_id
         self._offline_since: float | None = None  # local time our own connection was seen down
         self._reopens = 0
+        self._campaign: Campaign | None = None
+        self._wants_campaign = campaign
+        self._lease_valid: Callable[[], bool] | None = None  # set while active by a lease
+        self._active = asyncio.Event()
+        self._writer = AlertWriter(mesh, interval=interval, fence=self._may_alert, hooks=death_hooks)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
         for p in self.peers.values():
             counts[p.state] = counts.get(p.state, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no nodes"
-        return f"<Doctor {self._me} [{summary}; dead after {self.dead_after}s]>"
+        role = "active" if self.active else "standby"
+        return f"<Doctor {self._me} {role} [{summary}; dead after {self.dead_after}s]>"
 
     @property
     def problems(self) -> dict[str, str]:
         return self._sup.problems
 
+    @property
+    def active(self) -> bool:
+        """Subscribed to the heartbeats and judging (always, unless campaigning without a lease)."""
+        return self._active.is_set()
+
     async def start(self) -> Doctor:
-        """Subscribe to heartbeats and statuses, take up the nodes the streams know, start judging;
-        returns once subscribed (and caught up, unless the streams cannot be read yet: then soon after)."""
-        self._reopens = self.mesh.reopens
-        self._subs = [
-            await self.mesh.subscribe("nxs.heartbeat.>", self._on_heartbeat),
-            await self.mesh.subscribe("nxs.status.>", self._on_status),
-        ]
+        """Start judging, or join this process's campaign for a lease (``campaign=True``). Returns once
+        subscribed and caught up (unless the streams cannot be read yet: then soon after); a campaigning
+        doctor returns after the first round, active if a slot was free."""
+        self._sup.keep("watch", self._watch)
+        if not self._wants_campaign:
+            await self.activate(None)
+            return self
+        self._campaign = campaign_for(self.mesh, slots=self.slots, dead_after=self.dead_after,
+                                      interval=self.interval)
+        await self._campaign.join(self)
+        return self
+
+    async def stop(self) -> None:
+        """Leave the campaign (the slot goes to another doctor of the process, or is released), stop
+        listening and judging; alerts under way get 5 s to be stored."""
+        if self._campaign is not None:
+            campaign, self._campaign = self._campaign, None
+            await campaign.leave(self)
+        await self.deactivate()
+        await self._sup.stop(timeout=5)
+
+    async def activate(self, valid: Callable[[], bool] | None) -> None:
+        """Become active: subscribe, catch up from the streams, judge. ``valid``: the lease's fence."""
+        if self.active:
+            return
+        self._lease_valid, self._reopens, self._offline_since = valid, self.mesh.reopens, None
+        log.info("doctor %s is active%s", self._me, " (lease)" if valid is not None else "")
+        try:
+            # One token per node: ``*`` is what a least-privileged node may subscribe to (deploy.permissions).
+            for subject, callback in (("nxs.heartbeat.*", self._on_heartbeat), ("nxs.status.*", self._on_status)):
+                self._subs.append(await self.mesh.subscribe(subject, callback))
+        except MeshError:
+            await self._unsubscribe()
+            raise
+        self._active.set()
         try:  # after subscribing, so that nothing published meanwhile falls between the two
             await self._catch_up()
         except MeshError as exc:
             log.warning("doctor %s could not read the streams yet (%s); retrying", self._me, exc)
             self._spawn(self._catch_up_soon())
-        self._sup.keep("watch", self._watch)
-        return self
 
-    async def stop(self) -> None:
-        """Stop listening and judging; alerts under way get 5 s to be stored."""
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._subs = []
-        await self._sup.stop(timeout=5)
+    async def deactivate(self) -> None:
+        """Stand by: no heartbeats received, no one judged (what it knew is dropped: the next activation
+        catches up from the streams)."""
+        if not self.active:
+            return
+        self._active.clear()
+        log.info("doctor %s stands by", self._me)
+        await self._unsubscribe()
+        self.peers = {}
+
+    async def _unsubscribe(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.unsubscribe()
+            except MeshError as exc:
+                log.debug("doctor %s: unsubscribe failed (%s)", self._me, exc)
+
+    def _may_alert(self) -> bool | None:
+        """The fence before an alert: True when active, connected and the lease (if any) valid; None
+        ("not now": retried) while disconnected or the lease is late to renew; False once standing by."""
+        if not self.active:
+            return False
+        return True if self.mesh.is_connected and (self._lease_valid is None or self._lease_valid()) else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -182,7 +187,7 @@ class Doctor:
             env = decode(data)
         except EnvelopeError:
             return  # garbage on a heartbeat subject is not a heartbeat; the stream keeps it for inspection
-        if (beat := _beat_of(env)) is None or not self.mesh.accepts(env, subject, data, headers):
+        if (beat := beat_of(env)) is None or not self.mesh.accepts(env, subject, data, headers):
             return
         epoch, seq, hb = beat
         node = env.source.instance_id
@@ -195,7 +200,7 @@ class Doctor:
         if seq < peer.seq:
             return  # reordered, older news
         was = peer.state
-        peer.seq, peer.last_seen, peer.claims = seq, now, _claims(hb)
+        peer.seq, peer.last_seen, peer.claims = seq, now, claims_of(hb)
         peer.reported = str(hb.get("state", peer.reported))
         if was is PeerState.DEAD:
             self._spawn(self._alert("recovered", peer, detail={"restarted": False}))
@@ -221,28 +226,20 @@ class Doctor:
         """Take up the nodes whose recent beats the stream holds but we did not hear (we started after
         them, or were away), with a fresh period: that silence we did not observe. A known node's newer
         stored beat of the same incarnation is adopted. Clean stops are left alone. Returns how many."""
-        stopped: dict[str, str] = {}
-        async for rec in self.mesh.tail("status"):
-            env = rec.envelope
-            if env is not None and isinstance(env.content, dict) and env.content.get("state") == "stopped":
-                stopped[env.source.instance_id] = str(env.content.get("epoch", ""))
-        stored = [(rec, b) async for rec in self.mesh.tail("heartbeat") if (b := _beat_of(rec.envelope))]
-        # "Recent" against the newest stored beat (the server's clock) or our wall clock if later: a
-        # skewed clock can only leave nodes out, and a mesh with no live node does not make old news.
-        ref, now, taken = max([datetime.now(UTC), *(rec.stored_at for rec, _ in stored)]), time.monotonic(), 0
-        for rec, (epoch, seq, hb) in stored:
-            assert rec.envelope is not None
-            node = rec.envelope.source.instance_id
-            if (node == self._me or hb.get("state") == "stopped" or stopped.get(node) == epoch
-                    or (ref - rec.stored_at).total_seconds() > CATCH_UP_WINDOW):
+        now, taken = time.monotonic(), 0
+        for found in await stored_beats(self.mesh):
+            node, (epoch, seq, hb) = found.node, found.beat
+            if node == self._me or not self.active:
                 continue
             peer = self.peers.get(node)
             if peer is None:
-                self.peers[node] = Peer.first_heard(rec.envelope, (epoch, seq, hb), now)
+                self.peers[node] = Peer.first_heard(found.envelope, found.beat, now)
                 taken += 1
-                log.info("doctor %s takes up %s from the stream (seq %d)", self._me, node, seq)
+                log.debug("doctor %s takes up %s from the stream (seq %d)", self._me, node, seq)
             elif peer.epoch == epoch and seq > peer.seq and peer.state in (PeerState.ALIVE, PeerState.SUSPECT):
-                peer.seq, peer.claims, peer.last_seen = seq, _claims(hb), max(peer.last_seen, now)
+                peer.seq, peer.claims, peer.last_seen = seq, claims_of(hb), max(peer.last_seen, now)
+        if taken:
+            log.info("doctor %s took up %d node(s) from the stream", self._me, taken)
         return taken
 
     async def _catch_up_soon(self) -> None:
@@ -255,6 +252,9 @@ class Doctor:
     async def _watch(self) -> None:
         last_tick = time.monotonic()
         while True:
+            if not self.active:
+                await self._active.wait()
+                last_tick = time.monotonic()
             await asyncio.sleep(self.check_every)  # sleep-ok: the doctor's clock
             now = time.monotonic()
             if now - last_tick > max(3 * self.check_every, self.dead_after / 2):  # paused, blocked loop
@@ -307,75 +307,10 @@ class Doctor:
     async def _on_death(self, peer: Peer, silent: float) -> None:
         log.warning("node %s is dead (silent %.2fs, %d claimed tasks)", peer.node, silent, len(peer.claims))
         released = 0
-        if self.redistribute and peer.claims and self.store is not None:
-            released = await self._release(peer)
+        if self.redistribute and peer.claims and self.store is not None and self._may_alert() is True:
+            released = await release_claims(self.mesh, self.store, peer, self._me)
         await self._alert("dead", peer, detail={"silent_for": round(silent, 3), "claims": len(peer.claims),
                                                 "released": released})
-
-    async def _release(self, peer: Peer) -> int:
-        """Nak the dead node's claimed deliveries so JetStream hands them to live workers now."""
-        assert self.store is not None
-        try:
-            store = self.store
-            key = f"r.{peer.node}.{peer.epoch}.{peer.seq}"
-            if not await retrying(lambda: store.elect(key, self._me), f"release election for {peer.node}", timeout=30):
-                return 0
-            await self.mesh.admin.release([s for s in peer.claims.values() if isinstance(s, str)])
-        except MeshError as exc:  # the ack wait is the fallback
-            log.error("could not release tasks of %s: %r (they return after the ack wait)", peer.node, exc)
-            return 0
-        log.warning("released %d task(s) of dead node %s", len(peer.claims), peer.node)
-        return len(peer.claims)
-
-    async def _send_alert(self, event: str, peer: Peer, detail: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-        """Publish directly (never via an outbox), retried through leader elections (the id makes a
-        repeat harmless); a death over before its alert is stored is not alerted late. A retry waits
-        two heartbeat intervals, so a doctor that was the one cut off hears the others again first."""
-        deadline = time.monotonic() + 120
-        attempt = 0
-        while True:
-            if event == "dead" and peer.state is not PeerState.DEAD:
-                log.info("not alerting %s: it is back before its death could be recorded", peer.node)
-                return None
-            try:
-                if event == "dead" and not await self._confirm_death(peer):
-                    return None
-                env, content = self._alert_envelope(event, peer, detail)
-                return await self.mesh.send(env), content
-            except MeshError as exc:
-                attempt += 1
-                if time.monotonic() > deadline:
-                    log.error("could not publish %s alert for %s: %s", event, peer.node, exc)
-                    return None
-                delay = max(backoff_delay(attempt, base=0.1, cap=2.0, jitter=False), 2 * self.interval)
-                log.warning("%s alert for %s failed (%s); retrying in %.1fs", event, peer.node, exc, delay)
-                await asyncio.sleep(delay)  # sleep-ok: backoff between retries
-
-    async def _confirm_death(self, peer: Peer) -> bool:
-        """Check a verdict against the quorum's view, the node's last beat in NXS_HEARTBEAT: a newer one
-        than we judged by means we were cut off (no death; watched afresh, judged again if need be);
-        otherwise that stored beat keys the alert, the same for every doctor."""
-        rec = await self.mesh.last("heartbeat", subjects.heartbeat(peer.node))
-        beat = _beat_of(rec.envelope) if rec is not None else None
-        if beat is None or beat[0] != peer.epoch:
-            return True  # nothing stored of this incarnation (or a newer one): key by what we heard
-        seq = beat[1]
-        if seq > peer.died_seq:
-            log.warning("not alerting %s: the mesh stored a newer heartbeat (%d > %d); watching it afresh",
-                        peer.node, seq, peer.died_seq)
-            peer.seq, peer.last_seen, peer.state = max(peer.seq, seq), time.monotonic(), PeerState.ALIVE
-            return False
-        peer.died_seq = seq
-        return True
-
-    def _alert_envelope(self, event: str, peer: Peer, detail: dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
-        seq, dead = (peer.died_seq if peer.died_seq >= 0 else peer.seq), event == "dead"
-        content = {"event": event, "node": peer.node, "location": peer.location, "epoch": peer.epoch,
-                   "seq": seq, "detected_by": self._me, **detail}
-        return new_envelope(
-            "ALERT", content, source=self.mesh.source, to=peer.node, priority=8 if dead else 5, ttl=0,
-            metadata={"node": peer.node, "event": event, "severity": "critical" if dead else "info"},
-            message_id=alert_id(event, peer.node, peer.epoch, seq)), content
 
     async def _alert(self, event: str, peer: Peer, *, detail: dict[str, Any]) -> None:
         if event == "recovered":
@@ -383,18 +318,18 @@ class Doctor:
             if not peer.alerted:
                 return  # its death was never alerted (see below), so neither is its recovery
         try:
-            sent = await self._send_alert(event, peer, detail)
+            sent = await self._writer.send(event, peer, detail)
         finally:
             if event == "dead":
                 peer.alert_settled.set()
         if sent is None:
             return
-        ack, content = sent  # (the content as sent: its seq may come from the stream)
+        duplicate, content = sent  # (the content as sent: its seq may come from the stream)
         peer.alerted = event == "dead"
-        if not ack.duplicate:
+        if not duplicate:
             self.alerts_published += 1
             log.warning("ALERT %s: %s (%s)", event, peer.node, detail)
         if self._on_event is not None:
-            result = self._on_event({**content, "duplicate": ack.duplicate})
+            result = self._on_event({**content, "duplicate": duplicate})
             if asyncio.iscoroutine(result):
                 await result

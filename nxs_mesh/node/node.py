@@ -47,7 +47,7 @@ from nxs_mesh.client.outbox import outbox_path
 from nxs_mesh.client.window import DEFAULT_WINDOW
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.node.commands import CommandRunner
-from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.doctor import DeathHook, Doctor
 from nxs_mesh.node.handlers import HandlerFn, Registry, builtin_registry
 from nxs_mesh.node.tasks import TaskRunner, TaskStore
 from nxs_mesh.version import VERSION
@@ -82,6 +82,7 @@ class NodeOptions:
     grace: float = 10.0  # how long in-flight work may take to finish on stop
     capabilities: tuple[str, ...] = ()
     doctor: bool = True
+    doctor_slots: int = 2  # how many doctors the mesh elects (lease slots); the other nodes' doctors stand by
     task_ack_wait: float = 30.0
     task_concurrency: int = 1
     # Commands handled at once; 1 runs them one at a time (a `sleep` delays a `ping` to the same node).
@@ -96,6 +97,8 @@ class NodeOptions:
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
             raise ConfigError("dead_after", "must be longer than the heartbeat interval (both positive)")
+        if self.doctor_slots < 1:
+            raise ConfigError("doctor_slots", "must be at least 1 (how many doctors the mesh elects)")
 
 
 class Node:
@@ -111,6 +114,8 @@ class Node:
         self._state = NodeState.NEW
         self.mesh: Mesh | None = None
         self.doctor: Doctor | None = None
+        # ``async hook(node_id) -> Mapping``, appended before start (on every node): see Doctor's death_hooks.
+        self.death_hooks: list[DeathHook] = []
         self.tasks: TaskRunner | None = None
         self._commands: Consumer | None = None
         self._hb_seq = 0
@@ -230,7 +235,8 @@ class Node:
         if self.options.doctor:
             self.doctor = await Doctor(
                 mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval, store=store,
-                on_change=self._health_changed,
+                on_change=self._health_changed, campaign=True, slots=self.options.doctor_slots,
+                death_hooks=tuple(self.death_hooks),
             ).start()
         self._state = NodeState.RUNNING
         await retrying(self._publish_status, "status", timeout=patience)

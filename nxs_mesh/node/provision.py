@@ -2,7 +2,7 @@
 
 A secure node may not create streams, buckets or its own command consumer (a consumer's filters are
 what keep a node from reading another node's commands, and the server cannot check filters a node
-chooses), so admin creates them: the streams, the task and exactly-once buckets, the files bucket, and per trusted
+chooses), so admin creates them: the streams, the task, exactly-once and doctor-lease buckets, the files bucket, and per trusted
 node its command consumer with exactly the filters and settings the node's worker binds to.
 
     results = await provision(mesh, ["n1", "n2", "n3"])
@@ -16,6 +16,8 @@ from nxs_mesh.client.consumer import durable_name
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.window import DEFAULT_WINDOW
+from nxs_mesh.node.lease import BUCKET as DOCTORS
+from nxs_mesh.node.lease import open_doctors_bucket
 from nxs_mesh.node.tasks import TaskStore
 from nxs_mesh.transport.streams import EnsureResult
 from nxs_mesh.wire import subjects
@@ -32,6 +34,9 @@ async def provision(mesh: Mesh, nodes: Iterable[str], *, replicas: int | None = 
     had_once = await mesh.admin.stream("KV_NXS_ONCE") is not None
     await open_guard(mesh.admin, "provision")
     results.append(EnsureResult("KV NXS_ONCE", "unchanged" if had_once else "created", "exactly-once records"))
+    had_doctors = await mesh.admin.stream(f"KV_{DOCTORS}") is not None
+    await open_doctors_bucket(mesh)
+    results.append(EnsureResult(f"KV {DOCTORS}", "unchanged" if had_doctors else "created", "doctor leases"))
     files = await mesh.files.ensure()
     results.append(EnsureResult("OBJ NXS_FILES", "created" if files == "created" else "unchanged", "files"))
     for node in sorted(set(nodes)):

@@ -24,7 +24,8 @@ from nxs_mesh.wire.errors import ConfigError, MeshError
 
 __all__ = ["build_node", "main", "read_node_table"]
 
-_NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "capabilities", "handlers")
+_NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "doctor_slots", "capabilities",
+              "handlers")
 
 
 def read_node_table(explicit: str | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
