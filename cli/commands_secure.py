@@ -11,6 +11,7 @@ From an open lab to a secured mesh, in order (deploy/README.md has the whole wal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,14 @@ def _show(root: Path, as_json: bool, note: str) -> None:
         err_console.print(note)
 
 
+def _change(ctx: typer.Context, action: Callable[[], object]) -> None:
+    """Run a change to the secure directory; a MeshError is one line on stderr, exit 1."""
+    try:
+        action()
+    except MeshError as exc:
+        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+
+
 @secure_app.command("init")
 def secure_init(
     ctx: typer.Context,
@@ -66,11 +75,8 @@ def secure_init(
     from nxs_mesh.deploy.identity import init_identities
     from nxs_mesh.deploy.tailscale import parse_host_flag
 
-    try:
-        hosts = [parse_host_flag(h) for h in host or []]
-        init_identities(directory, hosts, install_dir=install_dir)
-    except MeshError as exc:
-        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _change(ctx, lambda: init_identities(directory, [parse_host_flag(h) for h in host or []],
+                                         install_dir=install_dir))
     _show(directory, as_json, "keys are 0600; copy nodes/<host>/ to each host, keep ca.key and admin/ off them; "
                               "next: `nxs deploy render --secure DIR --host ...`")
 
@@ -87,10 +93,7 @@ def secure_rotate(
     from nxs_mesh.deploy.identity import rotate_identity
     from nxs_mesh.deploy.tailscale import parse_host_flag
 
-    try:
-        rotate_identity(directory, name, parse_host_flag(host) if host else None)
-    except MeshError as exc:
-        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _change(ctx, lambda: rotate_identity(directory, name, parse_host_flag(host) if host else None))
     _show(directory, as_json, f"rotated {name}: copy nodes/{name}/ to its host, re-render the server configs "
                               "and reload every server (`nats-server --signal reload`)")
 
@@ -105,10 +108,7 @@ def secure_revoke(
     """Stop trusting a node: once the configs are re-rendered and servers reloaded it cannot connect."""
     from nxs_mesh.deploy.identity import revoke_identity
 
-    try:
-        revoke_identity(directory, name)
-    except MeshError as exc:
-        fail(str(exc), debug=settings(ctx).debug, exc=exc)
+    _change(ctx, lambda: revoke_identity(directory, name))
     _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and reload every "
                               "server; a reload disconnects it at once")
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import ssl
 import stat
+import uuid
 from pathlib import Path
 
 import nats
@@ -23,6 +24,7 @@ from nxs_mesh.deploy.render import render_config
 from nxs_mesh.deploy.tailscale import parse_host_flag
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.node.provision import provision
+from nxs_mesh.node.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually
 from nxs_mesh.testing.secure import SecureCluster
 from nxs_mesh.transport.server import NatsServer
@@ -50,7 +52,7 @@ def provisioned(cluster: SecureCluster) -> SecureCluster:
 
 @pytest.fixture
 async def node3(provisioned: SecureCluster):
-    node = Node(provisioned.config("n3"), NodeOptions(heartbeat_interval=0.5, doctor=False))
+    node = Node(provisioned.config("n3"), NodeOptions(heartbeat_interval=0.5, doctor=False, capabilities=("echo",)))
     await node.start()
     yield node
     await node.stop()
@@ -122,6 +124,33 @@ async def test_a_command_claiming_another_source_is_dead_lettered_and_never_run(
         reasons = await eventually(letters, timeout=20)
         assert "node 'n1'" in reasons[forged.id] and "unsigned" in reasons[unsigned.id]
         assert await admin.last("result", subjects.result("forged-1")) is None  # never ran, never answered
+
+
+async def test_a_forged_task_claim_or_result_is_not_believed(node3: Node, provisioned: SecureCluster):
+    """n2 may read NXS_TASKS (workers share it) and write it, but a `done` record it writes ahead of the
+    worker, and a RESULT it sends for the task, are not believed: the caller gets n3's real result."""
+    async with Mesh(provisioned.config("n1")) as n1, Mesh(provisioned.config("n2")) as n2:
+        task_id = str(uuid.uuid4())
+        forged = {"state": "done", "node": "n3", "epoch": "x", "result": "forged"}
+        assert await (await TaskStore.open(n2)).cas(task_id, forged, 0) is not None
+        _, result = await submit_task(n1, "echo", "real", wait=True, timeout=20, task_id=task_id)
+        assert result is not None and result.content == "real" and result.source.instance_id == "n3"
+        record, _ = await (await TaskStore.open(n1)).get(task_id)
+        assert record is not None and record["result"] == "real"
+
+        lonely = str(uuid.uuid4())  # nobody serves "nobody": n2 answers for it, the caller believes none
+        waiting = asyncio.ensure_future(submit_task(n1, "nobody", 1, wait=True, timeout=4, task_id=lonely))
+        request = await eventually(lambda: _stored_task(n1, lonely), timeout=10)
+        await n2.reply(request, "forged", node="n3")
+        with pytest.raises(MeshTimeout):
+            await waiting
+
+
+async def _stored_task(mesh: Mesh, task_id: str):
+    async for rec in mesh.tail("task"):
+        if rec.envelope is not None and rec.envelope.id == task_id:
+            return rec.envelope
+    return None
 
 
 async def test_sealed_content_is_unreadable_in_the_stream(node3: Node, provisioned: SecureCluster):
