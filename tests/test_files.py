@@ -18,8 +18,8 @@ from nats.js import api as jsapi
 from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_mesh import FileCorrupt, FileError, FileNotFound, Mesh, MeshConfig
-from nxs_mesh.testing import unique_id
+from nxs_mesh import FileCorrupt, FileError, FileNotFound, JetStreamUnavailable, Mesh, MeshConfig, MeshTimeout
+from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport import objects
 from nxs_mesh.transport.server import LocalCluster, NatsServer
 
@@ -291,6 +291,7 @@ async def test_get_survives_a_server_restart_mid_way(nats_server: NatsServer, tm
         assert restarted and bytes(got) == data  # and the digest check at the end passed
 
 
+@pytest.mark.timeout(150)
 async def test_bucket_replicas_follow_the_cluster(tmp_path: Path) -> None:
     with LocalCluster(3, base_dir=tmp_path / "c", name=unique_id("c")) as cluster:
         cfg = MeshConfig(servers=tuple(cluster.urls), instance_id=unique_id("n"), data_dir=str(tmp_path / "d"))
@@ -308,10 +309,16 @@ async def test_bucket_replicas_follow_the_cluster(tmp_path: Path) -> None:
         leader = next(s for s in cluster.servers if s.name == info.cluster.leader)
         await asyncio.to_thread(leader.stop)  # the bucket's leader goes: a replica serves the file
         others = tuple(s.url for s in cluster.servers if s is not leader)
-        async with Mesh(cfg.replace(servers=others)) as mesh:
-            sink = io.BytesIO()
-            await mesh.files.get("replicated", sink)
-            assert sink.getvalue() == data
+        async with Mesh(cfg.replace(servers=others), ensure=False) as mesh:
+            async def fetched() -> bytes | None:
+                sink = io.BytesIO()
+                try:
+                    await mesh.files.get("replicated", sink)
+                except (MeshTimeout, JetStreamUnavailable):  # the bucket elects a new leader first
+                    return None
+                return sink.getvalue()
+
+            assert await eventually(fetched, timeout=45) == data
 
 
 async def test_put_to_a_node_names_it_and_sends_a_sync_notice(mesh: Mesh) -> None:

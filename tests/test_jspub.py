@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -79,8 +80,16 @@ async def test_silent_responder_times_out(mesh: Mesh, nats_server: NatsServer) -
     """Something answers the subject's interest but never replies: MeshTimeout, nothing left registered."""
     silent = await nats.connect(nats_server.url)
     try:
-        await silent.subscribe("nxs.silent.>")
-        await silent.flush()
+        seen = asyncio.Event()
+
+        async def on_msg(msg: Any) -> None:  # it hears everything and answers nothing
+            seen.set()
+
+        await silent.subscribe("nxs.silent.>", cb=on_msg)
+        # Its own probe coming back proves the server holds the interest (a flush's PONG may answer an
+        # earlier PING of nats-py's, so it proves nothing).
+        await silent.publish("nxs.silent.probe", b"")
+        await asyncio.wait_for(seen.wait(), 10)
         mesh.publish_timeout = 0.3
         env = new_envelope("CHAT", "x", source=mesh.source, to="nobody")
         with pytest.raises(MeshTimeout, match="publish to nxs.silent.a: timed out"):
