@@ -2,7 +2,7 @@
 
 Each command module exposes ``register(app)``. Modules: core (up, pub, tail, streams, init, dlq,
 config), node (node run, nodes, status, cmd, ping, task, alerts, doctor, top, demo), cluster (deploy,
-outbox), files (file put/get/ls/info/rm), bench.
+outbox), files (file put/get/ls/info/rm), agents (agents), bench.
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ def _global(
                   config_file=config_file, debug=debug)
 
 
-_MODULES = ("core", "node", "cluster", "secure", "files", "bench", "grant")
+_MODULES = ("core", "node", "cluster", "secure", "files", "agents", "bench", "grant")
 # Commands whose module is known: `nxs node run` then loads only the node module (no bench, deploy or
 # core commands and what they import), which keeps the long-running worker's RSS down. Any other
 # command, and `nxs --help`, registers every module, so an unlisted (new) command still works.
 _OWNER: dict[str, str] = {name: "node" for name in (
-    "node", "task", "doctor", "nodes", "status", "cmd", "ping", "alerts", "top", "demo")} | {"file": "files"}
+    "node", "task", "doctor", "nodes", "status", "cmd", "ping", "alerts", "top", "demo")} | {"file": "files", "agents": "agents"}
 # Global options that take a value (see _global), to find the command name in argv.
 _VALUED = frozenset({"--url", "-s", "--instance-id", "--id", "--agent-id", "--location", "--config", "-c"})
 _registered: set[str] = set()

@@ -51,8 +51,8 @@ def pub(
     message_type: str = typer.Argument(..., metavar="TYPE",
                                        help="chat, command, task, result, status, heartbeat, sync or alert."),
     content: str = typer.Argument(None, metavar="CONTENT", help="The content; '-' reads it from stdin."),
-    to: str = typer.Option("*", "--to", "-t", help="Target instance id ('*' = every node)."),
-    agent: str = typer.Option("*", "--agent", "-a", help="Target agent id ('*' = every agent)."),
+    to: str = typer.Option(None, "--to", "-t", help="Target instance id ('*' = every node) [chat --agent: its owner]."),
+    agent: str = typer.Option("*", "--agent", "-a", help="Target agent id ('*' = all); a chat finds it (`nxs agents`)."),
     priority: int = priority_option(),
     ttl: int = typer.Option(300, "--ttl", help="Seconds until it expires (0 = never)."),
     meta: list[str] = typer.Option([], "--meta", "-m", help="Metadata key=value (repeatable; JSON values parsed)."),
@@ -79,6 +79,7 @@ def pub(
     s = settings(ctx)
     cfg = s.config
     metadata = parse_meta(meta)
+    to = _target(ctx, to, agent, message_type)
     # Validate before connecting: a bad id or bad text is reported the same whether or not a server is up.
     try:
         value = content_value(content, as_json=json_content)
@@ -104,6 +105,19 @@ def pub(
         _say(f"duplicate: already stored as {res.stream} seq {res.seq} (message_id {res.message_id})")
     else:
         _say(f"stored {res.stream} seq {res.seq} (message_id {res.message_id})")
+
+
+def _target(ctx: typer.Context, to: str | None, agent: str, message_type: str) -> str:
+    """``--to``, or for a chat to one agent its owner from the registry (unknown or orphaned: an error)."""
+    if to is not None or agent == "*" or message_type.lower() != "chat":
+        return to or "*"
+
+    async def owner() -> str:
+        async with _open(ctx) as mesh:
+            found: str = await mesh.agents.resolve(agent)
+            return found
+
+    return run(owner(), debug=settings(ctx).debug)
 
 
 async def _pub(ctx: typer.Context, env: Any, subject: str, queue: bool, seal: bool = False) -> tuple[Any, str]:

@@ -64,6 +64,8 @@ def node_run(
     config_file: str = typer.Option(None, "--config", "-c", help="TOML config file."),
     handlers: list[str] = typer.Option([], "--handlers", help="User handlers: module:object (repeatable)."),
     capability: list[str] = typer.Option([], "--capability", "-C", help="Task capability to take (repeatable)."),
+    agent: list[str] = typer.Option([], "--agent", "-a", help="Agent this node runs, registered in NXS_AGENTS "
+                                                             "(repeatable; see `nxs agents`)."),
     heartbeat: float = typer.Option(None, "--heartbeat", envvar="NXS_HEARTBEAT_INTERVAL", help="Heartbeat interval (s) [1]."),
     dead_after: float = typer.Option(None, "--dead-after", envvar="NXS_DEAD_AFTER", help="Doctor: dead after this silence (s) [5]."),
     grace: float = typer.Option(None, "--grace", help="On SIGTERM, how long in-flight work may take (s) [10]."),
@@ -75,7 +77,7 @@ def node_run(
     """Run the worker: heartbeat + status, commands, tasks, the Doctor; SIGTERM drains and exits 0.
 
     Worker settings may also sit in the config file's [node] table (heartbeat_interval, dead_after,
-    grace, task_ack_wait, doctor, capabilities, handlers); flags and environment win over it.
+    grace, task_ack_wait, doctor, capabilities, agents, handlers); flags and environment win over it.
     """
     from nxs_mesh.node.handlers import Registry, load_handlers
     from nxs_mesh.node.node import Node
@@ -88,7 +90,8 @@ def node_run(
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given = {"heartbeat_interval": heartbeat, "dead_after": dead_after, "grace": grace,
-             "task_ack_wait": task_ack_wait, "doctor": doctor, "capabilities": tuple(capability) or None}
+             "task_ack_wait": task_ack_wait, "doctor": doctor, "capabilities": tuple(capability) or None,
+             "agents": tuple(agent) or None}
     try:
         options, file_handlers = build_options(read_node_table(explicit), given)
         registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
@@ -329,6 +332,7 @@ def doctor_run(
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
     """Watch heartbeats alone (no worker): alerts on deaths/recoveries, releases dead nodes' tasks."""
+    from nxs_mesh.node.agents import orphan_hook
     from nxs_mesh.node.doctor import Doctor
     from nxs_mesh.node.tasks import TaskStore
 
@@ -341,8 +345,8 @@ def doctor_run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with _mesh(ctx, agent="doctor") as mesh:
-            doc = await Doctor(mesh, dead_after=dead_after, interval=interval,
-                               store=await TaskStore.open(mesh)).start()
+            doc = await Doctor(mesh, dead_after=dead_after, interval=interval, store=await TaskStore.open(mesh),
+                               death_hooks=(orphan_hook(mesh),)).start()
             sys.stdout.write(f"ready doctor={mesh.config.instance_id}\n")
             sys.stdout.flush()
             try:

@@ -33,6 +33,10 @@ from nxs_mesh.wire.envelope import (
     new_envelope,
 )
 from nxs_mesh.wire.errors import (
+    AgentError,
+    AgentNotFound,
+    AgentOrphaned,
+    AgentOwned,
     BrokenError,
     ClosedError,
     ConfigError,
@@ -66,6 +70,10 @@ __version__ = VERSION
 __all__ = [
     "MESSAGE_TYPES",
     "Abandon",
+    "AgentError",
+    "AgentNotFound",
+    "AgentOrphaned",
+    "AgentOwned",
     "Doctor",
     "Node",
     "NodeOptions",

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from nxs_mesh.client.admin import MeshAdmin
+from nxs_mesh.client.agents import AgentDirectory
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.files import MeshFiles
@@ -156,6 +157,11 @@ class Mesh(Requests):
         """Files in the Object Store (bucket NXS_FILES), streamed: put/get/stream/list/info/delete."""
         return MeshFiles(self)
 
+    @functools.cached_property
+    def agents(self) -> AgentDirectory:
+        """The agent registry (bucket NXS_AGENTS): get/list/resolve (``client.agents``)."""
+        return AgentDirectory(self.admin)
+
     @property
     def is_connected(self) -> bool:
         return self._link is not None and self._link.is_connected
@@ -220,9 +226,13 @@ class Mesh(Requests):
         message_id: uuid.UUID | str | None = None,
         capability: str | None = None,
         seal: bool = False,
+        to_agent: str | None = None,
     ) -> PublishResult:
         """Build, validate and store one envelope; returns its stream sequence (or that it was a duplicate).
-        ``seal``: encrypt the content to the target's key (a broadcast: the mesh key; ``wire.sealing``)."""
+        ``seal``: encrypt the content to the target's key (a broadcast: the mesh key; ``wire.sealing``).
+        ``to_agent``: address an agent wherever it lives: its owner comes from the registry (``client.agents``)."""
+        if to_agent is not None:
+            to, agent = await self.agents.resolve(to_agent), to_agent
         if capability is not None:
             check_id(capability, "capability")
             metadata = {**(metadata or {}), "capability": capability}

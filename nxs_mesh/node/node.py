@@ -46,6 +46,7 @@ from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.outbox import outbox_path
 from nxs_mesh.client.window import DEFAULT_WINDOW
 from nxs_mesh.config import MeshConfig
+from nxs_mesh.node.agents import orphan_hook, register_agents, stand_by_agents
 from nxs_mesh.node.commands import CommandRunner
 from nxs_mesh.node.doctor import DeathHook, Doctor
 from nxs_mesh.node.handlers import HandlerFn, Registry, builtin_registry
@@ -206,6 +207,8 @@ class Node:
 
     async def _start_parts(self, mesh: Mesh, patience: float) -> None:
         await retrying(self._publish_status, "status", timeout=patience)
+        await register_agents(mesh, self.node_id, self.options.agents, capabilities=self.capabilities,
+                              stale_after=3 * self.options.dead_after, timeout=patience)
         store = None
         if self._capabilities or self.options.doctor:
             store = await retrying(lambda: TaskStore.open(mesh), "task bucket", timeout=patience)
@@ -236,7 +239,7 @@ class Node:
             self.doctor = await Doctor(
                 mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval, store=store,
                 on_change=self._health_changed, campaign=True, slots=self.options.doctor_slots,
-                death_hooks=tuple(self.death_hooks),
+                death_hooks=(*self.death_hooks, orphan_hook(mesh)),
             ).start()
         self._state = NodeState.RUNNING
         await retrying(self._publish_status, "status", timeout=patience)
@@ -270,6 +273,7 @@ class Node:
         await self._sup.stop(timeout=0)
         self._state = NodeState.STOPPED
         if self.mesh is not None:
+            await stand_by_agents(self.mesh, self.node_id, self.options.agents)
             # "stopped" is what spares us a death alert: retry it through a leader election, briefly.
             await self._status_within(deadline)
             await asyncio.shield(self.mesh.close())

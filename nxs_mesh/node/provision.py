@@ -2,7 +2,7 @@
 
 A secure node may not create streams, buckets or its own command consumer (a consumer's filters are
 what keep a node from reading another node's commands, and the server cannot check filters a node
-chooses), so admin creates them: the streams, the task, exactly-once and doctor-lease buckets, the files bucket, and per trusted
+chooses), so admin creates them: the streams, the task, exactly-once, doctor-lease and agent buckets, the files bucket, and per trusted
 node its command consumer with exactly the filters and settings the node's worker binds to.
 
     results = await provision(mesh, ["n1", "n2", "n3"])
@@ -37,6 +37,9 @@ async def provision(mesh: Mesh, nodes: Iterable[str], *, replicas: int | None = 
     had_doctors = await mesh.admin.stream(f"KV_{DOCTORS}") is not None
     await open_doctors_bucket(mesh)
     results.append(EnsureResult(f"KV {DOCTORS}", "unchanged" if had_doctors else "created", "doctor leases"))
+    had_agents = await mesh.admin.stream("KV_NXS_AGENTS") is not None
+    await mesh.agents.bucket()
+    results.append(EnsureResult("KV NXS_AGENTS", "unchanged" if had_agents else "created", "agent registry"))
     files = await mesh.files.ensure()
     results.append(EnsureResult("OBJ NXS_FILES", "created" if files == "created" else "unchanged", "files"))
     for node in sorted(set(nodes)):

@@ -25,7 +25,7 @@ from nxs_mesh.wire.errors import ConfigError, MeshError
 __all__ = ["build_node", "main", "read_node_table"]
 
 _NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "doctor_slots", "capabilities",
-              "handlers")
+              "agents", "handlers")
 
 
 def read_node_table(explicit: str | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -48,6 +48,7 @@ def build_options(table: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[N
     values = {k: v for k, v in {**table, **{k: v for k, v in given.items() if v is not None}}.items()
               if k != "handlers"}
     values["capabilities"] = tuple(values.get("capabilities") or ())
+    values["agents"] = tuple(values.get("agents") or ())
     try:
         return NodeOptions(**values), list(table.get("handlers", ()))
     except TypeError as exc:
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", "-c")
     p.add_argument("--handlers", action="append", default=[])
     p.add_argument("--capability", "-C", action="append", default=[])
+    p.add_argument("--agent", "-a", action="append", default=[])
     p.add_argument("--heartbeat", type=float, default=_env_float("NXS_HEARTBEAT_INTERVAL"))
     p.add_argument("--dead-after", type=float, default=_env_float("NXS_DEAD_AFTER"))
     p.add_argument("--grace", type=float)
@@ -89,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given = {"heartbeat_interval": a.heartbeat, "dead_after": a.dead_after, "grace": a.grace,
              "task_ack_wait": a.task_ack_wait, "doctor": False if a.no_doctor else None,
-             "capabilities": tuple(a.capability) or None}
+             "capabilities": tuple(a.capability) or None, "agents": tuple(a.agent) or None}
     try:
         node = build_node(config_file=a.config, handlers=a.handlers, plugins=not a.no_plugins, given=given,
                           flags={"servers": a.servers, "instance_id": a.instance_id, "location": a.location})

@@ -68,6 +68,14 @@ class Bucket:
             except jse.KeyWrongLastSequenceError:
                 return None
 
+    async def keys(self) -> list[str]:
+        """Every key that holds a value now ([] when none does)."""
+        with translate_nats_errors(f"{self.name} read"):
+            try:
+                return list(await (await self._bound()).keys())
+            except jse.NoKeysError:
+                return []
+
     async def update(self, key: str, value: bytes, *, last: int) -> int | None:
         """Write ``key`` only if it is still at revision ``last``; the new revision, or None."""
         with translate_nats_errors(f"{self.name} write"):

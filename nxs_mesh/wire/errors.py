@@ -21,6 +21,10 @@ maps them where they enter).
     ├── FileError                   an Object Store file could not be stored or read
     │   ├── FileNotFound            no such file in the bucket (or it was deleted)
     │   └── FileCorrupt             a stored file fails its checks: chunks missing, size or digest wrong
+    ├── AgentError                  the agent registry (NXS_AGENTS) cannot do what was asked
+    │   ├── AgentNotFound           no such agent is registered
+    │   ├── AgentOrphaned           the agent's owner died: nobody runs it now
+    │   └── AgentOwned              another live node owns the agent (registration refused)
     ├── SecurityError               message security (signatures, seals, rights)
     │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
     │   ├── SealError               a sealed payload cannot be sealed or opened
@@ -42,6 +46,10 @@ from __future__ import annotations
 
 __all__ = [
     "Abandon",
+    "AgentError",
+    "AgentNotFound",
+    "AgentOrphaned",
+    "AgentOwned",
     "BrokenError",
     "ClosedError",
     "ConfigError",
@@ -171,6 +179,26 @@ class FileNotFound(FileError):
 
 class FileCorrupt(FileError):
     """A stored file fails its checks on read: chunks missing, size or SHA-256 digest not as its meta says."""
+
+
+class AgentError(MeshError):
+    """The agent registry cannot do what was asked (names the agent)."""
+
+    def __init__(self, message: str, agent: str) -> None:
+        super().__init__(message)
+        self.agent = agent
+
+
+class AgentNotFound(AgentError):
+    """No agent of that id is registered in NXS_AGENTS."""
+
+
+class AgentOrphaned(AgentError):
+    """The agent's owner died (the Doctor marked it orphaned): nobody runs it now."""
+
+
+class AgentOwned(AgentError):
+    """Another live node owns the agent ``active``: it is not taken from it."""
 
 
 class SecurityError(MeshError):
