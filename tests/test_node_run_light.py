@@ -133,6 +133,11 @@ def test_aiohttp_loads_only_for_a_websocket_url(tmp_path: Path):
             async with Mesh(cfg) as mesh:
                 await mesh.publish("CHAT", "tcp", to="tcp-only")
             assert "aiohttp" not in sys.modules, "loaded for a nats:// URL"
+            import nats  # nats-py used directly (after the library) still speaks WebSocket
+            nc = await nats.connect({srv.ws_url!r}, allow_reconnect=False)
+            assert "aiohttp" in sys.modules
+            await nc.flush()
+            await nc.close()
             cfg = cfg.replace(servers=({srv.ws_url!r},), data_dir={str(tmp_path / "b")!r})
             async with Mesh(cfg) as mesh:
                 assert mesh.connected_url == {srv.ws_url!r}
