@@ -1,4 +1,4 @@
-"""The `nxs` Typer application: global options here, commands in one module per area.
+"""The `nxs` entry point: global options in root.py, commands in one module per area.
 
 Each command module exposes ``register(app)``. Modules: core (up, pub, tail, streams, init, dlq,
 config), node (node run, nodes, status, cmd, ping, task, alerts, doctor, top, demo), cluster (deploy,
