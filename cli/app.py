@@ -1,4 +1,4 @@
-"""The `nxs` Typer application: global options here, commands in one module per area.
+"""The `nxs` entry point: global options in root.py, commands in one module per area.
 
 Each command module exposes ``register(app)``. Modules: core (up, pub, tail, streams, init, dlq,
 config), node (node run, nodes, status, cmd, ping, task, alerts, doctor, top, demo), cluster (deploy,
@@ -9,44 +9,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
-from .common import init_settings, new_typer
-
-_app = new_typer(
-    name="nxs",
-    help="nxs-mesh: an agent mesh on NATS JetStream. Start with `nxs up`, then `nxs pub` / `nxs tail`.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        from nxs_mesh.version import VERSION  # the installed distribution's version (one home)
-
-        typer.echo(f"nxs-mesh {VERSION}")
-        raise typer.Exit()
-
-
-@_app.callback()
-def _global(
-    ctx: typer.Context,
-    url: str = typer.Option(None, "--url", "-s", help="NATS server URL(s), comma-separated (env NXS_URL)."),
-    instance_id: str = typer.Option(None, "--instance-id", "--id", help="This node's id (env NXS_INSTANCE_ID)."),
-    agent_id: str = typer.Option(None, "--agent-id", help="This agent's id (env NXS_AGENT_ID)."),
-    location: str = typer.Option(None, "--location", help="Where this node runs (env NXS_LOCATION)."),
-    config_file: str = typer.Option(None, "--config", "-c", help="TOML config file (env NXS_CONFIG)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    _version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                  help="Print the installed nxs-mesh version and exit."),
-) -> None:
-    init_settings(ctx, url=url, instance_id=instance_id, agent_id=agent_id, location=location,
-                  config_file=config_file, debug=debug)
-
+# Nothing here imports typer or rich at module level: `nxs node run` (the long-running worker) is
+# handed to the worker's own argparse entry before either loads (see nxs_cli.node_fast).
 
 _MODULES = ("core", "node", "cluster", "secure", "files", "agents", "bench", "grant")
 # Commands whose module is known: `nxs node run` then loads only the node module (no bench, deploy or
@@ -60,6 +29,8 @@ _registered: set[str] = set()
 
 
 def _register(modules: tuple[str, ...] = _MODULES) -> typer.Typer:
+    from .root import app as _app
+
     for name in modules:
         if name in _registered:
             continue
@@ -92,5 +63,9 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
+    if _command_name(sys.argv[1:]) == "node":
+        from .node_fast import run_fast
+
+        run_fast(sys.argv[1:])  # exits when it is `node run` without --help; returns otherwise
     owner = _OWNER.get(_command_name(sys.argv[1:]) or "")
     _register((owner,) if owner else _MODULES)()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ import typer
 from nxs_mesh.config import ConfigSource, MeshConfig, load_config
 from nxs_mesh.wire.errors import MeshError
 
-# asyncio logs this for every TLS connection nats-py closes (its protocol returns True from
-# eof_received, which SSL transports ignore): harmless, and noise on a secure mesh's every command.
-logging.getLogger("asyncio").addFilter(lambda record: "eof_received" not in record.getMessage())
+from .node_fast import quiet_tls_eof
+
+quiet_tls_eof()
 
 T = TypeVar("T")
 

@@ -37,7 +37,7 @@ def test_cli_runs_every_scenario_as_json(tmp_path, monkeypatch):
     _check_rows(report["rows"])
     scenarios = {r["scenario"] for r in report["rows"]}
     assert {"publish sync", "publish pipelined", "consume", "consume exactly-once", "publish -> handler",
-            "request/reply", "envelope encode+decode", "idle worker RSS", "kill -9 -> alert",
+            "request/reply", "envelope encode+decode", "idle worker RSS", "embedded extra Node", "kill -9 -> alert",
             "sign+verify", "seal+open", "publish signed", "consume verified"} <= scenarios
 
 

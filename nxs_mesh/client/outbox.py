@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -107,6 +106,8 @@ class Outbox:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)
         self._lock = threading.Lock()  # the CLI and tests may read from another thread
+        import sqlite3  # here, not at the top: a node that never queues offline never loads it
+
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         # WAL + FULL: a committed put survives a crash or power loss; readers (`nxs outbox`) never block it.
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -20,9 +20,9 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
-import nacl.public
 
 from nxs_mesh.client.calls import Accept, Screen
 from nxs_mesh.config import MeshConfig
@@ -42,6 +42,9 @@ from nxs_mesh.wire.signing import GRANT_HEADER, SIG_HEADER, SIGNER_HEADER, Signe
 from nxs_mesh.wire.trust import MAX_SKEW, Trust, check_envelope, load_trust
 
 __all__ = ["Checked", "MessageSecurity", "is_sealed", "outgoing_headers", "screen_record"]
+
+if TYPE_CHECKING:
+    import nacl.public
 
 log = logging.getLogger("nxs_mesh.client.security")
 

@@ -1,7 +1,8 @@
-"""``python -m nxs_mesh.node.worker``: the worker without the CLI's typer/rich (about 13 MB less RSS).
+"""``python -m nxs_mesh.node.worker``: the worker, on argparse (no typer, rich or pydantic).
 
-Same options and behaviour as ``nxs node run``; both read worker settings from the config file's
-``[node]`` table (the mesh settings then go in ``[mesh]``). Flags and environment win over the file.
+``nxs node run`` hands its argv here before the CLI loads typer (``nxs node run --help`` is the
+CLI's), so both take the same options and load the same modules. Both read worker settings from the
+config file's ``[node]`` table (the mesh settings then go in ``[mesh]``). Flags and environment win over the file.
 
     python -m nxs_mesh.node.worker --id nxs-node-001 --location vps-singapore --config /etc/nxs/nxs.toml
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import sys
 import tomllib
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,41 +67,52 @@ def build_node(
     return Node(config, options, registry)
 
 
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value else None
+def _parser(prog: str) -> argparse.ArgumentParser:
+    # The same options as the CLI's `nxs node run` (cli/commands_node.py), which hands its argv here.
+    p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--id", dest="instance_id", help="This node's id (default: NXS_INSTANCE_ID / host name).")
+    p.add_argument("--location", help="Where it runs, e.g. vps-singapore.")
+    p.add_argument("--url", dest="servers", help="NATS server URL(s), comma-separated (env NXS_URL).")
+    p.add_argument("--agent-id", help="This agent's id (env NXS_AGENT_ID).")
+    p.add_argument("--config", "-c", help="TOML config file (env NXS_CONFIG).")
+    p.add_argument("--handlers", action="append", default=[], help="User handlers: module:object (repeatable).")
+    p.add_argument("--capability", "-C", action="append", default=[], help="Task capability to take (repeatable).")
+    p.add_argument("--agent", "-a", action="append", default=[],
+                   help="An agent this node runs, registered in NXS_AGENTS (repeatable).")
+    # A string default is parsed by `type` (a bad environment value is a usage error, exit 2).
+    p.add_argument("--heartbeat", type=float, default=os.environ.get("NXS_HEARTBEAT_INTERVAL") or None,
+                   help="Heartbeat interval (s) [1] (env NXS_HEARTBEAT_INTERVAL).")
+    p.add_argument("--dead-after", type=float, default=os.environ.get("NXS_DEAD_AFTER") or None,
+                   help="Doctor: dead after this silence (s) [5] (env NXS_DEAD_AFTER).")
+    p.add_argument("--grace", type=float, help="On SIGTERM, how long in-flight work may take (s) [10].")
+    p.add_argument("--task-ack-wait", type=float, help="Ack wait of task deliveries (s) [30].")
+    p.add_argument("--doctor", action=argparse.BooleanOptionalAction, default=None,
+                   help="Run the Doctor in this worker [yes].")
+    p.add_argument("--plugins", action=argparse.BooleanOptionalAction, default=True,
+                   help="Load nxs_mesh.node.handlers entry points.")
+    p.add_argument("--log-level", default="INFO", help="Log level on stderr.")
+    p.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
+    return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nxs_mesh.node.worker", description=__doc__.split("\n")[0])
-    p.add_argument("--id", dest="instance_id")
-    p.add_argument("--location")
-    p.add_argument("--url", dest="servers")
-    p.add_argument("--config", "-c")
-    p.add_argument("--handlers", action="append", default=[])
-    p.add_argument("--capability", "-C", action="append", default=[])
-    p.add_argument("--agent", "-a", action="append", default=[])
-    p.add_argument("--heartbeat", type=float, default=_env_float("NXS_HEARTBEAT_INTERVAL"))
-    p.add_argument("--dead-after", type=float, default=_env_float("NXS_DEAD_AFTER"))
-    p.add_argument("--grace", type=float)
-    p.add_argument("--task-ack-wait", type=float)
-    p.add_argument("--no-doctor", action="store_true")
-    p.add_argument("--no-plugins", action="store_true")
-    p.add_argument("--log-level", default="INFO")
-    a = p.parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.node.worker") -> int:
+    a = _parser(prog).parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     given = {"heartbeat_interval": a.heartbeat, "dead_after": a.dead_after, "grace": a.grace,
-             "task_ack_wait": a.task_ack_wait, "doctor": False if a.no_doctor else None,
-             "capabilities": tuple(a.capability) or None, "agents": tuple(a.agent) or None}
+             "task_ack_wait": a.task_ack_wait, "doctor": a.doctor, "capabilities": tuple(a.capability) or None,
+             "agents": tuple(a.agent) or None}
+    flags = {"servers": a.servers, "instance_id": a.instance_id, "agent_id": a.agent_id, "location": a.location}
     try:
-        node = build_node(config_file=a.config, handlers=a.handlers, plugins=not a.no_plugins, given=given,
-                          flags={"servers": a.servers, "instance_id": a.instance_id, "location": a.location})
+        node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags)
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
+        if a.debug:
+            traceback.print_exc()
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
         return 130
     return 0
 

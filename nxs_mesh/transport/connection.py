@@ -16,6 +16,7 @@ from nats.aio.client import Client
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.config import MeshConfig
+from nxs_mesh.transport import enable_websocket
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import ConfigError, ConnectError, MeshTimeout
 
@@ -117,7 +118,7 @@ def _require_aiohttp() -> None:
     """nats-py speaks WebSocket through aiohttp; without it every ws:// attempt fails with a bare
     "no servers available", so say what is missing before trying."""
     try:
-        import aiohttp  # noqa: F401 - only whether it imports
+        enable_websocket()
     except ImportError as exc:
         raise ConfigError(
             "servers", f"ws:// and wss:// URLs need the aiohttp package, which does not import here ({exc}); "

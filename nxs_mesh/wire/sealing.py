@@ -20,13 +20,15 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import nacl.exceptions
-import nacl.public
 
 from nxs_mesh.wire.errors import ConfigError, EnvelopeError, SealError
+
+# PyNaCl loads on first use (a seal key, a sealed message): a mesh without sealing never needs it.
+if TYPE_CHECKING:
+    import nacl.public
 
 __all__ = [
     "SEALED_HEADER",
@@ -47,6 +49,8 @@ _json = msgspec.json.Encoder()
 
 def new_seal_key() -> str:
     """A fresh private seal key as its key file holds it (standard base64 of 32 bytes)."""
+    import nacl.public
+
     return base64.b64encode(bytes(nacl.public.PrivateKey.generate())).decode()
 
 
@@ -56,6 +60,9 @@ def public_of(private_b64: str) -> str:
 
 
 def _private(text: str, what: str) -> nacl.public.PrivateKey:
+    import nacl.exceptions
+    import nacl.public
+
     try:
         raw = base64.b64decode(text.strip(), validate=True)
         return nacl.public.PrivateKey(raw)
@@ -74,6 +81,9 @@ def load_seal_key(path: str | Path, setting: str = "seal_key") -> nacl.public.Pr
 
 def public_key(text: str) -> nacl.public.PublicKey:
     """A public seal key from its standard base64 text (trust.json)."""
+    import nacl.exceptions
+    import nacl.public
+
     try:
         return nacl.public.PublicKey(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError, TypeError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
@@ -82,6 +92,8 @@ def public_key(text: str) -> nacl.public.PublicKey:
 
 def seal_content(content: Any, recipient: nacl.public.PublicKey) -> str:
     """The sealed text that replaces ``payload.content``."""
+    import nacl.public
+
     try:
         plain = _json.encode(content)
     except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -91,6 +103,9 @@ def seal_content(content: Any, recipient: nacl.public.PublicKey) -> str:
 
 def open_content(sealed: Any, key: nacl.public.PrivateKey) -> Any:
     """The original content of a sealed ``payload.content``; ``SealError`` saying why it cannot be opened."""
+    import nacl.exceptions
+    import nacl.public
+
     if not isinstance(sealed, str):
         raise SealError("sealed content must be a base64 string")
     try:

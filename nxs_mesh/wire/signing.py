@@ -25,13 +25,13 @@ import base64
 import binascii
 import functools
 from pathlib import Path
-from typing import Final
-
-import nacl.exceptions
-import nacl.signing
-import nkeys
+from typing import TYPE_CHECKING, Final
 
 from nxs_mesh.wire.errors import ConfigError
+
+# nkeys and PyNaCl load on first use (a signer, a verification): a mesh without signatures never needs them.
+if TYPE_CHECKING:
+    import nacl.signing
 
 __all__ = [
     "GRANT_HEADER",
@@ -78,6 +78,9 @@ def b64url_decode(text: str) -> bytes:
 
 def new_seed() -> bytes:
     """A fresh nkeys USER seed (``b"SU..."``), as ``nxs deploy secure init`` writes to ``node.nk``."""
+    import nacl.signing
+    import nkeys
+
     return bytes(nkeys.encode_seed(bytes(nacl.signing.SigningKey.generate()), nkeys.PREFIX_BYTE_USER))
 
 
@@ -85,6 +88,8 @@ class Signer:
     """Signs with one nkey seed (``b"SU..."``); ``public`` is its "U..." key."""
 
     def __init__(self, seed: bytes) -> None:
+        import nkeys
+
         try:
             self._kp = nkeys.from_seed(bytearray(seed.strip()))
             self.public: str = self._kp.public_key.decode()
@@ -119,6 +124,9 @@ def load_signer(path: str | Path) -> Signer:
 @functools.lru_cache(maxsize=4096)
 def _verify_key(public: str) -> nacl.signing.VerifyKey:
     """The ed25519 key inside an nkeys public key ("U..."): base32 of prefix byte + 32 bytes + CRC16."""
+    import nacl.signing
+    import nkeys
+
     try:
         raw = base64.b32decode(public.encode())
     except (binascii.Error, ValueError):
@@ -132,6 +140,8 @@ def _verify_key(public: str) -> nacl.signing.VerifyKey:
 
 def verify_bytes(public: str, data: bytes, signature: bytes) -> bool:
     """True when ``signature`` is ``public``'s ed25519 signature of ``data``; False for anything else."""
+    import nacl.exceptions
+
     try:
         _verify_key(public).verify(data, signature)
     except (ValueError, TypeError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
