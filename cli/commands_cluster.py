@@ -125,7 +125,9 @@ def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: boo
     if offline:
         err_console.print(f"note: {', '.join(offline)} offline now; their routes are retried until they join")
     if len(hosts) % 2 == 0:
-        err_console.print(f"note: {len(hosts)} hosts tolerate no more failures than {len(hosts) - 1}; prefer 3 or 5")
+        n = len(hosts)
+        err_console.print(f"note: {n} hosts tolerate {(n - 1) // 2} failure(s), no more than {n - 1} would; "
+                          "prefer 3 or 5")
 
 
 def _read(path: str) -> str:
