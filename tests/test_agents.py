@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from node_support import DEAD_AFTER, HB, Worker, alerts_about, run_cli, wait_state
@@ -16,20 +15,6 @@ from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire.errors import AgentNotFound, AgentOrphaned, AgentOwned
-
-
-@pytest.fixture
-def workers(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(node_id: str, *extra: str) -> Worker:
-        w = Worker(nats_server.url, node_id, tmp_path, *extra).start()
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
 
 
 async def record_in(mesh: Mesh, agent: str, state: AgentState, owner: str | None = None) -> AgentRecord:

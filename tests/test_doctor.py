@@ -26,20 +26,6 @@ except ImportError:  # pragma: no cover
     _fixture = pytest.fixture
 
 
-@pytest.fixture
-def workers(nats_server: NatsServer, tmp_path: Path):
-    started: list[Worker] = []
-
-    def start(node_id: str, *extra: str, **timing: float) -> Worker:
-        w = Worker(nats_server.url, node_id, tmp_path, *extra, **timing).start()
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
-
-
 @_fixture
 async def watcher(mesh: Mesh) -> AsyncIterator[Doctor]:
     """A Doctor in the test process: one more watcher, and a window on what doctors see."""

@@ -11,7 +11,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,6 @@ from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire.errors import ConfigError
-
-
-@pytest.fixture
-def workers(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(node_id: str, *extra: str) -> Worker:
-        w = Worker(nats_server.url, node_id, tmp_path, *extra).start()
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
 
 
 async def slot_holders(bucket: Bucket, slots: int = 2) -> dict[int, str]:
