@@ -35,7 +35,7 @@ from .common import say as _say
 from .pub_input import content_value, flag_for, parse_meta, require_utf8
 from .pub_offline import queue as queue_offline
 from .pub_offline import report_queued
-from .tables import Col, fitted
+from .tables import Col, fitted, human_bytes
 
 if TYPE_CHECKING:  # the library is imported inside the commands, so `nxs --help` stays fast
     from nxs_mesh import Mesh
@@ -155,15 +155,6 @@ async def _stream_missing(mesh: Mesh, subject: str) -> bool:
 
 
 # -- streams / init ---------------------------------------------------------------------------------------
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 async def _streams(ctx: typer.Context) -> list[dict[str, Any]]:
     from nxs_mesh.client.admin import STREAMS
 
@@ -193,7 +184,7 @@ def streams(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         if not r["exists"]:
             table.add_row(r["stream"], Text("missing", style="red"), "", "", "", "", ", ".join(r["subjects"]))
         else:
-            table.add_row(r["stream"], str(r["messages"]), _human_bytes(r["bytes"]), str(r["consumers"]),
+            table.add_row(r["stream"], str(r["messages"]), human_bytes(r["bytes"]), str(r["consumers"]),
                           str(r["replicas"]), r["retention"] or "", ", ".join(r["subjects"]))
     console.print(table)
     if any(not r["exists"] for r in rows):

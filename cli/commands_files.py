@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from .common import JSON_OPT, console, err_console, new_typer, open_mesh, print_json, run, say, settings
-from .tables import Col, fitted
+from .tables import Col, fitted, human_bytes
 
 file_app = new_typer(
     help="Files in the mesh (the NATS Object Store bucket NXS_FILES): chunked, SHA-256 checked, replicated.",
@@ -62,7 +62,7 @@ def put(
     if as_json:
         print_json(info.as_dict())
         return
-    say(f"stored {info.name} ({_size(info.size)}, {info.chunks} chunks, {info.digest})"
+    say(f"stored {info.name} ({human_bytes(info.size)}, {info.chunks} chunks, {info.digest})"
         + (f"; {to} notified" if to else ""))
 
 
@@ -91,7 +91,7 @@ def get(
     if as_json:
         print_json({**info.as_dict(), "path": str(dest)})
         return
-    say(f"wrote {dest} ({_size(info.size)}, digest verified)")
+    say(f"wrote {dest} ({human_bytes(info.size)}, digest verified)")
 
 
 @file_app.command("ls")
@@ -111,7 +111,7 @@ def ls(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         say("no files")
         return
     cols = [Col("name"), Col("size", justify="right"), Col("chunks", justify="right"), Col("modified"), Col("to")]
-    rows = [[f.name, _size(f.size), str(f.chunks), f.mtime[:19].replace("T", " "), f.to or "-"] for f in files]
+    rows = [[f.name, human_bytes(f.size), str(f.chunks), f.mtime[:19].replace("T", " "), f.to or "-"] for f in files]
     console.print(fitted(cols, rows, title=f"files in {files[0].bucket}"))
 
 
@@ -142,16 +142,7 @@ def rm(ctx: typer.Context, name: str = typer.Argument(..., help="The file's name
             return await mesh.files.delete(name)
 
     gone = run(go(), debug=s.debug)
-    say(f"deleted {gone.name} ({_size(gone.size)})")
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    say(f"deleted {gone.name} ({human_bytes(gone.size)})")
 
 
 def register(app: typer.Typer) -> None:

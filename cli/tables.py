@@ -28,7 +28,7 @@ from rich.text import Text
 
 from .common import console
 
-__all__ = ["Col", "fitted"]
+__all__ = ["Col", "fitted", "human_bytes"]
 
 # When judging whether a table fits, a wrapping column counts as this narrow at least: narrower, its
 # text (an address, a subject) would be more folds than text, and a less important column gives way.
@@ -87,3 +87,13 @@ def _width(out: Console, cell: RenderableType) -> int:
     if isinstance(cell, Text):
         return cell.cell_len
     return Measurement.get(out, out.options, cell).maximum
+
+
+def human_bytes(n: int) -> str:
+    """``1536`` -> ``1.5 KiB``: sizes as people read them (bytes shown whole)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
