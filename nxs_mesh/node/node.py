@@ -20,22 +20,19 @@ small (epoch = this incarnation's boot id, a counter, state, in-flight count, th
 Stopping (SIGTERM/SIGINT in ``serve()``): status ``draining``, consumers stop fetching and finish
 in-flight work within ``grace``, heartbeats continue meanwhile (so no doctor calls it dead), then
 status ``stopped`` (so nobody waits for a timeout), then the connection drains; the whole stop
-takes ``grace`` plus a few seconds at most, even with no server to talk to.
+takes ``grace`` plus a few seconds at most, even with no server to talk to. Heartbeat and status are
+in ``node.beacon``, options in ``node.options``, pluggable parts in ``node.parts``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,13 +44,14 @@ from nxs_mesh.client.outbox import outbox_path
 from nxs_mesh.client.window import DEFAULT_WINDOW
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.node.agents import orphan_hook, register_agents, stand_by_agents
+from nxs_mesh.node.beacon import Beacon
 from nxs_mesh.node.commands import CommandRunner
 from nxs_mesh.node.doctor import DeathHook, Doctor
 from nxs_mesh.node.handlers import HandlerFn, Registry, builtin_registry
+from nxs_mesh.node.options import NodeOptions, NodeState
+from nxs_mesh.node.parts import NodePart
 from nxs_mesh.node.tasks import TaskRunner, TaskStore
-from nxs_mesh.version import VERSION
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import encode, new_envelope
 from nxs_mesh.wire.errors import ClosedError, ConfigError, MeshError
 
 __all__ = ["Node", "NodeOptions", "NodeState"]
@@ -65,44 +63,7 @@ log = logging.getLogger("nxs_mesh.node")
 _STOP_STEP = 2.0
 
 
-class NodeState(enum.StrEnum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    DEGRADED = "degraded"  # running, but a consumer or loop died and is being restarted
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """How the worker behaves (the connection and identity are in ``MeshConfig``)."""
-
-    heartbeat_interval: float = 1.0
-    dead_after: float = 5.0  # the Doctor's timeout (the seed's 5 s)
-    grace: float = 10.0  # how long in-flight work may take to finish on stop
-    capabilities: tuple[str, ...] = ()
-    doctor: bool = True
-    doctor_slots: int = 2  # how many doctors the mesh elects (lease slots); the other nodes' doctors stand by
-    task_ack_wait: float = 30.0
-    task_concurrency: int = 1
-    # Commands handled at once; 1 runs them one at a time (a `sleep` delays a `ping` to the same node).
-    command_concurrency: int = 1
-    fetch_timeout: float = 5.0  # long-poll of idle consumers (an idle fetch is cancelled on stop)
-    start_timeout: float = 60.0  # keep retrying startup through leader elections / a server not up yet
-    status_every: float = 30.0  # status is republished this often (uptime, load), and on every state change
-    agents: tuple[str, ...] = ()
-    # Publishes that find no JetStream quorum wait in <data_dir>/outbox-<id>.sqlite (shared with the CLI).
-    outbox: bool = True
-
-    def __post_init__(self) -> None:
-        if self.heartbeat_interval <= 0 or self.dead_after <= self.heartbeat_interval:
-            raise ConfigError("dead_after", "must be longer than the heartbeat interval (both positive)")
-        if self.doctor_slots < 1:
-            raise ConfigError("doctor_slots", "must be at least 1 (how many doctors the mesh elects)")
-
-
-class Node:
+class Node(Beacon):
     """A mesh worker: heartbeat + status, commands, tasks, and a Doctor."""
 
     def __init__(self, config: MeshConfig, options: NodeOptions | None = None, registry: Registry | None = None) -> None:
@@ -118,6 +79,7 @@ class Node:
         # ``async hook(node_id) -> Mapping``, appended before start (on every node): see Doctor's death_hooks.
         self.death_hooks: list[DeathHook] = []
         self.tasks: TaskRunner | None = None
+        self.parts: list[NodePart] = []  # see node.parts; appended before start
         self._commands: Consumer | None = None
         self._hb_seq = 0
         self._started_mono = 0.0
@@ -235,6 +197,8 @@ class Node:
                 start_timeout=patience, on_change=self._health_changed,
             )
             await self.tasks.start()
+        for part in self.parts:
+            await part.start(self)
         if self.options.doctor:
             self.doctor = await Doctor(
                 mesh, dead_after=self.options.dead_after, interval=self.options.heartbeat_interval, store=store,
@@ -264,6 +228,7 @@ class Node:
         stops = [c.stop(self.options.grace) for c in ([self._commands] if self._commands else [])]
         if self.tasks is not None:
             stops.append(self.tasks.stop(self.options.grace))
+        stops += [part.stop(self.options.grace) for part in self.parts]
         await asyncio.gather(*stops, return_exceptions=True)
         await self._teardown(time.monotonic() + _STOP_STEP)
 
@@ -320,80 +285,3 @@ class Node:
             await self.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
-
-    # -- heartbeat and status ------------------------------------------------------------------------
-    def _health_changed(self) -> None:
-        """A loop died or recovered somewhere in this node: tell the mesh now, not at the next round."""
-        self._beat_now.set()
-        self._status_now.set()
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            try:
-                await self._beat()
-            except MeshError as exc:
-                log.debug("heartbeat failed: %s", exc)  # a missed beat is replaced next interval
-            self._beat_now.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), self.options.heartbeat_interval)
-
-    async def _beat(self) -> None:
-        """One heartbeat, plain publish (no JetStream ack round trip: a lost beat is replaced next interval)."""
-        assert self.mesh is not None
-        self._hb_seq += 1
-        # Small on purpose (idle traffic budget): the rest is in the status.
-        content: dict[str, Any] = {"epoch": self.epoch, "seq": self._hb_seq, "state": str(self.state)}
-        if self.inflight:
-            content["inflight"] = self.inflight
-        if self.tasks is not None and self.tasks.claims:
-            content["claims"] = dict(self.tasks.claims)
-        env = new_envelope("HEARTBEAT", content, source=self.mesh.source, ttl=0)
-        await self.mesh.publish_now(subjects.heartbeat(self.node_id), encode(env))
-        if "claims" in content:
-            await self.mesh.flush(timeout=2)  # a claim must be known before its work starts
-
-    def status(self) -> dict[str, Any]:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        mesh = self.mesh
-        problems = self.problems
-        return {
-            "state": str(self.state), "version": VERSION, "epoch": self.epoch, "started_at": self._started_at,
-            "uptime": round(time.monotonic() - self._started_mono, 1) if self._started_mono else 0.0,
-            "load": round(load, 2), "inflight": self.inflight, "queue_depth": self._queue_depth,
-            "agents": list(self.options.agents or (self.config.agent_id,)), "location": self.config.location,
-            "server": mesh.connected_url if mesh else None,
-            "path": mesh.server_path if mesh else "disconnected",
-            "outbox": len(mesh.outbox) if mesh and mesh.outbox is not None else 0, "host": socket.gethostname(),
-            "pid": os.getpid(), "capabilities": list(self.capabilities), "commands": sorted(self.registry.commands),
-            "heartbeat_interval": self.options.heartbeat_interval, "dead_after": self.options.dead_after,
-            **({"problems": problems} if problems else {}),
-        }
-
-    async def current_status(self) -> dict[str, Any]:
-        """The status with a fresh queue depth (asks the server): what the `status` command answers."""
-        await self.refresh_queue_depth()
-        return self.status()
-
-    async def _publish_status(self) -> None:
-        assert self.mesh is not None
-        status = self.status()
-        await self.mesh.publish("STATUS", status, ttl=0)
-        self._last_state = status["state"]
-
-    async def refresh_queue_depth(self) -> int:
-        """Messages waiting for (or held by) this node's consumers; asks the server (the `status` command)."""
-        depth = 0
-        for c in self.consumers:
-            depth += await c.queue_depth()
-        self._queue_depth = depth
-        return depth
-
-    async def _status_loop(self) -> None:
-        while True:
-            self._status_now.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._status_now.wait(), self.options.status_every)
-            try:
-                await self._publish_status()
-            except MeshError as exc:
-                log.debug("status publish failed: %s", exc)  # best effort: the next round retries
