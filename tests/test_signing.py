@@ -259,3 +259,17 @@ async def test_a_message_queued_offline_is_signed_when_queued(keys: MeshKeys, me
         await alice.close()
         await bob.close()
         box.close()
+
+
+def test_a_bad_trust_file_is_an_error_naming_the_file_and_the_fault(tmp_path):
+    from nxs_mesh.deploy.identity import load_trust as load_trust_dict
+    from nxs_mesh.wire.errors import ConfigError
+
+    missing, garbage, wrong = tmp_path / "none.json", tmp_path / "garbage.json", tmp_path / "wrong.json"
+    garbage.write_text("{not json")
+    wrong.write_text('{"version": 2, "nodes": {}}')
+    for path, why in ((missing, "cannot read"), (garbage, "is not JSON"), (wrong, "not an nxs trust file")):
+        for reader in (load_trust, load_trust_dict):  # the library's and deploy's view read it the same way
+            with pytest.raises(ConfigError, match=why) as err:
+                reader(path)
+            assert str(path) in str(err.value)

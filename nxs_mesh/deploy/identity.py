@@ -41,6 +41,7 @@ from nacl.public import PrivateKey
 
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.wire.errors import ConfigError
+from nxs_mesh.wire.trust import read_trust_file
 
 __all__ = ["ADMIN", "Identity", "SecureLayout", "init_identities", "load_trust", "revoke_identity",
            "rotate_identity", "spki_sha256"]
@@ -179,13 +180,7 @@ def _new_identity(layout: SecureLayout, name: str, host: MeshHost | None, days: 
 
 def load_trust(path: str | os.PathLike[str]) -> dict[str, Any]:
     """trust.json as a dict (version 1), with a clear error when it is missing or malformed."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError("trust_file", f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("nodes"), dict):
-        raise ConfigError("trust_file", f"{path} is not an nxs trust file (version 1)")
-    return data
+    return read_trust_file(Path(path))
 
 
 def _node_toml(layout: SecureLayout, name: str, install_dir: str | None, servers: Sequence[str]) -> str:

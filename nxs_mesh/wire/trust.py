@@ -34,7 +34,7 @@ from nxs_mesh.wire.envelope import Envelope
 from nxs_mesh.wire.errors import ConfigError, VerificationError
 from nxs_mesh.wire.signing import SIG_HEADER, SIGNER_HEADER, verify
 
-__all__ = ["MAX_SKEW", "REPLAY_PREFIX", "NodeKeys", "Trust", "check_envelope", "load_trust", "parse_trust"]
+__all__ = ["MAX_SKEW", "REPLAY_PREFIX", "NodeKeys", "Trust", "check_envelope", "load_trust", "parse_trust", "read_trust_file"]
 
 #: Seconds a sender's clock may be ahead of (or its message delayed beyond its ttl against) ours.
 #: Generous on purpose: NTP keeps real clocks within milliseconds; this only has to stop old replays.
@@ -98,14 +98,22 @@ def parse_trust(data: Any, where: str = "trust.json") -> Trust:
                  mesh_seal if isinstance(mesh_seal, str) else None)
 
 
-def load_trust(path: str | Path) -> Trust:
+def read_trust_file(path: str | Path) -> dict[str, Any]:
+    """trust.json as decoded JSON (version 1, with a ``nodes`` object); ``ConfigError`` naming the file
+    and what is wrong. The one reader of the file: ``load_trust`` parses it, deploy edits it."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
         raise ConfigError("trust_file", f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise ConfigError("trust_file", f"{path} is not JSON: {exc}") from None
-    return parse_trust(data, str(path))
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("nodes", {}), dict):
+        raise ConfigError("trust_file", f"{path} is not an nxs trust file (an object with \"version\": 1)")
+    return data
+
+
+def load_trust(path: str | Path) -> Trust:
+    return parse_trust(read_trust_file(path), str(path))
 
 
 def check_envelope(trust: Trust, env: Envelope, subject: str, body: bytes, headers: Mapping[str, str] | None,
