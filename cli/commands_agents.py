@@ -39,4 +39,7 @@ def agents(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from .commands_handoff import handoff
+
     app.command("agents")(agents)
+    app.command("handoff")(handoff)
