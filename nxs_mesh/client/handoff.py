@@ -114,9 +114,13 @@ class Handoffs:
     """``handoff``: mixed into ``Mesh``; needs its agents, files, call and source."""
 
     if TYPE_CHECKING:
-        agents: AgentDirectory
-        files: MeshFiles
         call: Callable[..., Awaitable[tuple[PublishResult, Envelope]]]
+
+        @property
+        def agents(self) -> AgentDirectory: ...
+
+        @property
+        def files(self) -> MeshFiles: ...
 
     async def handoff(
         self, agent: str, *, to: str, context: Context | None = None, needs: tuple[str, ...] = (),
