@@ -125,13 +125,14 @@ class Handoffs:
     async def handoff(
         self, agent: str, *, to: str, context: Context | None = None, needs: tuple[str, ...] = (),
         timeout: float = 30.0, hold: float | None = None, progress: Progress | None = None,
-        on_step: Callable[[str], None] | None = None,
+        on_step: Callable[[str], None] | None = None, keep_bundle: bool = False,
     ) -> HandoffOutcome:
         """Move ``agent`` from its owner to node ``to`` (see the module docstring); returns once the new
         owner announced "ready". ``context``: the bundle to hand over (bytes, text, a file, or a JSON
         value); None: the owner's context provider packages it. ``needs``: capabilities ``to`` must have.
         ``timeout``: per step; ``hold``: how long the owner waits for the commit before it rolls back
-        by itself (default 3 x ``timeout``). ``on_step(name)`` is called as each step starts.
+        by itself (default 3 x ``timeout``). ``on_step(name)`` is called as each step starts. The bundle
+        is deleted from NXS_FILES once committed, unless ``keep_bundle``.
 
         Raises ``HandoffRefused`` (nothing changed), ``HandoffTimeout`` (rolled back to the owner, or
         the owner is gone: the Doctor then orphans the agent), ``HandoffError``, ``AgentNotFound``."""
@@ -178,6 +179,11 @@ class Handoffs:
             await step("release", rec.owner, {**base, "epoch": done["epoch"]})
         except HandoffError:
             released = False  # A is gone or mute: B owns the agent; A's stale epoch is fenced
+        if not keep_bundle:
+            try:
+                await self.files.delete(str(prep["bundle"]["name"]))
+            except MeshError:
+                pass  # loaded by B already; a leftover bundle is only storage
         return HandoffOutcome(agent, rec.owner, to, int(done["epoch"]), str(done.get("ready", "")),
                               int(done.get("drained", 0)), released, dict(prep["bundle"]), steps)
 
