@@ -144,3 +144,33 @@ async def test_a_refused_offer_leaves_the_owner_unchanged(mesh: Mesh, workers: C
     assert after is not None and after.revision == before.revision  # not one write
     await chat(mesh, "still here?")
     assert await contents(wa, AGENT, 1) == ["still here?"]
+
+
+@pytest.mark.timeout(120)
+async def test_demo_handoff_shows_the_switch(nats_server: NatsServer, tmp_path: Path):
+    from nxs_cli.demo_handoff import demo_handoff
+
+    said: list[str] = []
+    await demo_handoff(nats_server.url, tmp_path, said.append)
+    text = "\n".join(said)
+    assert "switch to home instance" in text and "handoff step: commit" in text, text
+    assert "demo-home: [green]I'm ready. Continuing from message 3: 'draft an email to Ana'.[/]" in text, text
+    assert "4 messages there, 3 left on demo-vps" in text, text
+
+
+@pytest.mark.timeout(90)
+def test_readme_handoff_example_runs(nats_server: NatsServer, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NXS_")}, "NXS_URL": nats_server.url}
+    r = subprocess.run([sys.executable, str(root / "examples" / "handoff.py")], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "I'm ready. Continuing from 'summarise the top three'.",
+        "epoch 2, steps ['commit', 'offer', 'prepare', 'release', 'upload']",
+        "agent:research now lives on example-home (active)",
+    ], r.stdout
