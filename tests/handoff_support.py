@@ -19,6 +19,14 @@ from nxs_mesh.client.agents import AgentRecord, AgentState
 from nxs_mesh.node.pause import ENV as PAUSE_ENV
 from nxs_mesh.testing import eventually
 
+AGENT = "agent:research"
+
+
+async def chat(mesh: Mesh, *texts: str, agent: str = AGENT) -> None:
+    """Send each text to ``agent`` wherever it lives (resolved through the registry)."""
+    for text in texts:
+        await mesh.publish("CHAT", text, to_agent=agent)
+
 
 def start_pausing(workers: Callable[..., Worker], node_id: str, step: str, *extra: str, **timing: float) -> Worker:
     """A worker that stops itself (SIGSTOP) at ``step`` (the ``NXS_PAUSE_AT`` test hook)."""

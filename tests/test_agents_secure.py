@@ -9,6 +9,7 @@ from node_support import alerts_about
 from nxs_mesh import Mesh
 from nxs_mesh.client.agents import AgentState, agent_key, encode_record
 from nxs_mesh.node.agents import orphan_agents, register_agent
+from nxs_mesh.node.handoff import HandoffService, provisioned_consumers
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.node.provision import provision
 from nxs_mesh.testing import eventually
@@ -76,3 +77,40 @@ async def test_registry_records_are_signed_and_a_forged_one_reads_as_absent(tmp_
             assert await orphan_agents(n3, "n2") == [agent]
             found = await n2.agents.get(agent)
             assert found is not None and (found.owner, found.state) == ("n2", AgentState.ORPHANED)
+
+
+@pytest.mark.timeout(120)
+async def test_secure_nodes_hand_an_agent_off_within_their_permissions(tmp_path):
+    agent = "agent:secret"
+    with SecureCluster(tmp_path) as sc:
+        async with Mesh(sc.config("admin")) as admin:
+            await provision(admin, ["n1", "n2", "n3"])
+            for stream, durable, filters in provisioned_consumers(["n1", "n2"], [agent]):
+                await admin.admin.provision_consumer(stream, durable, filters, batch=32)
+        heard: dict[str, list[str]] = {"n1": [], "n2": []}
+        nodes = []
+        for name, agents in (("n1", (agent,)), ("n2", ())):
+            node = Node(sc.config(name),
+                        NodeOptions(heartbeat_interval=0.2, dead_after=1.0, outbox=False, doctor=False, agents=agents))
+            service = HandoffService()
+
+            @service.on_message
+            async def got(_agent: str, env, name: str = name) -> None:
+                heard[name].append(env.content)
+
+            node.parts.append(service)
+            nodes.append(await node.start())
+        try:
+            async with Mesh(sc.config("n3")) as user:
+                await user.publish("CHAT", "before", to_agent=agent)
+                await eventually(lambda: heard["n1"] == ["before"], timeout=10, what="n1 hears the agent's chat")
+                outcome = await user.handoff(agent, to="n2", context=b"secret context", timeout=10)
+                assert (outcome.to_node, outcome.epoch, outcome.released) == ("n2", 2, True)
+                rec = await user.agents.get(agent)  # signed by n2, its new owner: believed
+                assert rec is not None and (rec.owner, rec.state, rec.epoch) == ("n2", AgentState.ACTIVE, 2)
+                await user.publish("CHAT", "after", to_agent=agent)
+                await eventually(lambda: heard["n2"] == ["after"], timeout=10, what="n2 hears the agent's chat")
+                assert heard["n1"] == ["before"]
+        finally:
+            for node in nodes:
+                await node.stop()

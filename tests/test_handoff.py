@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from handoff_support import contents, history, paused, record_is, resume, start_pausing
+from handoff_support import AGENT, chat, contents, history, paused, record_is, resume, start_pausing
 from node_support import Worker, run_cli, wait_state
 
 from nxs_mesh import Mesh, MeshConfig
@@ -21,13 +21,6 @@ from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire.envelope import Source, new_envelope
 from nxs_mesh.wire.errors import HandoffRefused, HandoffTimeout
-
-AGENT = "agent:research"
-
-
-async def chat(mesh: Mesh, *texts: str) -> None:
-    for text in texts:
-        await mesh.publish("CHAT", text, to_agent=AGENT)
 
 
 @pytest.mark.timeout(120)

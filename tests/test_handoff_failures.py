@@ -7,20 +7,13 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from handoff_support import contents, history, kill9, paused, record_is, start_pausing
+from handoff_support import AGENT, chat, contents, history, kill9, paused, record_is, start_pausing
 from node_support import Worker, alerts_about, wait_state
 
 from nxs_mesh import Mesh
 from nxs_mesh.client.agents import AgentState
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.wire.errors import AgentOrphaned, HandoffTimeout
-
-AGENT = "agent:research"
-
-
-async def chat(mesh: Mesh, *texts: str) -> None:
-    for text in texts:
-        await mesh.publish("CHAT", text, to_agent=AGENT)
 
 
 @pytest.mark.timeout(120)

@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from nxs_mesh.client.agents import AgentState
+from nxs_mesh.client.consumer import durable_name
 from nxs_mesh.client.publishing import PublishResult
 from nxs_mesh.transport.objects import Progress
+from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import (
     AgentNotFound,
@@ -56,7 +58,8 @@ if TYPE_CHECKING:
     from nxs_mesh.client.agents import AgentDirectory
     from nxs_mesh.client.files import MeshFiles
 
-__all__ = ["KIND", "STEPS", "VERSION", "HandoffOutcome", "Handoffs", "bundle_name", "context_source", "refusal"]
+__all__ = ["KIND", "STEPS", "VERSION", "HandoffOutcome", "Handoffs", "agent_durable", "agent_filter", "bundle_name",
+           "context_source", "refusal", "sync_durable"]
 
 #: The protocol version an offer carries; a target refuses another one.
 VERSION: Final = 1
@@ -66,6 +69,21 @@ STEPS: Final = ("offer", "upload", "prepare", "commit", "release")
 _REFUSED: Final = "refused: "
 
 Context = bytes | str | Path | dict[str, Any] | list[Any]
+
+
+def sync_durable(node: str) -> str:
+    """The durable consumer on NXS_SYNC through which ``node``'s handoff service hears the protocol."""
+    return durable_name("handoff", node)
+
+
+def agent_durable(agent: str) -> str:
+    """The durable consumer on NXS_CHAT holding ``agent``'s messages; whichever node owns it consumes it."""
+    return durable_name("agent", agent)
+
+
+def agent_filter(agent: str) -> str:
+    """Every message to ``agent``, whichever instance the sender addressed (so they follow a handoff)."""
+    return f"{subjects.ROOT}.chat.*.{check_id(agent, 'agent')}"
 
 
 def bundle_name(agent: str, handoff_id: str) -> str:

@@ -81,13 +81,21 @@ class AgentFiles:
         return {"agent": agent, "history": self.history(agent), "memory": self.memory(agent), "tasks": []}
 
     async def load(self, ctx: HandoffContext) -> str:
-        """Write a received bundle as this node's copy; says where the conversation continues from."""
-        bundle = ctx.json()
-        history = bundle.get("history", []) if isinstance(bundle, dict) else []
+        """Write a received bundle as this node's copy; says where the conversation continues from. A
+        bundle that is not this class's JSON (a program's own context) is kept as ``context.bin``."""
         d = self.dir(ctx.agent)
         d.mkdir(parents=True, exist_ok=True)
+        try:
+            bundle = ctx.json()
+        except ValueError:
+            bundle = None
+        if not isinstance(bundle, dict):
+            (d / "context.bin").write_bytes(ctx.read_bytes())
+            return f"Continuing from a {ctx.size}-byte context from {ctx.from_node}."
+        history = [h for h in bundle.get("history", []) if isinstance(h, dict)]
         (d / "history.jsonl").write_text("".join(json.dumps(h, separators=(",", ":")) + "\n" for h in history))
-        (d / "memory.json").write_text(json.dumps(bundle.get("memory", {}) if isinstance(bundle, dict) else {}))
+        memory = bundle.get("memory")
+        (d / "memory.json").write_text(json.dumps(memory if isinstance(memory, dict) else {}))
         if not history:
             return f"Continuing from {ctx.from_node}, with no history yet."
         return f"Continuing from message {len(history)}: {str(history[-1].get('content'))[:60]!r}."

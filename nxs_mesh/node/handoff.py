@@ -28,14 +28,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.agents import EPOCH_KEY, AgentRecord, AgentState, now_rfc3339
-from nxs_mesh.client.consumer import Consumer, durable_name
-from nxs_mesh.client.handoff import KIND, VERSION, bundle_name, context_source, refusal
+from nxs_mesh.client.consumer import Consumer
+from nxs_mesh.client.handoff import (
+    KIND,
+    VERSION,
+    agent_durable,
+    agent_filter,
+    bundle_name,
+    context_source,
+    refusal,
+    sync_durable,
+)
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.agent_context import AgentFiles, HandoffContext
 from nxs_mesh.node.agents import move_record, stand_by_agents
@@ -45,7 +54,7 @@ from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, Source, new_envelope
 from nxs_mesh.wire.errors import ClosedError, HandoffError, MeshError, Reject
 
-__all__ = ["AgentFiles", "HandoffContext", "HandoffService"]
+__all__ = ["AgentFiles", "HandoffContext", "HandoffService", "provisioned_consumers"]
 
 log = logging.getLogger("nxs_mesh.node.handoff")
 
@@ -53,6 +62,13 @@ Provider = Callable[[str], Awaitable[Any]]
 Loader = Callable[[HandoffContext], Awaitable[str | None]]
 OnMessage = Callable[[str, Envelope], Awaitable[None]]
 _STEPS = {KIND[s]: s for s in ("offer", "prepare", "commit", "release", "abort")}
+
+
+def provisioned_consumers(nodes: Iterable[str], agents: Iterable[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(stream, durable, filters) of what admin creates so that secure nodes can hand agents off (they may
+    not create consumers): each node's SYNC consumer and each agent's CHAT consumer."""
+    out = [("NXS_SYNC", sync_durable(n), tuple(subjects.filters_for("sync", n))) for n in sorted(set(nodes))]
+    return out + [("NXS_CHAT", agent_durable(a), (agent_filter(a),)) for a in sorted(set(agents))]
 
 
 class _Held:
@@ -125,7 +141,7 @@ class HandoffService:
             if rec is not None and rec.owner == self.me:
                 await self._bind(self._hold_new(agent, rec.epoch))
         self._sync = await self.mesh.consume(
-            "sync", self._on_sync, durable=durable_name("handoff", self.me), concurrency=4,
+            "sync", self._on_sync, durable=sync_durable(self.me), concurrency=4,
             fetch_timeout=node.options.fetch_timeout)
 
     async def stop(self, grace: float) -> None:
@@ -152,7 +168,7 @@ class HandoffService:
             await (self._on_message or self._files().on_message)(agent, env)
 
         held.consumer = await self.mesh.consume(
-            "chat", handle, durable=durable_name("agent", agent), filters=[f"{subjects.ROOT}.chat.*.{agent}"], exactly_once=True)
+            "chat", handle, durable=agent_durable(agent), filters=[agent_filter(agent)], exactly_once=True)
         return held.consumer
 
     async def _drain(self, consumer: Consumer) -> int:
