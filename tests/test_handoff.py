@@ -16,7 +16,7 @@ from node_support import Worker, run_cli, wait_state
 
 from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.client.agents import EPOCH_KEY, AgentState
-from nxs_mesh.client.handoff import HandoffOutcome
+from nxs_mesh.client.handoff import KIND, VERSION, HandoffOutcome
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire.envelope import Source, new_envelope
@@ -107,6 +107,8 @@ async def test_cli_handoff_with_a_context_file_and_clear_errors(
 
     code, out, err = await run_cli(nats_server.url, "handoff", AGENT, "--to", a, "--need", "gpu")
     assert code == 1 and f"{a} lacks capability gpu" in err and "Traceback" not in err, err
+    code, out, err = await run_cli(nats_server.url, "handoff", AGENT, "--to", a, "--context", "nowhere.json")
+    assert code == 1 and "--context nowhere.json: no such file" in err and "Traceback" not in err, err
     code, out, err = await run_cli(nats_server.url, "handoff", "agent:nobody", "--to", a)
     assert code == 1 and "'agent:nobody' is not registered" in err and "Traceback" not in err, err
     code, out, err = await run_cli(nats_server.url, "handoff", AGENT, "--to", b)
@@ -133,6 +135,12 @@ async def test_a_refused_offer_leaves_the_owner_unchanged(mesh: Mesh, workers: C
     with pytest.raises(HandoffTimeout, match="no nobody-home's answer to handoff offer within 2") as late:
         await mesh.handoff(AGENT, to="nobody-home", timeout=2)  # no such node: nobody answers
     assert late.value.step == "offer"
+    # another protocol version is refused too (an offer as a newer caller would send it)
+    _, answer = await mesh.call("SYNC", {"kind": KIND["offer"], "agent": AGENT, "id": "x", "epoch": 1, "from": a,
+                                         "to": b, "needs": [], "version": VERSION + 1},
+                                correlation_id=unique_id("c"), timeout=10, waiting_for="offer answer", to=b,
+                                agent=AGENT)
+    assert answer.content == {"accept": False, "why": f"protocol version {VERSION + 1}; {b} speaks {VERSION}"}
     after = await mesh.agents.get(AGENT)
     assert after is not None and after.revision == before.revision  # not one write
     await chat(mesh, "still here?")

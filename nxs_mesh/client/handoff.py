@@ -169,18 +169,19 @@ class Handoffs:
         step = _Stepper(self, agent, timeout, steps, on_step)
         source = None if context is None else context_source(context)
         size = (source.stat().st_size if isinstance(source, Path) else len(source)) if source is not None else None
-        offer = await step("offer", to, {**base, "size": size, "needs": list(needs), "version": VERSION})
+        hold = hold or 3 * timeout
+        offer = await step("offer", to, {**base, "size": size, "needs": list(needs), "version": VERSION, "hold": hold})
         if not offer.get("accept"):
             raise HandoffRefused(f"{to} refused agent {agent!r}: {offer.get('why', '?')}", agent, "offer")
         bundle = None
-        if source is not None:
-            step.begin("upload")
-            info = await self.files.put(source, name=bundle_name(agent, hid), progress=progress)
-            bundle = {"name": info.name, "size": info.size, "digest": info.digest}
-            step.end("upload")
         try:
-            prep = await step("prepare", rec.owner, {**base, "bundle": bundle, "hold": hold or 3 * timeout})
-        except HandoffError:
+            if source is not None:
+                step.begin("upload")
+                info = await self.files.put(source, name=bundle_name(agent, hid), progress=progress)
+                bundle = {"name": info.name, "size": info.size, "digest": info.digest}
+                step.end("upload")
+            prep = await step("prepare", rec.owner, {**base, "bundle": bundle, "hold": hold})
+        except MeshError:
             await step.tell("abort", to, base)  # B drops its reservation; A rolls back (or the Doctor orphans)
             await step.tell("abort", rec.owner, base)
             raise

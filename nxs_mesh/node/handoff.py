@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nxs_mesh.aio.supervisor import Supervisor
+from nxs_mesh.aio.waiting import wait_until
 from nxs_mesh.client.agents import EPOCH_KEY, AgentRecord, AgentState, now_rfc3339
 from nxs_mesh.client.consumer import Consumer
 from nxs_mesh.client.handoff import (
@@ -52,7 +53,7 @@ from nxs_mesh.node.parts import NodeHost
 from nxs_mesh.node.pause import pause_at
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import Envelope, Source, new_envelope
-from nxs_mesh.wire.errors import ClosedError, HandoffError, MeshError, Reject
+from nxs_mesh.wire.errors import ClosedError, HandoffError, MeshError, MeshTimeout, Reject
 
 __all__ = ["AgentFiles", "HandoffContext", "HandoffService", "provisioned_consumers"]
 
@@ -93,7 +94,7 @@ class HandoffService:
         self.files: AgentFiles | None = None  # the default agent's, once started
         self.held: dict[str, _Held] = {}
         self.standby: dict[str, str] = {}  # agents handed away: agent -> its new owner
-        self._reserved: dict[str, str] = {}  # accepted offers: agent -> handoff id
+        self._reserved: dict[str, tuple[str, float]] = {}  # accepted offers: agent -> (handoff id, expiry)
         self._taken: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._mesh: Mesh | None = None
@@ -174,13 +175,16 @@ class HandoffService:
     async def _drain(self, consumer: Consumer) -> int:
         """Wait until the agent's durable holds nothing undelivered or unacknowledged; how many were handled."""
         before = consumer.stats.handled
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout
-        while loop.time() < deadline:
+
+        async def drained() -> bool:
             report = await self.mesh.admin.consumer("NXS_CHAT", consumer.spec.durable)
-            if report is not None and report.backlog == 0 and consumer.inflight == 0:
-                break
-            await asyncio.sleep(0.02)  # sleep-ok: polling the server's count of what is still pending
+            return report is not None and report.backlog == 0 and consumer.inflight == 0
+
+        try:
+            await wait_until(drained, self.drain_timeout, f"{consumer.spec.durable} drained", interval=0.02)
+        except MeshTimeout:  # committed already: the rest is handled as it comes, just not before "ready"
+            log.warning("%s: not drained within %.0fs; announcing ready anyway", consumer.spec.durable,
+                        self.drain_timeout)
         return consumer.stats.handled - before
 
     def _files(self) -> AgentFiles:
@@ -208,7 +212,7 @@ class HandoffService:
         async with self._locks.setdefault(agent, asyncio.Lock()):
             try:
                 answer = await getattr(self, f"_{step}")(agent, c)
-            except (MeshError, OSError, ValueError, KeyError) as exc:
+            except (MeshError, OSError, ValueError, KeyError, TypeError) as exc:  # a bad request: say why
                 log.warning("handoff %s of %s: %s", step, agent, exc)
                 await self.mesh.reply(env, error=str(exc))
                 return
@@ -219,8 +223,17 @@ class HandoffService:
         if why:
             log.info("handoff offer of %s from %s refused: %s", agent, c.get("from"), why)
             return {"accept": False, "why": why}
-        self._reserved[agent] = str(c["id"])
+        expiry = asyncio.get_running_loop().time() + float(c.get("hold") or 90.0)  # a caller that vanished
+        self._reserved[agent] = (str(c["id"]), expiry)
         return {"accept": True, "node": self.me}
+
+    def _offered(self, agent: str, handoff_id: Any) -> bool:
+        """Whether ``handoff_id`` is the live accepted offer of ``agent`` (expired ones are dropped)."""
+        now = asyncio.get_running_loop().time()
+        for other, (_, expiry) in list(self._reserved.items()):
+            if expiry < now:
+                del self._reserved[other]
+        return bool(self._reserved.get(agent, ("", 0.0))[0] == handoff_id)
 
     def _refusal(self, agent: str, c: dict[str, Any]) -> str:
         if c.get("version") != VERSION:
@@ -232,6 +245,7 @@ class HandoffService:
             return f"{self.me} lacks capability {', '.join(missing)}"
         if agent in self.held:
             return f"{self.me} already runs {agent}"
+        self._offered(agent, None)  # drops expired offers before counting
         busy = len(self.held) + len(set(self._reserved) - {agent})
         if self.max_agents and busy >= self.max_agents:
             return f"{self.me} is at capacity: {busy} of at most {self.max_agents} agents"
@@ -290,7 +304,7 @@ class HandoffService:
         log.info("agent %s on standby here: %s owns it now", agent, owner)
 
     async def _abort(self, agent: str, c: dict[str, Any]) -> dict[str, Any]:
-        if self._reserved.get(agent) == c.get("id"):
+        if self._offered(agent, c.get("id")):
             del self._reserved[agent]
         held = self.held.get(agent)
         if held is not None and held.handoff_id == c.get("id") and held.state is AgentState.HANDING_OFF:
@@ -298,19 +312,19 @@ class HandoffService:
         return {"aborted": True}
 
     async def _commit(self, agent: str, c: dict[str, Any]) -> dict[str, Any]:
-        if self._reserved.get(agent) != c.get("id"):
+        if not self._offered(agent, c.get("id")):
             raise HandoffError(refusal("no accepted offer for this handoff (expired or aborted)"), agent, "commit")
         ctx = await self._fetch(agent, c)
         said = await (self._loader or self._files().load)(ctx)
         pause_at("loaded")
         rec = await self.mesh.agents.get(agent)
         if rec is None or rec.revision != c.get("revision") or rec.state is not AgentState.HANDING_OFF:
-            del self._reserved[agent]
+            self._reserved.pop(agent, None)
             raise HandoffError(f"not committed: {agent!r}'s record moved on (rolled back or orphaned)", agent, "commit")
         assert self._node is not None
         caps = tuple(sorted({*self._node.options.capabilities, *self._node.registry.tasks}))
         new = await move_record(self.mesh, rec, AgentRecord(agent, self.me, AgentState.ACTIVE, rec.epoch + 1, caps))
-        del self._reserved[agent]
+        self._reserved.pop(agent, None)
         if new is None:
             raise HandoffError(f"not committed: lost the compare-and-set of {agent!r}'s record", agent, "commit")
         log.info("handoff of %s committed: owner %s, epoch %d", agent, self.me, new.epoch)
