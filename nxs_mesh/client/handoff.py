@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from nxs_mesh.client.agents import AgentState
+from nxs_mesh.client.agents import AgentRecord, AgentState
 from nxs_mesh.client.consumer import durable_name
 from nxs_mesh.client.publishing import PublishResult
 from nxs_mesh.transport.objects import Progress
@@ -154,15 +154,7 @@ class Handoffs:
 
         Raises ``HandoffRefused`` (nothing changed), ``HandoffTimeout`` (rolled back to the owner, or
         the owner is gone: the Doctor then orphans the agent), ``HandoffError``, ``AgentNotFound``."""
-        check_id(to, "to")
-        rec = await self.agents.get(agent)
-        if rec is None:
-            raise AgentNotFound(f"agent {agent!r} is not registered (see `nxs agents`)", agent)
-        if rec.state is not AgentState.ACTIVE:
-            raise HandoffError(f"agent {agent!r} is {rec.state} on {rec.owner}: only an active agent is handed "
-                               "off", agent, "offer")
-        if rec.owner == to:
-            raise HandoffError(f"agent {agent!r} already lives on {to}", agent, "offer")
+        rec = await self._handable(agent, to)
         hid = uuid.uuid4().hex[:16]
         base = {"agent": agent, "id": hid, "epoch": rec.epoch, "from": rec.owner, "to": to}
         steps: dict[str, float] = {}
@@ -173,8 +165,8 @@ class Handoffs:
         offer = await step("offer", to, {**base, "size": size, "needs": list(needs), "version": VERSION, "hold": hold})
         if not offer.get("accept"):
             raise HandoffRefused(f"{to} refused agent {agent!r}: {offer.get('why', '?')}", agent, "offer")
-        bundle = None
         try:
+            bundle = None
             if source is not None:
                 step.begin("upload")
                 info = await self.files.put(source, name=bundle_name(agent, hid), progress=progress)
@@ -185,14 +177,7 @@ class Handoffs:
             await step.tell("abort", to, base)  # B drops its reservation; A rolls back (or the Doctor orphans)
             await step.tell("abort", rec.owner, base)
             raise
-        try:
-            done = await step("commit", to, {**base, "revision": prep["revision"], "bundle": prep["bundle"]})
-        except HandoffError:
-            now = await self.agents.get(agent)
-            if now is None or now.owner != to or now.epoch != rec.epoch + 1:
-                await step.tell("abort", rec.owner, base)  # not committed: back to A
-                raise
-            done = {"epoch": now.epoch, "ready": "", "drained": 0}  # committed; B's answer was lost
+        done = await self._committed(step, rec, base, prep)
         released = True
         try:
             await step("release", rec.owner, {**base, "epoch": done["epoch"]})
@@ -205,6 +190,32 @@ class Handoffs:
                 pass  # loaded by B already; a leftover bundle is only storage
         return HandoffOutcome(agent, rec.owner, to, int(done["epoch"]), str(done.get("ready", "")),
                               int(done.get("drained", 0)), released, dict(prep["bundle"]), steps)
+
+    async def _handable(self, agent: str, to: str) -> AgentRecord:
+        """The agent's record, when it can be handed to ``to`` now; the error saying why not otherwise."""
+        check_id(to, "to")
+        rec = await self.agents.get(agent)
+        if rec is None:
+            raise AgentNotFound(f"agent {agent!r} is not registered (see `nxs agents`)", agent)
+        if rec.state is not AgentState.ACTIVE:
+            raise HandoffError(f"agent {agent!r} is {rec.state} on {rec.owner}: only an active agent is handed "
+                               "off", agent, "offer")
+        if rec.owner == to:
+            raise HandoffError(f"agent {agent!r} already lives on {to}", agent, "offer")
+        return rec
+
+    async def _committed(self, step: _Stepper, rec: AgentRecord, base: dict[str, Any],
+                         prep: dict[str, Any]) -> dict[str, Any]:
+        """B's commit; after a failure the registry says whether it happened (else: abort, back to A)."""
+        to = str(base["to"])
+        try:
+            return await step("commit", to, {**base, "revision": prep["revision"], "bundle": prep["bundle"]})
+        except HandoffError:
+            now = await self.agents.get(rec.agent)
+            if now is None or now.owner != to or now.epoch != rec.epoch + 1:
+                await step.tell("abort", rec.owner, base)  # not committed: back to A
+                raise
+            return {"epoch": now.epoch, "ready": "", "drained": 0}  # committed; B's answer was lost
 
 
 class _Stepper:
