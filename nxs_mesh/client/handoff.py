@@ -4,7 +4,8 @@
     outcome.epoch, outcome.ready, outcome.steps     # 2, "I'm ready. Continuing from ...", {"offer": 0.004, ...}
 
 The caller drives; the owner (A) and the target (B) each run a ``node.handoff.HandoffService``. Every
-step is a SYNC message to ``nxs.sync.<node>.<agent>`` answered by a RESULT, and has a timeout:
+step is a SYNC message to ``nxs.sync.<node>.<agent>`` answered by a RESULT (the mesh's one reply path:
+correlated, signature-checked in secure mode), and has a timeout:
 
 1. ``offer`` -> B: {agent, epoch, size, needs, version}; B accepts, or refuses with why (capacity,
    capability, version): nothing has changed.
