@@ -72,7 +72,7 @@ async def test_registry_records_are_signed_and_a_forged_one_reads_as_absent(tmp_
             assert last is not None and await n2.agents.get(agent) is None
 
             again = await register_agent(n2, "n2", agent)  # the owner writes over the forgery, signed
-            assert (await n3.agents.get(agent)) == again and again.owner == "n2"
+            assert (await n3.agents.get(agent)) == again and (again.owner, again.epoch) == ("n2", 2)  # never back
             # an orphaned record is believed from any trusted node (the Doctor that saw the owner die)
             assert await orphan_agents(n3, "n2") == [agent]
             found = await n2.agents.get(agent)

@@ -43,6 +43,9 @@ async def register_agent(mesh: Mesh, owner: str, agent: str, *, capabilities: Se
         entry = await bucket.get(key)
         old = mesh.agents.read(entry)  # a forged record (secure mode) reads as absent: it is replaced
         new = await _next_record(mesh, owner, agent, tuple(capabilities), old, stale_after)
+        if entry is not None and old is None:  # replacing a record nobody believes: the epoch still never goes back
+            raw = AgentRecord.decode(entry.value, entry.revision)
+            new = new.moved(epoch=max(new.epoch, (raw.epoch if raw is not None else 0) + 1))
         if entry is None:
             rev = await bucket.create(key, encode_record(new, mesh.security))
         else:
