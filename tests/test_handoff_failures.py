@@ -28,7 +28,7 @@ async def test_target_dies_before_commit_the_agent_stays_on_its_owner_with_its_m
     await chat(mesh, "m1")
     assert await contents(wa, AGENT, 1) == ["m1"]
 
-    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=3))
+    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=5))  # 5 s a step: ample on a loaded machine
     await paused(wb, "loaded")  # B loaded the context; it has not committed
     await chat(mesh, "during-1", "during-2")
     kill9(wb)
@@ -53,7 +53,7 @@ async def test_owner_dies_after_commit_the_target_owns_the_agent(mesh: Mesh, wor
     await chat(mesh, "m1", "m2")
     assert await contents(wa, AGENT, 2) == ["m1", "m2"]
 
-    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=3))
+    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=5))  # 5 s a step: ample on a loaded machine
     await paused(wa, "release")  # committed on B; A was told to stand by and dies there
     kill9(wa)
     outcome = await moving
@@ -76,7 +76,7 @@ async def test_owner_dies_before_commit_the_agent_is_orphaned_and_the_alert_says
     await wait_state(mesh, a, "running")
     await wait_state(mesh, b, "running")
 
-    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=3))
+    moving = asyncio.ensure_future(mesh.handoff(AGENT, to=b, timeout=5))  # 5 s a step: ample on a loaded machine
     await paused(wa, "prepared")  # A moved the record to handing-off and stored the bundle; then dies
     kill9(wa)
     with pytest.raises(HandoffTimeout) as info:
