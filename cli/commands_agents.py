@@ -17,7 +17,8 @@ _STATE_STYLE = {"active": "green", "standby": "dim", "handing-off": "yellow", "o
 def agents(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
     """List registered agents: owner instance, state (active, standby, handing-off, orphaned), ownership
     epoch and age (time in that state). Nodes register theirs with `nxs node run --agent ID`; send to
-    one wherever it lives with `nxs pub chat --agent ID TEXT`."""
+    one wherever it lives with `nxs pub chat --agent ID TEXT`; move one to another node with
+    `nxs handoff ID --to NODE`."""
     s = settings(ctx)
 
     async def go() -> list[Any]:
@@ -39,4 +40,7 @@ def agents(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from .commands_handoff import handoff
+
     app.command("agents")(agents)
+    app.command("handoff")(handoff)

@@ -72,6 +72,9 @@ def node_run(
     task_ack_wait: float = typer.Option(None, "--task-ack-wait", help="Ack wait of task deliveries (s) [30]."),
     doctor: bool = typer.Option(None, "--doctor/--no-doctor", help="Run the Doctor in this worker [yes]."),
     plugins: bool = typer.Option(True, "--plugins/--no-plugins", help="Load nxs_mesh.node.handlers entry points."),
+    handoff: bool = typer.Option(None, "--handoff/--no-handoff",
+                                 help="Give and take agents by handoff (`nxs handoff`) [yes; no on a secure mesh]."),
+    max_agents: int = typer.Option(0, "--max-agents", help="Handoff: refuse offers beyond this many agents (0 = no limit)."),
     log_level: str = typer.Option("INFO", "--log-level", help="Log level on stderr."),
 ) -> None:
     """Run the worker: heartbeat + status, commands, tasks, the Doctor; SIGTERM drains and exits 0.
@@ -81,7 +84,7 @@ def node_run(
     """
     from nxs_mesh.node.handlers import Registry, load_handlers
     from nxs_mesh.node.node import Node
-    from nxs_mesh.node.worker import build_options, read_node_table
+    from nxs_mesh.node.worker import build_options, read_node_table, with_handoff
 
     _set_root(ctx, instance_id=node_id, location=location, config_file=config_file)
     root = ctx.find_root().obj
@@ -97,7 +100,7 @@ def node_run(
         registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
     except MeshError as exc:
         fail(str(exc), debug=st.debug, exc=exc)
-    node = Node(st.config, options, registry)
+    node = with_handoff(Node(st.config, options, registry), handoff, max_agents)
 
     def ready(n: Node) -> None:
         sys.stdout.write(f"ready node={n.node_id} epoch={n.epoch} server={n.mesh.connected_url if n.mesh else '-'}\n")

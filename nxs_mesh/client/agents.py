@@ -9,24 +9,41 @@ One key per agent id, its value a JSON record: the owner instance, the state (``
 
 Resolutions are cached for ``ttl`` seconds (one KV read per agent per second at most); an unknown
 or orphaned agent is never cached, so a registration or a new owner is seen at once.
+
+With a trust file, records are signed by their writer (``wire.signing.sign_record``, like task claims)
+and believed only when the signer is the owner's key, or, for an ``orphaned`` record, any trusted
+node's (the Doctor that saw the owner die): a node cannot forge another's ownership; a record that
+fails reads as absent. Fencing: an owner stamps what it publishes as the agent with its epoch
+(``metadata.agent_epoch``); ``stale(env)`` tells a receiver it came from an owner the registry moved past.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from nxs_mesh.client.admin import Bucket, BucketSpec, MeshAdmin
-from nxs_mesh.wire.envelope import check_id
+from nxs_mesh.transport.buckets import Entry
+from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import AgentNotFound, AgentOrphaned
+from nxs_mesh.wire.signing import record_signed_by, sign_record
 
-__all__ = ["BUCKET", "AgentDirectory", "AgentRecord", "AgentState", "agent_key", "now_rfc3339"]
+if TYPE_CHECKING:
+    from nxs_mesh.client.security import MessageSecurity
+
+__all__ = ["BUCKET", "EPOCH_KEY", "AgentDirectory", "AgentRecord", "AgentState", "agent_key", "encode_record",
+           "now_rfc3339"]
+
+log = logging.getLogger("nxs_mesh.client.agents")
 
 BUCKET: Final = "NXS_AGENTS"
+#: Envelope metadata an owner stamps on what it publishes as the agent: its ownership epoch (fencing).
+EPOCH_KEY: Final = "agent_epoch"
 SPEC: Final = BucketSpec(BUCKET, history=5, description="agent registry: owner, state, epoch per agent")
 
 
@@ -90,11 +107,36 @@ class AgentRecord:
                 "age": None if age is None else round(age, 1)}
 
 
+def encode_record(rec: AgentRecord, security: MessageSecurity | None) -> bytes:
+    """The stored value of ``rec``: signed by this client's key when it has one."""
+    signer = security.signer if security is not None else None
+    if signer is None:
+        return rec.encode()
+    body = rec.encode()[:-1] + b',"signer":"' + signer.public.encode() + b'"}'
+    return sign_record(signer, agent_key(rec.agent), body)
+
+
+def believed(rec: AgentRecord, value: bytes, security: MessageSecurity | None) -> bool:
+    """Whether a stored record may be believed (see the module docstring); always, without a trust file."""
+    trust = security.trust if security is not None else None
+    if trust is None or security is None or (b'"sig":"' not in value and not security.secure):
+        return True  # no keys to check against, or an unsigned record in an open mesh
+    try:
+        signer = json.loads(value).get("signer")
+    except ValueError:
+        return False
+    if not isinstance(signer, str) or not record_signed_by(signer, agent_key(rec.agent), value):
+        return False
+    if signer == trust.signer_of(rec.owner):
+        return True
+    return rec.state is AgentState.ORPHANED and signer in {k.sign for k in trust.nodes.values()}
+
+
 class AgentDirectory:
     """Reads of NXS_AGENTS on one open Mesh, with a short resolution cache."""
 
-    def __init__(self, admin: MeshAdmin, *, ttl: float = 1.0) -> None:
-        self._admin, self.ttl = admin, ttl
+    def __init__(self, admin: MeshAdmin, *, ttl: float = 1.0, security: MessageSecurity | None = None) -> None:
+        self._admin, self.ttl, self.security = admin, ttl, security
         self._bucket: Bucket | None = None
         self._cache: dict[str, tuple[float, str]] = {}
 
@@ -106,17 +148,34 @@ class AgentDirectory:
             self._bucket = await self._admin.bucket(SPEC)
         return self._bucket
 
+    def read(self, entry: Entry | None) -> AgentRecord | None:
+        """The record a stored entry holds, or None (absent, not a record, or not believed)."""
+        rec = None if entry is None else AgentRecord.decode(entry.value, entry.revision)
+        if rec is None or entry is None or believed(rec, entry.value, self.security):
+            return rec
+        log.warning("agent %s: ignoring a registry record its owner %s did not sign", rec.agent, rec.owner)
+        return None
+
     async def get(self, agent: str) -> AgentRecord | None:
-        entry = await (await self.bucket()).get(agent_key(agent))
-        return None if entry is None else AgentRecord.decode(entry.value, entry.revision)
+        return self.read(await (await self.bucket()).get(agent_key(agent)))
+
+    async def stale(self, env: Envelope) -> bool:
+        """True when ``env`` was published as a registered agent by an owner the registry moved past
+        (an older ``agent_epoch``, or another instance at the same epoch): a fenced, stale owner."""
+        epoch = env.payload.metadata.get(EPOCH_KEY)
+        if not isinstance(epoch, int) or env.source.agent_id in ("", "*"):
+            return False
+        rec = await self.get(env.source.agent_id)
+        if rec is None:
+            return False
+        return epoch < rec.epoch or (epoch == rec.epoch and env.source.instance_id != rec.owner)
 
     async def list(self) -> list[AgentRecord]:
         """Every registered agent, by id."""
         bucket = await self.bucket()
         out = []
         for key in await bucket.keys():
-            entry = await bucket.get(key)
-            rec = None if entry is None else AgentRecord.decode(entry.value, entry.revision)
+            rec = self.read(await bucket.get(key))
             if rec is not None:
                 out.append(rec)
         return sorted(out, key=lambda r: r.agent)

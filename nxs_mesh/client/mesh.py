@@ -24,6 +24,7 @@ from nxs_mesh.client.agents import AgentDirectory
 from nxs_mesh.client.consumer import Consumer, ConsumerSpec, Handler, durable_name, lane_prefixes
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.files import MeshFiles
+from nxs_mesh.client.handoff import Handoffs
 from nxs_mesh.client.outbox import Outbox, OutboxFlusher
 from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checked
 from nxs_mesh.client.requests import Requests
@@ -51,7 +52,7 @@ class MeshState(enum.StrEnum):
     CLOSED = "closed"
 
 
-class Mesh(Requests):
+class Mesh(Requests, Handoffs):
     """An open connection to the mesh for one agent (``instance_id``/``agent_id``)."""
 
     def __init__(
@@ -160,7 +161,7 @@ class Mesh(Requests):
     @functools.cached_property
     def agents(self) -> AgentDirectory:
         """The agent registry (bucket NXS_AGENTS): get/list/resolve (``client.agents``)."""
-        return AgentDirectory(self.admin)
+        return AgentDirectory(self.admin, security=self.security)
 
     @property
     def is_connected(self) -> bool:

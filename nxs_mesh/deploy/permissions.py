@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from nxs_mesh.client.consumer import durable_name
+from nxs_mesh.client.handoff import sync_durable
 from nxs_mesh.wire import subjects
 
 __all__ = ["BUCKETS", "READABLE_STREAMS", "authorization_block", "command_durables", "node_permissions"]
@@ -47,6 +48,10 @@ def _js_api(node: str) -> list[str]:
         if stream != "NXS_TASK":  # only ephemeral readers live there; task consumers are shared work
             allow.append(f"{api}.CONSUMER.DELETE.{stream}.>")
     allow += [f"{api}.CONSUMER.MSG.NEXT.NXS_COMMAND.{d}" for d in command_durables(node)]
+    # Handoff (admin provisions the consumers, as for commands): the node's own SYNC consumer, and every
+    # agent's CHAT consumer (``agent-<agent>``), since any node may come to own any agent. The server cannot
+    # tell an agent's owner from another node, so who pulls is the registry's rule, not a permission's.
+    allow += [f"{api}.CONSUMER.MSG.NEXT.NXS_SYNC.{sync_durable(node)}", f"{api}.CONSUMER.MSG.NEXT.NXS_CHAT.*"]
     # Files are shared state: removing one purges its chunks' subject and deletes its meta message.
     allow += [f"{api}.STREAM.PURGE.OBJ_NXS_FILES", f"{api}.STREAM.MSG.DELETE.OBJ_NXS_FILES"]
     return allow

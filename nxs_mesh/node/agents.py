@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nxs_mesh.aio.retry import retrying
-from nxs_mesh.client.agents import AgentRecord, AgentState, agent_key, now_rfc3339
+from nxs_mesh.client.agents import AgentRecord, AgentState, agent_key, encode_record, now_rfc3339
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.errors import AgentError, AgentOwned, MeshError
 
-__all__ = ["orphan_agents", "orphan_hook", "register_agent", "register_agents", "stand_by_agents"]
+__all__ = ["move_record", "orphan_agents", "orphan_hook", "register_agent", "register_agents", "stand_by_agents"]
 
 log = logging.getLogger("nxs_mesh.node.agents")
 
@@ -41,12 +41,15 @@ async def register_agent(mesh: Mesh, owner: str, agent: str, *, capabilities: Se
     bucket, key = await mesh.agents.bucket(), agent_key(agent)
     for _ in range(_CAS_ROUNDS):
         entry = await bucket.get(key)
-        old = None if entry is None else AgentRecord.decode(entry.value, entry.revision)
+        old = mesh.agents.read(entry)  # a forged record (secure mode) reads as absent: it is replaced
         new = await _next_record(mesh, owner, agent, tuple(capabilities), old, stale_after)
+        if entry is not None and old is None:  # replacing a record nobody believes: the epoch still never goes back
+            raw = AgentRecord.decode(entry.value, entry.revision)
+            new = new.moved(epoch=max(new.epoch, (raw.epoch if raw is not None else 0) + 1))
         if entry is None:
-            rev = await bucket.create(key, new.encode())
+            rev = await bucket.create(key, encode_record(new, mesh.security))
         else:
-            rev = await bucket.update(key, new.encode(), last=entry.revision)
+            rev = await bucket.update(key, encode_record(new, mesh.security), last=entry.revision)
         if rev is not None:
             if old is not None and old.owner != owner:
                 log.warning("agent %s taken over from %s (%s): epoch %d", agent, old.owner, old.state, new.epoch)
@@ -103,14 +106,22 @@ async def _move_owned(mesh: Mesh, owner: str, agents: Iterable[str] | None, to: 
     for key in keys:
         for _ in range(_CAS_ROUNDS):
             entry = await bucket.get(key)
-            rec = None if entry is None else AgentRecord.decode(entry.value, entry.revision)
+            rec = mesh.agents.read(entry)
             if entry is None or rec is None or rec.owner != owner or rec.state not in states:
                 break
             new = rec.moved(state=to, since=now_rfc3339())
-            if await bucket.update(key, new.encode(), last=entry.revision) is not None:
+            if await bucket.update(key, encode_record(new, mesh.security), last=entry.revision) is not None:
                 moved.append(rec.agent)
                 break
     return sorted(moved)
+
+
+async def move_record(mesh: Mesh, rec: AgentRecord, new: AgentRecord) -> AgentRecord | None:
+    """Compare-and-set ``rec`` (as read, its revision) to ``new``, signed; the record written, or None
+    when someone wrote the key since (the caller reads again and decides)."""
+    bucket = await mesh.agents.bucket()
+    rev = await bucket.update(agent_key(rec.agent), encode_record(new, mesh.security), last=rec.revision)
+    return None if rev is None else new.moved(revision=rev)
 
 
 async def orphan_agents(mesh: Mesh, node: str) -> list[str]:

@@ -24,7 +24,7 @@ from nxs_mesh.node.handlers import Registry, load_handlers
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.wire.errors import ConfigError, MeshError
 
-__all__ = ["build_node", "main", "read_node_table"]
+__all__ = ["build_node", "main", "read_node_table", "with_handoff"]
 
 _NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "doctor_slots", "capabilities",
               "agents", "handlers")
@@ -59,12 +59,24 @@ def build_options(table: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[N
 
 def build_node(
     *, config_file: str | None, flags: Mapping[str, Any], given: Mapping[str, Any], handlers: Sequence[str],
-    plugins: bool = True,
+    plugins: bool = True, handoff: bool | None = None, max_agents: int = 0,
 ) -> Node:
     config, _ = load_config(flags, config_file=config_file)
     options, file_handlers = build_options(read_node_table(config_file), given)
     registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
-    return Node(config, options, registry)
+    return with_handoff(Node(config, options, registry), handoff, max_agents)
+
+
+def with_handoff(node: Node, enabled: bool | None, max_agents: int = 0) -> Node:
+    """Add the handoff service (give and take agents; ``node.handoff``) unless disabled. Default: on,
+    except on a secure mesh, whose nodes may not create the consumers it needs (admin would provision them)."""
+    if enabled is None:
+        enabled = not node.config.secure
+    if enabled:
+        from nxs_mesh.node.handoff import HandoffService
+
+        node.parts.append(HandoffService(max_agents=max_agents))
+    return node
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -88,6 +100,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--task-ack-wait", type=float, help="Ack wait of task deliveries (s) [30].")
     p.add_argument("--doctor", action=argparse.BooleanOptionalAction, default=None,
                    help="Run the Doctor in this worker [yes].")
+    p.add_argument("--handoff", action=argparse.BooleanOptionalAction, default=None,
+                   help="Give and take agents by handoff (`nxs handoff`) [yes; no on a secure mesh].")
+    p.add_argument("--max-agents", type=int, default=0,
+                   help="Handoff: refuse offers beyond this many agents (0 = no limit) [0].")
     p.add_argument("--plugins", action=argparse.BooleanOptionalAction, default=True,
                    help="Load nxs_mesh.node.handlers entry points.")
     p.add_argument("--log-level", default="INFO", help="Log level on stderr.")
@@ -104,7 +120,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.n
              "agents": tuple(a.agent) or None}
     flags = {"servers": a.servers, "instance_id": a.instance_id, "agent_id": a.agent_id, "location": a.location}
     try:
-        node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags)
+        node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags,
+                          handoff=a.handoff, max_agents=a.max_agents)
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
         if a.debug:

@@ -24,7 +24,10 @@ maps them where they enter).
     ├── AgentError                  the agent registry (NXS_AGENTS) cannot do what was asked
     │   ├── AgentNotFound           no such agent is registered
     │   ├── AgentOrphaned           the agent's owner died: nobody runs it now
-    │   └── AgentOwned              another live node owns the agent (registration refused)
+    │   ├── AgentOwned              another live node owns the agent (registration refused)
+    │   └── HandoffError            a handoff did not happen; the agent stays with its last committed owner
+    │       ├── HandoffRefused      the target refused the offer (capacity, capability, version)
+    │       └── HandoffTimeout      a step got no answer in time (``step`` names it); rolled back
     ├── SecurityError               message security (signatures, seals, rights)
     │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
     │   ├── SealError               a sealed payload cannot be sealed or opened
@@ -57,6 +60,9 @@ __all__ = [
     "EnvelopeError",
     "FileCorrupt",
     "FileError",
+    "HandoffError",
+    "HandoffRefused",
+    "HandoffTimeout",
     "FileNotFound",
     "HandlerSignal",
     "JetStreamUnavailable",
@@ -199,6 +205,22 @@ class AgentOrphaned(AgentError):
 
 class AgentOwned(AgentError):
     """Another live node owns the agent ``active``: it is not taken from it."""
+
+
+class HandoffError(AgentError):
+    """A handoff did not complete; the agent stays with its last committed owner (``step`` names where)."""
+
+    def __init__(self, message: str, agent: str, step: str = "") -> None:
+        super().__init__(message, agent)
+        self.step = step
+
+
+class HandoffRefused(HandoffError):
+    """The target refused the offer (capacity, capability, version): nothing changed."""
+
+
+class HandoffTimeout(HandoffError):
+    """A step of the handoff got no answer within its timeout; rolled back to the last committed owner."""
 
 
 class SecurityError(MeshError):
