@@ -1,5 +1,6 @@
 """`nxs demo`: three real worker processes, a chat, a command, a task, one node killed, the alert,
-the task finished elsewhere; reports the measured detection and redistribution times."""
+the task finished elsewhere, then an agent handed off between two more nodes; reports the measured
+detection and redistribution times."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import console
+from .demo_handoff import demo_handoff
 from .node_views import nodes_table
 
 HEARTBEAT, DEAD_AFTER = 0.5, 2.5
@@ -114,6 +116,8 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
         states = [await state(n) for n in survivors]
         say(f"[bold]9.[/] SIGTERM to {', '.join(survivors)}: exit codes {codes}, status {states}")
         ok = codes == [0, 0] and states == ["stopped", "stopped"]
+        say("[bold]10.[/] handoff: the user moves an agent from a VPS to the home instance")
+        await demo_handoff(url, work, say)
         say(f"\n[bold]measured:[/] detection {detection:.2f}s (timeout {DEAD_AFTER}s + interval {HEARTBEAT}s), "
             f"redistribution {redistribution:.2f}s, task finished {finished:.2f}s after the kill "
             f"(task ack wait 30s)")
