@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from nxs_mesh.wire.envelope import Envelope, Source, encode, new_envelope
 from nxs_mesh.wire.errors import ConfigError, ConnectError
 
 HOST = MeshHost("n1", ipv4="127.0.0.1")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_listener_flags_parse_and_a_bad_one_names_its_flag():
@@ -183,3 +187,52 @@ async def test_up_secure_serves_a_mesh_identity_over_wss_and_refuses_a_stranger(
         assert await asyncio.to_thread(proc.stop, signal.SIGINT) == 0
     finally:
         proc.kill()
+
+
+NODE_DIR = ROOT / ".cache" / "node-client"  # npm's install, kept between runs
+
+
+def _node_client() -> tuple[str, Path]:
+    """node and a directory with @nats-io/nats-core installed (from npm, once), or a skip saying why."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("no node/npm on this machine: the Node.js example is not run")
+    if not (NODE_DIR / "node_modules" / "@nats-io" / "nats-core").is_dir():
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        (NODE_DIR / "package.json").write_text('{"private": true, "type": "module"}\n')
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "@nats-io/nats-core@3"], cwd=NODE_DIR,
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            pytest.skip(f"npm install @nats-io/nats-core failed (registry unreachable?): {r.stderr[-300:]}")
+    return node, NODE_DIR
+
+
+def test_the_readme_node_client_is_the_example_file():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```js\n(.*?)^```", readme, re.S | re.M)
+    assert blocks == [(ROOT / "examples" / "node_client.mjs").read_text()]
+
+
+async def test_the_node_client_example_reaches_the_mesh_over_websocket(tmp_path: Path):
+    node, where = _node_client()
+    script = where / "node_client.mjs"  # beside its node_modules, where ESM imports resolve
+    shutil.copyfile(ROOT / "examples" / "node_client.mjs", script)
+    srv = NatsServer(store_dir=tmp_path / "nats", name=unique_id("ws"), websocket_port=-1).start()
+    try:
+        cfg = MeshConfig(servers=(srv.url,), instance_id=unique_id("n"), data_dir=str(tmp_path / "d"))
+        async with Mesh(cfg) as mesh:
+            flags = [] if _has_websocket(node) else ["--experimental-websocket"]  # Node.js 20
+            proc = await asyncio.create_subprocess_exec(node, *flags, str(script), srv.ws_url, cfg.instance_id,
+                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            assert out.decode() == "stored in NXS_CHAT as #1\n"
+            stored = [r.envelope async for r in mesh.tail("chat")]
+        assert [(e.source.instance_id, e.content) for e in stored if e] == [("node-client", "hello from Node.js")]
+    finally:
+        srv.stop()
+
+
+def _has_websocket(node: str) -> bool:
+    r = subprocess.run([node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], timeout=30)
+    return r.returncode == 0
