@@ -25,8 +25,8 @@ from .common import say as _say
 
 if TYPE_CHECKING:
     from nxs_mesh import MeshConfig
-    from nxs_mesh.deploy.listeners import Listener
     from nxs_mesh.client.admin import EnsureResult
+    from nxs_mesh.deploy.listeners import Listener
     from nxs_mesh.transport.server import LocalCluster, NatsServer
 
 

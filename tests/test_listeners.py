@@ -236,3 +236,14 @@ async def test_the_node_client_example_reaches_the_mesh_over_websocket(tmp_path:
 def _has_websocket(node: str) -> bool:
     r = subprocess.run([node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], timeout=30)
     return r.returncode == 0
+
+
+async def test_the_edges_bench_measures_ws_against_tcp_in_one_run():
+    from nxs_cli.bench import DEFAULT_SCENARIOS, BenchOptions, run_bench
+
+    report = await run_bench(["edges"], BenchOptions(messages=50, rounds=1))
+    rows = [r.as_dict() for r in report.rows]
+    assert [(r["scenario"], r["metric"], r["skipped"]) for r in rows] == [
+        ("ws publish -> handler", "p50 us", False), ("ws publish -> handler", "p99 us", False)]
+    assert all(r["mesh"] > 0 and r["raw"] > 0 for r in rows) and "ws://" in rows[0]["note"]
+    assert "edges" in DEFAULT_SCENARIOS  # seconds, not minutes: part of a plain `nxs bench`

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from nxs_cli.bench.codec import bench_codec
 from nxs_cli.bench.crypto import bench_crypto
+from nxs_cli.bench.edges import bench_edges
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
@@ -41,6 +42,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
     "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
+    "edges": ("a Mesh over the WebSocket listener vs over TCP: publish -> handler p50/p99", bench_edges),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
 }
 # scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`).
