@@ -51,12 +51,8 @@ example = _load_example()
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """The plugin's server plus an MQTT listener (overrides ``nats_server``, so ``mesh`` uses it too)."""
-    srv = NatsServer(store_dir=tmp_path / "nats", name=unique_id("mqtt"), mqtt_port=-1)
-    srv.start()
-    try:
+    with NatsServer(store_dir=tmp_path / "nats", name=unique_id("mqtt"), mqtt_port=-1) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

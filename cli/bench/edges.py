@@ -51,23 +51,16 @@ async def _latency(session: BenchSession, url: str, tmp: Path) -> list[float]:
     content = content_of(opts.size)
     to = session.unique("edge")
     cfg = MeshConfig(servers=(url,), instance_id=to, data_dir=str(tmp / to))
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[float] | None = None
+    arrived: asyncio.Queue[float] = asyncio.Queue()
 
     async def handler(env: Envelope) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(time.perf_counter())
+        arrived.put_nowait(time.perf_counter())
 
     async with Mesh(cfg) as mesh:
         await mesh.consume("chat", handler, durable=to, filters=[subjects.chat(to)], batch=opts.batch)
-
-        async def once() -> float:
-            nonlocal waiter
-            waiter = loop.create_future()
-            t0 = time.perf_counter()
+        samples = []
+        for _ in range(min(WARMUP, opts.latency_samples) + opts.latency_samples):
+            sent = time.perf_counter()
             await mesh.publish("CHAT", content, to=to)
-            return await asyncio.wait_for(waiter, 10) - t0
-
-        for _ in range(min(WARMUP, opts.latency_samples)):
-            await once()
-        return [await once() for _ in range(opts.latency_samples)]
+            samples.append(await asyncio.wait_for(arrived.get(), 10) - sent)
+        return samples[-opts.latency_samples:]  # without the warm-up
