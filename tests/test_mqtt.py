@@ -59,7 +59,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 async def device(nats_server: NatsServer) -> Any:
     """A started device; stopped (cleanly, if still running) at the end."""
     host, port = nats_server.mqtt_address
-    dev = example.MqttDevice(unique_id("dev"), host, port, interval=HB,
+    dev = example.MqttDevice(unique_id("dev:mqtt"), host, port, interval=HB,
                              handlers={"add": lambda args: args["a"] + args["b"]})
     await asyncio.to_thread(dev.start)
     yield dev
