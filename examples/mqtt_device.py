@@ -8,7 +8,7 @@ MQTT carries no headers (no Nats-Msg-Id, no Nats-TTL), so the envelope's own fie
 the device runs a command once per message_id and never after timestamp + ttl; the Doctor tells
 duplicate heartbeats by (epoch, seq); the mesh's consumers dedupe and expire by message_id and ttl.
 
-    python examples/mqtt_device.py --id sensor-1 --port 1883       # Ctrl-C: a clean stop
+    python examples/mqtt_device.py --id sensor-1 --port 1883       # Ctrl-C or SIGTERM: a clean stop
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import collections
 import json
 import re
 import secrets
+import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -168,13 +169,16 @@ def main() -> None:
     args = parser.parse_args()
     device = MqttDevice(args.id, args.host, args.port, interval=args.interval,
                         handlers={"read": lambda _args: {"temperature_c": 21.5}})
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job may start with SIGINT ignored
+        signal.signal(sig, lambda *_: done.set())
     device.start()
-    print(f"{args.id} on the mesh via mqtt://{args.host}:{args.port}; try `nxs nodes`, `nxs cmd {args.id} read`")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        device.stop(clean=True)
-        print("stopped cleanly")
+    print(f"{args.id} on the mesh via mqtt://{args.host}:{args.port}; try `nxs nodes`, `nxs cmd {args.id} read`",
+          flush=True)
+    while not done.wait(1.0):  # a timeout keeps the main thread responsive to signals
+        pass
+    device.stop(clean=True)
+    print("stopped cleanly", flush=True)
 
 
 if __name__ == "__main__":

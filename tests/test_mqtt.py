@@ -204,3 +204,25 @@ def test_device_ids_must_be_mesh_ids_that_fit_a_topic_level():
         with pytest.raises(ValueError, match="device id"):
             example.MqttDevice(bad)
     assert example.MqttDevice("agent:main:main").id == "agent:main:main"  # ':' maps unchanged
+
+
+async def test_the_example_script_runs_as_the_readme_says(nats_server: NatsServer, mesh: Mesh):  # mesh: the streams
+    host, port = nats_server.mqtt_address
+    dev = unique_id("sensor")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "examples" / "mqtt_device.py"), "--id", dev, "--host", host, "--port", str(port),
+        "--interval", str(HB), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert first.decode().startswith(f"{dev} on the mesh via mqtt://{host}:{port}"), first
+        code, out, err = await run_cli(nats_server.url, "cmd", dev, "read", "--json")
+        assert code == 0 and json.loads(out) == {"node": dev, "result": {"temperature_c": 21.5}}, out + err
+        proc.terminate()  # SIGTERM: the device says "stopped" before it leaves
+        rest = await asyncio.wait_for(proc.stdout.read(), 30)
+        assert await proc.wait() == 0 and rest.decode() == "stopped cleanly\n"
+        await eventually(lambda: _state_is(nats_server, dev, "stopped"), what="stopped in `nxs nodes`")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
