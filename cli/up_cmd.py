@@ -51,12 +51,16 @@ class Edges:
 
         return [Listener(kind, port) for kind, port in (("websocket", self.websocket), ("mqtt", self.mqtt)) if port]
 
-    def check(self, host: str, *, secure: bool, cluster: int) -> None:
-        """Usage errors before anything starts: a cluster, a busy port, plaintext off loopback."""
+    def check(self, host: str, *, secure: bool, cluster: int, port: int) -> None:
+        """Usage errors before anything starts: a cluster, a shared or busy port, plaintext off loopback."""
         from nxs_mesh.deploy.listeners import check_plaintext
         from nxs_mesh.transport.server import port_is_free
 
+        taken = [port]
         for listener in self.asked():
+            if listener.port in taken:
+                raise typer.BadParameter(f"{listener.port} is taken by another listener", param_hint=listener.flag)
+            taken.append(listener.port)
             if cluster > 1:
                 raise typer.BadParameter("runs on one server; with --cluster leave it out", param_hint=listener.flag)
             if not secure:  # the embedded server's plaintext listeners bind to loopback only
@@ -156,7 +160,7 @@ def _choose(s: Settings, secure: bool, nodes: list[str] | None, *, port: int, mo
         raise typer.BadParameter("--secure runs one server; for a secure cluster use `nxs deploy render --secure`",
                                  param_hint="--cluster")
     try:
-        edges.check(host, secure=secure, cluster=cluster)
+        edges.check(host, secure=secure, cluster=cluster, port=port)
         if secure:
             return _secure_server(s, port=port, monitor_port=monitor_port, host=host, store_dir=store_dir,
                                   nodes=nodes or [s.config.instance_id], edges=edges)

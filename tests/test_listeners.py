@@ -143,6 +143,9 @@ def test_up_refuses_listeners_it_cannot_serve(tmp_path: Path):
     assert r.exit_code == 1 and "MQTT clients cannot authenticate" in r.stderr
     r = nxs(None, "up", "--cluster", "2", "--websocket", str(free_port()), "--store", store)
     assert r.exit_code == 2 and "--websocket" in r.stderr
+    same = str(free_port())
+    r = nxs(None, "up", "--port", same, "--mqtt", same, "--store", store)
+    assert r.exit_code == 2 and f"{same} is taken by another listener" in r.stderr
 
 
 def test_up_serves_websocket_and_mqtt_clients(tmp_path: Path):
