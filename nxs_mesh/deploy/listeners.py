@@ -15,7 +15,8 @@ What each listener can authenticate (nats-server 2.11+):
   mesh certificate (mutual TLS, pinned) like ``tls://``.
 - MQTT 3.1.1 has no challenge to sign: nats-server accepts an MQTT client by username/password, token
   or a certificate map (``verify_and_map``), never by nkey. The secure mesh's users are nkey users only,
-  so ``--mqtt`` with ``--secure`` is refused (``secure_mqtt_refusal``) rather than rendered open.
+  and its receivers refuse envelopes not signed in ``Nxs-Signer``/``Nxs-Sig`` headers, which MQTT cannot
+  carry; so ``--mqtt`` with ``--secure`` is refused (``secure_mqtt_refusal``) rather than rendered open.
 
 MQTT needs JetStream and a ``server_name`` (both always rendered here) for its sessions and QoS 1.
 """
@@ -93,8 +94,10 @@ def check_plaintext(listener: Listener, bind: str, *, hint: str | None = None) -
 def secure_mqtt_refusal() -> ConfigError:
     return ConfigError("--mqtt", "MQTT clients cannot authenticate with the secure mesh's nkey identities (MQTT "
                                  "has no nkey challenge; nats-server takes only passwords, tokens or certificate "
-                                 "maps from MQTT clients): run the MQTT listener on an open development server "
-                                 "(`nxs up --mqtt PORT` on loopback) or leave out --mqtt; see docs/edges.md")
+                                 "maps from MQTT clients), nor sign what they send (MQTT has no headers for "
+                                 "Nxs-Signer/Nxs-Sig, so secure receivers would refuse it): run the MQTT listener "
+                                 "on an open development server (`nxs up --mqtt PORT` on loopback) or leave out "
+                                 "--mqtt; see docs/edges.md")
 
 
 def listener_block(listener: Listener, *, bind: str, tls: list[str] | None) -> list[str]:
