@@ -48,6 +48,10 @@ def deploy_render(
                                                        "certificates and nkey users with least privilege."),
     install_dir: str = typer.Option(None, "--install-dir", help="With --secure: where each node's directory "
                                                                  "lives on its host (e.g. /etc/nxs)."),
+    websocket: str = typer.Option(None, "--websocket", help="[HOST:]PORT: nats-server's WebSocket listener (TLS "
+                                                             "unless on loopback; --secure: mTLS + nkeys)."),
+    mqtt: str = typer.Option(None, "--mqtt", help="[HOST:]PORT: nats-server's MQTT listener (TLS unless on loopback; "
+                                                  "not with --secure: MQTT cannot sign nkey challenges)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Validate each file with `nats-server -t`."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -60,8 +64,8 @@ def deploy_render(
         opts = DeployOptions(
             cluster_name=cluster_name, client_port=client_port, cluster_port=cluster_port,
             monitor_port=monitor_port, store_dir=store_dir, sync_interval=sync_interval, route_by=route_by,
-            listen=listen, monitor_listen=monitor_listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, route_tls=route_tls, relay=relay,
-            secure_dir=secure, install_dir=install_dir,
+            listen=listen, monitor_listen=monitor_listen, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+            route_tls=route_tls, relay=relay, secure_dir=secure, install_dir=install_dir, websocket=websocket, mqtt=mqtt,
         )
         paths = write_configs(hosts, out, opts)
         if check:
@@ -70,15 +74,20 @@ def deploy_render(
     except MeshError as exc:
         fail(str(exc), debug=debug, exc=exc)
     offline = [h.name for h in hosts if not h.online]
-    rows = [
-        {"host": h.name, "address": h.address(route_by), "online": h.online, "config": str(p),
-         "env": str(p.with_suffix(".env")), "servers": list(rendered[h.name].servers), "checked": check}
-        for h, p in zip(hosts, paths, strict=True)
-    ]
+    rows = [_row(h, p, rendered[h.name].servers, opts, check=check) for h, p in zip(hosts, paths, strict=True)]
     if as_json:
         print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
         return
     _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
+
+
+def _row(h: Any, conf: Path, servers: tuple[str, ...], opts: Any, *, check: bool) -> dict[str, Any]:
+    """One host's line of the render report, with the URLs of its WebSocket/MQTT listeners."""
+    tls = bool(opts.tls_cert or opts.secure_dir)
+    where = h.address("ip") if opts.listen != "0.0.0.0" or tls else "127.0.0.1"
+    return {"host": h.name, "address": h.address(opts.route_by), "online": h.online, "config": str(conf),
+            "env": str(conf.with_suffix(".env")), "servers": list(servers), "checked": check,
+            "listeners": {li.kind: li.url(li.host or where, tls=tls) for li in opts.listeners}}
 
 
 def _check(hosts: list[Any], paths: list[Path], opts: Any) -> None:

@@ -1,5 +1,9 @@
 """`nxs up`: a local nats-server (or a loopback cluster) with JetStream and the mesh's streams, until a signal.
 
+``--websocket PORT`` and ``--mqtt PORT`` add nats-server's own listeners (``nxs_mesh.deploy.listeners``):
+plaintext on loopback in open mode, TLS with the mesh's certificates and nkey users with ``--secure``
+(WebSocket only: MQTT clients cannot sign an nkey challenge, so ``--secure --mqtt`` is refused).
+
 Every port is judged before anything starts: the options are bounded (``port_option``), and a port from
 the environment or a config file, or the last port of a cluster, is checked the same way (``check_port``),
 so a bad port is one usage error (exit 2), never a traceback or a wait for a server that cannot listen.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -21,6 +26,7 @@ from .common import say as _say
 if TYPE_CHECKING:
     from nxs_mesh import MeshConfig
     from nxs_mesh.client.admin import EnsureResult
+    from nxs_mesh.deploy.listeners import Listener
     from nxs_mesh.transport.server import LocalCluster, NatsServer
 
 
@@ -33,8 +39,39 @@ def _configured_port(s: Settings, name: str, given: int | None) -> int:
     return check_port(getattr(s.config, name), where)
 
 
+@dataclass(frozen=True)
+class Edges:
+    """The WebSocket and MQTT ports asked for (None: no such listener)."""
+
+    websocket: int | None = None
+    mqtt: int | None = None
+
+    def asked(self) -> list[Listener]:
+        from nxs_mesh.deploy.listeners import Listener
+
+        return [Listener(kind, port) for kind, port in (("websocket", self.websocket), ("mqtt", self.mqtt)) if port]
+
+    def check(self, host: str, *, secure: bool, cluster: int, port: int) -> None:
+        """Usage errors before anything starts: a cluster, a shared or busy port, plaintext off loopback."""
+        from nxs_mesh.deploy.listeners import check_plaintext
+        from nxs_mesh.transport.server import port_is_free
+
+        taken = [port]
+        for listener in self.asked():
+            if listener.port in taken:
+                raise typer.BadParameter(f"{listener.port} is taken by another listener", param_hint=listener.flag)
+            taken.append(listener.port)
+            if cluster > 1:
+                raise typer.BadParameter("runs on one server; with --cluster leave it out", param_hint=listener.flag)
+            if not secure:  # the embedded server's plaintext listeners bind to loopback only
+                check_plaintext(listener, host, hint="--host 127.0.0.1, or --secure for TLS")
+            bind = host if secure else "127.0.0.1"
+            if not port_is_free(bind, listener.port):
+                raise typer.BadParameter(f"{bind}:{listener.port} is in use", param_hint=listener.flag)
+
+
 def _servers(
-    s: Settings, *, port: int, monitor_port: int | None, host: str, cluster: int, store_dir: Path
+    s: Settings, *, port: int, monitor_port: int | None, host: str, cluster: int, store_dir: Path, edges: Edges
 ) -> tuple[NatsServer | LocalCluster, list[NatsServer]]:
     from nxs_mesh.transport.server import LocalCluster, NatsServer, port_is_free
 
@@ -49,7 +86,8 @@ def _servers(
     mport = _configured_port(s, "monitor_port", monitor_port)
     if not port_is_free(host, mport):
         mport = -1  # nats-server picks a free one; the URL is printed below
-    server = NatsServer(host=host, port=port, monitor_port=mport, store_dir=store_dir, name="nxs")
+    server = NatsServer(host=host, port=port, monitor_port=mport, store_dir=store_dir, name="nxs",
+                        websocket_port=edges.websocket, mqtt_port=edges.mqtt)
     return server, [server]
 
 
@@ -67,6 +105,10 @@ def up(
                                                         "nkey identities with least privilege (in STORE/secure)."),
     node: list[str] = typer.Option(None, "--node", help="With --secure: a node identity to create; repeat "
                                                         "[this instance's id]."),
+    websocket: int = port_option(None, "--websocket", help="Also listen for WebSocket clients (ws://, or wss:// "
+                                                           "with --secure) on this port."),
+    mqtt: int = port_option(None, "--mqtt", help="Also listen for MQTT clients on this port (loopback, not with "
+                                                 "--secure)."),
 ) -> None:
     """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM.
 
@@ -79,7 +121,7 @@ def up(
     port = _configured_port(s, "port", port)
     store_dir = Path(store or cfg.data_dir)
     handle, servers = _choose(s, secure, node, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
-                              store_dir=store_dir)
+                              store_dir=store_dir, edges=Edges(websocket, mqtt))
     stop = threading.Event()
     got: list[str] = []
 
@@ -111,23 +153,25 @@ def up(
 
 
 def _choose(s: Settings, secure: bool, nodes: list[str] | None, *, port: int, monitor_port: int | None, host: str,
-            cluster: int, store_dir: Path) -> tuple[NatsServer | LocalCluster, list[NatsServer]]:
+            cluster: int, store_dir: Path, edges: Edges) -> tuple[NatsServer | LocalCluster, list[NatsServer]]:
     from nxs_mesh.wire.errors import MeshError
 
     if secure and cluster > 1:
         raise typer.BadParameter("--secure runs one server; for a secure cluster use `nxs deploy render --secure`",
                                  param_hint="--cluster")
     try:
+        edges.check(host, secure=secure, cluster=cluster, port=port)
         if secure:
             return _secure_server(s, port=port, monitor_port=monitor_port, host=host, store_dir=store_dir,
-                                  nodes=nodes or [s.config.instance_id])
-        return _servers(s, port=port, monitor_port=monitor_port, host=host, cluster=cluster, store_dir=store_dir)
+                                  nodes=nodes or [s.config.instance_id], edges=edges)
+        return _servers(s, port=port, monitor_port=monitor_port, host=host, cluster=cluster, store_dir=store_dir,
+                        edges=edges)
     except MeshError as exc:
         fail(str(exc), debug=s.debug, exc=exc)
 
 
 def _secure_server(s: Settings, *, port: int, monitor_port: int | None, host: str, store_dir: Path,
-                   nodes: list[str]) -> tuple[NatsServer, list[NatsServer]]:
+                   nodes: list[str], edges: Edges) -> tuple[NatsServer, list[NatsServer]]:
     """One server rendered as `nxs deploy render --secure` would, with identities in STORE/secure."""
     from nxs_mesh.deploy.identity import init_identities
     from nxs_mesh.deploy.render import DeployOptions, render_config
@@ -142,7 +186,9 @@ def _secure_server(s: Settings, *, port: int, monitor_port: int | None, host: st
     mport = _configured_port(s, "monitor_port", monitor_port)
     mport = mport if port_is_free("127.0.0.1", mport) else free_port()
     opts = DeployOptions(client_port=port, cluster_port=free_port(), monitor_port=mport,
-                         store_dir=str(store_dir / "jetstream"), listen="tailscale", secure_dir=str(secure_dir))
+                         store_dir=str(store_dir / "jetstream"), listen="tailscale", secure_dir=str(secure_dir),
+                         websocket=str(edges.websocket) if edges.websocket else None,
+                         mqtt=str(edges.mqtt) if edges.mqtt else None)
     conf = store_dir / "nats-server-secure.conf"
     conf.write_text(render_config(hosts[0], hosts[:1], opts))
     server = NatsServer(host=hosts[0].ipv4 or "127.0.0.1", port=port, monitor_port=mport, store_dir=store_dir,
@@ -158,6 +204,10 @@ def _announce(s: Settings, servers: list[NatsServer], *, host: str, replicas: in
     for srv, url in zip(servers, urls, strict=True):
         who = f"{srv.name}: " if len(servers) > 1 else ""
         _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
+        if srv.websocket_port is not None:
+            _say(f"{who}websocket clients: --url {srv.ws_url}")
+        if srv.mqtt_port is not None:
+            _say(f"{who}MQTT clients: mqtt://{connect_host}:{srv.mqtt_port} (topics nxs/heartbeat/<id>, ...)")
     if secure_dir is None:
         _say("open mode: no authentication, anyone who can reach these ports can read and do anything; "
              "fine on loopback for development. Secure: `nxs up --secure`, or deploy/README.md for a mesh",

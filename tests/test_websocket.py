@@ -22,12 +22,8 @@ from nxs_mesh.wire.errors import ConnectError
 
 @pytest.fixture
 def ws_server(tmp_path: Path):
-    srv = NatsServer(store_dir=tmp_path / "nats", name=unique_id("ws"), websocket_port=-1)
-    srv.start()
-    try:
+    with NatsServer(store_dir=tmp_path / "nats", name=unique_id("ws"), websocket_port=-1) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _config(url: str, tmp_path: Path, *more: str) -> MeshConfig:

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from nxs_cli.bench.codec import bench_codec
 from nxs_cli.bench.crypto import bench_crypto
+from nxs_cli.bench.edges import bench_edges
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
@@ -44,6 +45,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "handoff": ("an agent with a 10 MB context moved between nodes, offer -> ready, p50/p99 vs files put+get",
                 bench_handoff),
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
+    "edges": ("a Mesh over the WebSocket listener vs over TCP: publish -> handler p50/p99", bench_edges),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
 }
 # scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`).

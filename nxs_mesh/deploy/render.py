@@ -8,7 +8,7 @@ Each config has the cluster block with routes to the other members (Tailscale IP
 ``advertise`` set to the host's own Tailscale address, JetStream with ``sync_interval`` (default
 ``always``: every write is fsynced before it is acknowledged; the alternative, a periodic flush such
 as ``2m``, is faster but a power loss on a quorum of hosts may drop acknowledged messages), the client
-and monitoring ports, and optional TLS. Next to it an ``.env`` file holds the client server order for
+and monitoring ports, optional TLS, and optional WebSocket/MQTT listeners (``deploy.listeners``). Next to it an ``.env`` file holds the client server order for
 that host (local first, the other members next, the relay last).
 """
 
@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxs_mesh.deploy.secure_conf import secure_render
+from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener, secure_mqtt_refusal
+from nxs_mesh.deploy.secure_conf import SecureRender, secure_render
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.transport.connection import server_list
 from nxs_mesh.transport.server import find_nats_server
@@ -53,6 +54,8 @@ class DeployOptions:
     relay: str | None = None  # last entry of every client's server list (wss:// or tls://)
     secure_dir: str | None = None  # `--secure DIR`: mTLS + pinned certs + nkey users with least privilege
     install_dir: str | None = None  # where a node's secure directory lives on its host (default: DIR/nodes/<id>)
+    websocket: str | None = None  # `--websocket [HOST:]PORT`: nats-server's WebSocket listener (deploy.listeners)
+    mqtt: str | None = None  # `--mqtt [HOST:]PORT`: nats-server's MQTT listener
 
     def __post_init__(self) -> None:
         if not _SYNC_RE.match(self.sync_interval):
@@ -73,6 +76,17 @@ class DeployOptions:
             raise ConfigError("tls", "route TLS needs --tls-cert/--tls-key")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.cluster_name):
             raise ConfigError("cluster_name", f"{self.cluster_name!r}: letters, digits, _ and - only")
+        ports = [self.client_port, self.cluster_port, self.monitor_port, *(li.port for li in self.listeners)]
+        if len(set(ports)) != len(ports):
+            raise ConfigError("ports", f"every listener needs its own port: {ports}")
+        if self.mqtt and self.secure_dir:
+            raise secure_mqtt_refusal()
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The WebSocket and MQTT listeners asked for (``--websocket``, ``--mqtt``)."""
+        asked: tuple[tuple[Kind, str | None], ...] = (("websocket", self.websocket), ("mqtt", self.mqtt))
+        return tuple(parse_listener(kind, text) for kind, text in asked if text)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,8 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     elif opts.tls_cert:
         lines += _tls_block(opts, "", verify=False)
         lines.append("")
+    for listener in opts.listeners:
+        lines += listener_block(listener, bind=bind, tls=_listener_tls(host, opts, sec))
     if not others:  # one server: no cluster block (a JetStream cluster of one would wait for routes)
         return "\n".join(lines)
     lines += [
@@ -145,6 +161,13 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
         lines += _tls_block(opts, "  ", verify=True)
     lines += ["}", ""]
     return "\n".join(lines)
+
+
+def _listener_tls(host: MeshHost, opts: DeployOptions, sec: SecureRender | None) -> list[str] | None:
+    """The ``tls {}`` of a WebSocket/MQTT listener: the client port's (secure: mutual TLS, pinned)."""
+    if sec is not None:
+        return sec.tls_block(host.name, "  ", admin=True)
+    return _tls_block(opts, "  ", verify=False) if opts.tls_cert else None
 
 
 def client_servers(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptions) -> tuple[str, ...]:

@@ -197,8 +197,8 @@ class Doctor:
                 self._spawn(self._alert("recovered", peer, detail={"new_epoch": epoch, "restarted": True}))
             self.peers[node] = Peer.first_heard(env, beat, now)
             return
-        if seq < peer.seq:
-            return  # reordered, older news
+        if seq <= peer.seq:
+            return  # reordered (older news), or a duplicate: MQTT has no Nats-Msg-Id, (epoch, seq) is the key
         was = peer.state
         peer.seq, peer.last_seen, peer.claims = seq, now, claims_of(hb)
         peer.reported = str(hb.get("state", peer.reported))

@@ -7,9 +7,9 @@ line (and, for JetStream clusters, ``/healthz``), never a fixed sleep.
     with NatsServer(store_dir="/tmp/s") as srv:
         print(srv.url)
 
-``websocket_port`` (-1 = random) adds nats-server's own WebSocket listener, always on 127.0.0.1 and
-without TLS: the plaintext listener never leaves the machine; a relay in front of it (a reverse
-proxy terminating TLS) is what remote clients reach as ``wss://``.
+``websocket_port`` and ``mqtt_port`` (-1 = random) add nats-server's own WebSocket and MQTT listeners,
+always on 127.0.0.1 and without TLS: a plaintext listener never leaves the machine (TLS listeners for
+a mesh are rendered by ``deploy.listeners``). MQTT needs JetStream and a server name.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ __all__ = ["LocalCluster", "NatsServer", "find_nats_server", "free_port"]
 
 _CLIENT_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _MONITOR_RE = re.compile(r"Starting http monitor on (\S+):(\d+)")
-_WEBSOCKET_RE = re.compile(r"Listening for websocket clients on wss?://(\S+):(\d+)")
+_WEBSOCKET_RE = re.compile(r"Listening for websocket clients on (wss?)://(\S+):(\d+)")
+_MQTT_RE = re.compile(r"Listening for MQTT clients on (mqtts?|tls)://(\S+):(\d+)")
 _LOOPBACK: Final = "127.0.0.1"
 _READY = "Server is ready"
 _IN_USE = re.compile(r"(address already in use|bind: .*in use)", re.I)
@@ -113,6 +114,7 @@ class NatsServer:
         netns: str | None = None,
         extra_conf: str = "",
         websocket_port: int | None = None,
+        mqtt_port: int | None = None,
     ) -> None:
         self.host, self.port, self.monitor_port = host, port, monitor_port
         self.monitor_host = host  # a config file may put monitoring elsewhere (read back from the log)
@@ -128,9 +130,13 @@ class NatsServer:
         self.netns = netns
         self.extra_conf = extra_conf  # appended to the generated config (tls {...}, authorization {...})
         self.websocket_port = websocket_port  # None: no websocket listener; -1: a random port
-        if websocket_port is not None and config_file is not None:
-            raise ServerError("websocket_port works with the generated config only; put a websocket block "
-                              "in your config file instead")
+        self.mqtt_port = mqtt_port  # the same for MQTT (read back from the log with a config file too)
+        self._ws_scheme = "ws"
+        if (websocket_port is not None or mqtt_port is not None) and config_file is not None:
+            raise ServerError("websocket_port/mqtt_port work with the generated config only; put websocket/mqtt "
+                              "blocks in your config file instead")
+        if mqtt_port is not None and not (name and jetstream):
+            raise ServerError("an MQTT listener needs JetStream and a server name (name=...)")
         self.log: collections.deque[str] = collections.deque(maxlen=400)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
@@ -161,6 +167,8 @@ class NatsServer:
             )
         if self.websocket_port is not None:
             lines.append(f'websocket: {{\n  listen: "{_LOOPBACK}:{self.websocket_port}"\n  no_tls: true\n}}')
+        if self.mqtt_port is not None:
+            lines.append(f'mqtt: {{\n  listen: "{_LOOPBACK}:{self.mqtt_port}"\n}}')
         if self.extra_conf:
             lines.append(self.extra_conf)
         return "\n".join(lines) + "\n"
@@ -213,7 +221,9 @@ class NatsServer:
             elif (m := _MONITOR_RE.search(line)) is not None:
                 self.monitor_host, self.monitor_port = m.group(1), int(m.group(2))
             elif (m := _WEBSOCKET_RE.search(line)) is not None:
-                self.websocket_port = int(m.group(2))
+                self._ws_scheme, self.websocket_port = m.group(1), int(m.group(3))
+            elif (m := _MQTT_RE.search(line)) is not None:
+                self.mqtt_port = int(m.group(3))
             elif _READY in line:
                 self._ready.set()
         self._ready.set()  # process ended: wake start() so it can report the failure
@@ -232,10 +242,17 @@ class NatsServer:
 
     @property
     def ws_url(self) -> str:
-        """The WebSocket URL (``websocket_port`` set): ``ws://127.0.0.1:<port>``."""
+        """The WebSocket URL (``websocket_port`` set): ``ws://127.0.0.1:<port>`` (``wss://`` with TLS)."""
         if self.websocket_port is None:
             raise ServerError(f"{self!r} has no websocket listener; create it with websocket_port=-1 (or a port)")
-        return f"ws://{_LOOPBACK}:{self.websocket_port}"
+        return f"{self._ws_scheme}://{_LOOPBACK}:{self.websocket_port}"
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        """``(host, port)`` of the MQTT listener (``mqtt_port`` set), what an MQTT client connects to."""
+        if self.mqtt_port is None:
+            raise ServerError(f"{self!r} has no MQTT listener; create it with mqtt_port=-1 (or a port)")
+        return _LOOPBACK, self.mqtt_port
 
     @property
     def monitor_url(self) -> str:

@@ -55,7 +55,7 @@ Epoch = Annotated[str, Meta(min_length=1, max_length=64, description=(
     "This incarnation of the node: a fresh random token (e.g. 12 hex digits) at every start, the same "
     "in all its heartbeats and statuses until it stops."))]
 Seq = Annotated[int, Meta(ge=0, description=(
-    "Heartbeat counter within the epoch: 1, 2, 3, ... (a doctor ignores a lower one as reordered)."))]
+    "Heartbeat counter within the epoch: 1, 2, 3, ... (a doctor ignores a lower or equal one: reordered, or a duplicate)."))]
 State = Annotated[str, Meta(min_length=1, max_length=32, description=(
     "The node's own state: new, starting, running, draining, stopped (known values). 'stopped' is a "
     "clean exit: its silence afterwards is no death. Any other value counts as alive."))]
