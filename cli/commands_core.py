@@ -191,13 +191,19 @@ def streams(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
         err_console.print("some streams are missing: create them with `nxs init`", highlight=False)
 
 
-async def _init(ctx: typer.Context, replicas: int | None) -> list[EnsureResult]:
+async def _init(ctx: typer.Context, replicas: int | None, agents: list[str]) -> list[EnsureResult]:
     async with _open(ctx) as mesh:
         if mesh.config.trust_file:  # secure mesh: also what least-privileged nodes may not create
             from nxs_mesh.deploy.identity import load_trust
             from nxs_mesh.node.provision import provision
 
-            return await provision(mesh, load_trust(mesh.config.trust_file)["nodes"], replicas=replicas)
+            return await provision(mesh, load_trust(mesh.config.trust_file)["nodes"], agents=agents,
+                                   replicas=replicas)
+        if agents:
+            from nxs_mesh.wire.errors import ConfigError
+
+            raise ConfigError("--agent provisions an agent's consumer on a secure mesh (a config with trust_file); "
+                             "an open mesh's nodes create it themselves")
         return await mesh.ensure_streams(replicas)
 
 
@@ -205,14 +211,18 @@ def init(
     ctx: typer.Context,
     replicas: int = typer.Option(None, "--replicas", "-r", min=1, max=5,
                                  help="Replicas per stream [config, else min(3, cluster size)]."),
+    agents: list[str] = typer.Option([], "--agent", "-a", metavar="AGENT",
+                                     help="Secure mesh: also provision this agent's message consumer (repeatable; "
+                                          "agents already in the registry are always provisioned)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Create or update the mesh's streams (idempotent); a conflicting stream is reported and exits 1.
 
     On a secure mesh (a config with `trust_file`, run with the admin identity) it also creates the
-    buckets and every trusted node's command consumer, which nodes may not create themselves."""
+    buckets, every trusted node's command and handoff consumers and each agent's message consumer,
+    which nodes may not create themselves."""
     s = settings(ctx)
-    results = run(_init(ctx, replicas), debug=s.debug)
+    results = run(_init(ctx, replicas, agents), debug=s.debug)
     if as_json:
         print_json([{"stream": r.stream, "action": r.action, "detail": r.detail} for r in results])
     else:

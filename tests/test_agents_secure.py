@@ -84,9 +84,9 @@ async def test_secure_nodes_hand_an_agent_off_within_their_permissions(tmp_path)
     agent = "agent:secret"
     with SecureCluster(tmp_path) as sc:
         async with Mesh(sc.config("admin")) as admin:
-            await provision(admin, ["n1", "n2", "n3"])
-            for stream, durable, filters in provisioned_consumers(["n1", "n2"], [agent]):
-                await admin.admin.provision_consumer(stream, durable, filters, batch=32)
+            results = await provision(admin, ["n1", "n2", "n3"], agents=[agent])  # `nxs init --agent`
+            made = {r.stream for r in results if r.action == "created"}
+            assert {f"consumer {durable}" for _, durable, _ in provisioned_consumers(["n1", "n2"], [agent])} <= made
         heard: dict[str, list[str]] = {"n1": [], "n2": []}
         nodes = []
         for name, agents in (("n1", (agent,)), ("n2", ())):

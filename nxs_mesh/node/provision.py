@@ -2,10 +2,12 @@
 
 A secure node may not create streams, buckets or its own command consumer (a consumer's filters are
 what keep a node from reading another node's commands, and the server cannot check filters a node
-chooses), so admin creates them: the streams, the task, exactly-once, doctor-lease and agent buckets, the files bucket, and per trusted
-node its command consumer with exactly the filters and settings the node's worker binds to.
+chooses), so admin creates them: the streams, the task, exactly-once, doctor-lease and agent buckets,
+the files bucket, per trusted node its command and handoff (SYNC) consumers, and per agent (those named
+and those already in the registry) the CHAT consumer its owner binds to, each with exactly the filters
+the node binds to.
 
-    results = await provision(mesh, ["n1", "n2", "n3"])
+    results = await provision(mesh, ["n1", "n2", "n3"], agents=["agent:research"])
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nxs_mesh.client.consumer import durable_name
 from nxs_mesh.client.exactly_once import open_guard
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.client.window import DEFAULT_WINDOW
+from nxs_mesh.node.handoff import provisioned_consumers
 from nxs_mesh.node.lease import BUCKET as DOCTORS
 from nxs_mesh.node.lease import open_doctors_bucket
 from nxs_mesh.node.tasks import TaskStore
@@ -25,8 +28,10 @@ from nxs_mesh.wire import subjects
 __all__ = ["provision"]
 
 
-async def provision(mesh: Mesh, nodes: Iterable[str], *, replicas: int | None = None) -> list[EnsureResult]:
-    """Streams, buckets and each node's command consumer; idempotent (run it again after adding nodes)."""
+async def provision(mesh: Mesh, nodes: Iterable[str], *, agents: Iterable[str] = (),
+                    replicas: int | None = None) -> list[EnsureResult]:
+    """Streams, buckets and the nodes' and agents' consumers; idempotent (run it again after adding
+    nodes or agents)."""
     results = list(await mesh.ensure_streams(replicas))
     had_tasks = await mesh.admin.stream("KV_NXS_TASKS") is not None
     await TaskStore.open(mesh)
@@ -42,11 +47,14 @@ async def provision(mesh: Mesh, nodes: Iterable[str], *, replicas: int | None = 
     results.append(EnsureResult("KV NXS_AGENTS", "unchanged" if had_agents else "created", "agent registry"))
     files = await mesh.files.ensure()
     results.append(EnsureResult("OBJ NXS_FILES", "created" if files == "created" else "unchanged", "files"))
-    for node in sorted(set(nodes)):
-        durable = durable_name("command", node)
-        existed = await mesh.admin.consumer("NXS_COMMAND", durable) is not None
-        await mesh.admin.provision_consumer("NXS_COMMAND", durable, tuple(subjects.filters_for("command", node)),
-                                            batch=DEFAULT_WINDOW)
-        results.append(EnsureResult(f"consumer {durable}", "unchanged" if existed else "created",
-                                    f"commands of {node}"))
+    nodes = sorted(set(nodes))
+    wanted = [("NXS_COMMAND", durable_name("command", n), tuple(subjects.filters_for("command", n)), f"commands of {n}")
+              for n in nodes]
+    registered = [rec.agent for rec in await mesh.agents.list()]
+    wanted += [(stream, durable, filters, f"handoff: {stream} {' '.join(filters)}")
+               for stream, durable, filters in provisioned_consumers(nodes, [*agents, *registered])]
+    for stream, durable, filters, detail in wanted:
+        existed = await mesh.admin.consumer(stream, durable) is not None
+        await mesh.admin.provision_consumer(stream, durable, filters, batch=DEFAULT_WINDOW)
+        results.append(EnsureResult(f"consumer {durable}", "unchanged" if existed else "created", detail))
     return results
