@@ -88,6 +88,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--task-ack-wait", type=float, help="Ack wait of task deliveries (s) [30].")
     p.add_argument("--doctor", action=argparse.BooleanOptionalAction, default=None,
                    help="Run the Doctor in this worker [yes].")
+    p.add_argument("--sap", action="store_true",
+                   help="Serve this node's agents over the Synadia Agent Protocol (needs a `prompt` command).")
     p.add_argument("--plugins", action=argparse.BooleanOptionalAction, default=True,
                    help="Load nxs_mesh.node.handlers entry points.")
     p.add_argument("--log-level", default="INFO", help="Log level on stderr.")
@@ -105,6 +107,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.n
     flags = {"servers": a.servers, "instance_id": a.instance_id, "agent_id": a.agent_id, "location": a.location}
     try:
         node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags)
+        if a.sap:
+            from nxs_mesh.node.sap import SapFrontDoor  # only then: the SDKs load pydantic
+
+            node.parts.append(SapFrontDoor())
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
         if a.debug:
