@@ -114,18 +114,22 @@ class SapAgents:
     def __repr__(self) -> str:
         return f"<SapAgents over {self._link.connected_url or '-'}>"
 
-    async def _discover(self, timeout: float | None) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[Any]:
+        """An SDK ``Agents`` on the Mesh's connection, for one operation (its handles die with it)."""
         agents = sdk().Agents(nc=self._link.nc)
         try:
-            with translate_sdk_errors("discovering protocol agents"):
-                return list(await agents.discover(timeout=timeout))
+            yield agents
         finally:
             await agents.close()  # the SDK's own state; the connection stays the Mesh's
 
     async def list(self, *, timeout: float | None = None) -> list[SapAgentInfo]:
         """Every protocol agent instance that answers discovery, sorted by name (``timeout``: wait exactly
         that long; default: until replies stop)."""
-        return sorted((_info_of(a) for a in await self._discover(timeout)), key=lambda i: (i.name, i.instance_id))
+        async with self._client() as agents:
+            with translate_sdk_errors("discovering protocol agents"):
+                found = await agents.discover(timeout=timeout)
+        return sorted((_info_of(a) for a in found), key=lambda i: (i.name, i.instance_id))
 
     async def prompt(self, name: str, text: str, *, timeout: float = 60.0, discover_timeout: float | None = None,
                      **fields: Any) -> AsyncIterator[str]:
@@ -135,17 +139,18 @@ class SapAgents:
         nxs front door reads ``message_id``, ``priority`` and ``ttl``). Raises ``NoResponders`` when no
         such agent answers discovery, ``RemoteError`` when it answers with an error, ``MeshTimeout``
         when its stream stalls."""
-        found = [a for a in await self._discover(discover_timeout) if _info_of(a).matches(name)]
-        if not found:
-            raise NoResponders(f"no Synadia-protocol agent {name!r} answers discovery (`nxs agents --sap` lists them)")
-        agents = sdk()
-        envelope = agents.Envelope(prompt=text, **fields)
-        with translate_sdk_errors(f"prompting {name}"):
-            stream = found[0].prompt(envelope, timeout=timeout)
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
-                    if isinstance(chunk, agents.ResponseChunk):
-                        yield chunk.text
+        sdk_agents = sdk()
+        async with self._client() as agents:
+            with translate_sdk_errors(f"prompting {name}"):
+                found = [a for a in await agents.discover(timeout=discover_timeout) if _info_of(a).matches(name)]
+                if not found:
+                    raise NoResponders(f"no Synadia-protocol agent {name!r} answers discovery "
+                                       "(`nxs agents --sap` lists them)")
+                stream = found[0].prompt(sdk_agents.Envelope(prompt=text, **fields), timeout=timeout)
+                async with contextlib.aclosing(stream):
+                    async for chunk in stream:
+                        if isinstance(chunk, sdk_agents.ResponseChunk):
+                            yield chunk.text
 
     async def ask(self, name: str, text: str, **options: Any) -> str:
         """``prompt`` collected into one string."""
