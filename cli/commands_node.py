@@ -83,7 +83,7 @@ def node_run(
     """
     from nxs_mesh.node.handlers import Registry, load_handlers
     from nxs_mesh.node.node import Node
-    from nxs_mesh.node.worker import build_options, read_node_table
+    from nxs_mesh.node.worker import add_sap, build_options, read_node_table
 
     _set_root(ctx, instance_id=node_id, location=location, config_file=config_file)
     root = ctx.find_root().obj
@@ -101,9 +101,7 @@ def node_run(
         fail(str(exc), debug=st.debug, exc=exc)
     node = Node(st.config, options, registry)
     if sap:
-        from nxs_mesh.node.sap import SapFrontDoor
-
-        node.parts.append(SapFrontDoor())
+        add_sap(node)
 
     def ready(n: Node) -> None:
         sys.stdout.write(f"ready node={n.node_id} epoch={n.epoch} server={n.mesh.connected_url if n.mesh else '-'}\n")

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .common import JSON_OPT, console, open_mesh, print_json, run, say, settings
+from .common import console, open_mesh, print_json, run, say, settings
 from .tables import Col, fitted
 
 SAP_OPT = typer.Option(False, "--sap", help="List Synadia-protocol agents ($SRV.INFO.agents) instead of the "

@@ -123,7 +123,7 @@ async def test_the_very_same_request_twice_gets_one_stream(mesh_config: MeshConf
                     ended.set()
 
             await nc.subscribe(inbox, cb=on_msg)
-            subject = f"agents.prompt.clerk.nxs.default"
+            subject = "agents.prompt.clerk.nxs.default"
             await nc.publish(subject, b"twice", reply=inbox)
             await nc.publish(subject, b"twice", reply=inbox)
             await asyncio.wait_for(ended.wait(), 10)

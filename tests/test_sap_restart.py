@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node_support import Worker
 import pytest
+from node_support import Worker
 from synadia_ai.agents import Agents, Envelope, ProtocolError, ResponseChunk, StatusChunk
 
 from nxs_mesh import MeshConfig

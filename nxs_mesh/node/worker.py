@@ -24,7 +24,7 @@ from nxs_mesh.node.handlers import Registry, load_handlers
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.wire.errors import ConfigError, MeshError
 
-__all__ = ["build_node", "main", "read_node_table"]
+__all__ = ["add_sap", "build_node", "main", "read_node_table"]
 
 _NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "doctor_slots", "capabilities",
               "agents", "handlers")
@@ -65,6 +65,14 @@ def build_node(
     options, file_handlers = build_options(read_node_table(config_file), given)
     registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
     return Node(config, options, registry)
+
+
+def add_sap(node: Node) -> None:
+    """``--sap``: the node's agents behind a Synadia front door (``node.sap``), imported only then: the
+    protocol's SDKs load pydantic, which an idle worker otherwise never does."""
+    from nxs_mesh.node.sap import SapFrontDoor
+
+    node.parts.append(SapFrontDoor())
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -108,9 +116,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.n
     try:
         node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags)
         if a.sap:
-            from nxs_mesh.node.sap import SapFrontDoor  # only then: the SDKs load pydantic
-
-            node.parts.append(SapFrontDoor())
+            add_sap(node)
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
         if a.debug:
