@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from nxs_mesh import Mesh
 from nxs_mesh.testing import eventually
 from nxs_mesh.transport.server import NatsServer
 
@@ -20,17 +20,19 @@ NXS = str(Path(sys.executable).parent / "nxs")
 
 
 @pytest.mark.timeout(90)
-async def test_the_readme_sap_examples_run(nats_server: NatsServer, mesh: Mesh, tmp_path: Path) -> None:
+def test_the_readme_sap_examples_run(nats_server: NatsServer, tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NXS_")}, "NXS_URL": nats_server.url,
            "NXS_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
     node = subprocess.Popen([sys.executable, str(ROOT / "examples" / "sap_node.py")], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        async def helper_serves() -> bool:
+        def helper_serves() -> bool:  # `nxs agents --sap` as the README shows it
             assert node.poll() is None, node.stdout.read() if node.stdout else ""
-            return any(i.agent == "helper" for i in await mesh.sap.list(timeout=0.5))
+            listed = subprocess.run([NXS, "agents", "--sap", "--json"], env=env, cwd=ROOT, capture_output=True,
+                                    text=True, timeout=30)
+            return '"agent":"helper"' in listed.stdout
 
-        await eventually(helper_serves, timeout=40, what="helper discoverable")
+        asyncio.run(eventually(helper_serves, timeout=40, interval=0.2, what="helper discoverable"))
         client = subprocess.run([sys.executable, str(ROOT / "examples" / "sap_client.py")], env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=30)
         assert (client.returncode, client.stdout) == (0, "thinking... you said: hello\n"), client.stderr
