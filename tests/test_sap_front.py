@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,6 +145,20 @@ async def test_a_refused_prompt_is_a_service_error_and_bad_fields_are_named(mesh
             await collect(agent, "refuse")
         with pytest.raises(ProtocolError, match="service error 400: priority must be an integer 0..9"):
             await collect(agent, Envelope(prompt="x", priority=12))
+
+
+async def test_the_nodes_command_policy_applies_to_prompts(mesh_config: MeshConfig, tmp_path: Path):
+    """`prompt` is a command like any other: a policy that does not grant it refuses the prompt before any
+    handler runs, and the caller is told why (403)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[policy.allow]]\nsigner = "admin"\ncommands = ["*"]\n')
+    node, runs = sap_node(mesh_config.replace(policy_file=str(policy)), "clerk")
+    async with node, sdk_client(mesh_config) as agents:
+        [agent] = [a for a in await agents.discover() if a.metadata.get("nxs_node") == node.node_id]
+        with pytest.raises(ProtocolError, match="service error 403: not authorized: command 'prompt' from an "
+                                                "unverified sender"):
+            await collect(agent, "may I?")
+    assert runs == []
 
 
 async def test_higher_priority_prompts_run_first(mesh_config: MeshConfig):

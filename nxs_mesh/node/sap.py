@@ -44,7 +44,7 @@ from nxs_mesh.client.sap import open_sdk_connection, sdk
 from nxs_mesh.client.sap_host import ReplyWriter, host_agent, reply_subject
 from nxs_mesh.node.handlers import Context, HandlerFn, call_handler
 from nxs_mesh.node.parts import NodeHost
-from nxs_mesh.node.sap_prompts import PromptFields, final_failure, replay_text
+from nxs_mesh.node.sap_prompts import PromptFields, ResultWatch, final_failure, replay_text
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import new_envelope
 from nxs_mesh.wire.errors import ConfigError, MeshError
@@ -162,22 +162,38 @@ class SapFrontDoor:
         first = corr not in self._live
         live = self._live.setdefault(corr, _Live())
         try:
-            ack = await node.mesh.send(env) if first else None
-            if ack is None or ack.duplicate:
+            if not first:  # the same prompt again while it runs here
                 await self._replay(corr, stream, fields.ttl, same_caller=fields.message_id is None)
                 return
+            watch = await ResultWatch.open(node.mesh, corr)
             try:
-                async with asyncio.timeout(fields.ttl or None):
-                    await live.done.wait()
-            except TimeoutError:
-                raise rejected(504, f"no answer within the prompt's ttl ({fields.ttl} s)") from None
-            if live.error is not None:
-                raise rejected(500, live.error)
+                ack = await node.mesh.send(env)
+                if ack.duplicate:
+                    await self._replay(corr, stream, fields.ttl, same_caller=fields.message_id is None)
+                    return
+                await self._wait_end(live, watch, fields.ttl)
+            finally:
+                await watch.close()
         except MeshError as exc:
             raise rejected(503, f"the mesh did not take the prompt: {exc}") from None
         finally:
             if first:
                 self._live.pop(corr, None)
+
+    async def _wait_end(self, live: _Live, watch: ResultWatch, ttl: int) -> None:
+        """Until the executor has answered (or the prompt's RESULT says it failed without it)."""
+        rejected = sdk("agent_service").RequestRejectedError
+        done = asyncio.ensure_future(live.done.wait())
+        try:
+            finished, _ = await asyncio.wait((done, watch.outcome), timeout=ttl or None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+        if not finished:
+            raise rejected(504, f"no answer within the prompt's ttl ({ttl} s)")
+        error = live.error if live.done.is_set() else watch.outcome.result()[1]
+        if error is not None:
+            raise rejected(403 if error.startswith("not authorized") else 500, error)
 
     async def _replay(self, corr: str, stream: Any, ttl: int, *, same_caller: bool) -> None:
         """A duplicate: nothing runs again; it is answered with the first prompt's RESULT (and, when it is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,9 +10,10 @@ from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.handlers import Context
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import DEFAULT_TTL, REQUEST_PRIORITY
-from nxs_mesh.wire.errors import HandlerSignal, Reject
+from nxs_mesh.wire.envelope import Envelope, decode
+from nxs_mesh.wire.errors import EnvelopeError, HandlerSignal, Reject
 
-__all__ = ["PromptFields", "final_failure", "replay_text"]
+__all__ = ["PromptFields", "ResultWatch", "final_failure", "replay_text"]
 
 _STEERING = ("message_id", "priority", "ttl")
 _MAX_ID = 128
@@ -61,19 +63,51 @@ def final_failure(exc: BaseException, ctx: Context) -> str | None:
     return None
 
 
+def _outcome(env: Envelope) -> tuple[str, str | None]:
+    """A RESULT's text and error (None when it succeeded)."""
+    error, content = env.payload.metadata.get("error"), env.content
+    text = content if isinstance(content, str) else "" if content is None else str(content)
+    return text, (str(error) if error else None)
+
+
+class ResultWatch:
+    """The RESULT of one prompt as it is published (a plain subscription, opened before the prompt is
+    sent): how the front door learns of an end its executor never saw, e.g. the node's command policy
+    refusing ``prompt`` before any handler runs."""
+
+    def __init__(self) -> None:
+        self.outcome: asyncio.Future[tuple[str, str | None]] = asyncio.get_running_loop().create_future()
+        self._sub: Any = None
+
+    @classmethod
+    async def open(cls, mesh: Mesh, correlation_id: str) -> ResultWatch:
+        watch = cls()
+        watch._sub = await mesh.subscribe(subjects.result(correlation_id), watch._on_result)
+        return watch
+
+    async def _on_result(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            env = decode(data)
+        except EnvelopeError:
+            return
+        if not self.outcome.done():
+            self.outcome.set_result(_outcome(env))
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        if not self.outcome.done():
+            self.outcome.cancel()
+
+
 async def replay_text(mesh: Mesh, correlation_id: str) -> tuple[str, str | None]:
     """The stored RESULT of an earlier prompt (waiting for it if it is still running): its text and
     its error (None when it succeeded)."""
     records = mesh.tail("result", filters=[subjects.result(correlation_id)], follow=True)
     try:
         async for rec in records:
-            env = rec.envelope
-            if env is None:
-                continue
-            error = env.payload.metadata.get("error")
-            content = env.content
-            return (content if isinstance(content, str) else "" if content is None else str(content)), (
-                str(error) if error else None)
+            if rec.envelope is not None:
+                return _outcome(rec.envelope)
     finally:
         await records.aclose()  # type: ignore[attr-defined]  # an async generator
     return "", "the RESULT stream ended"
