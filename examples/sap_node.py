@@ -15,5 +15,5 @@ async def prompt(args, ctx):
     return f"you said: {args['prompt']}"    # the last chunk, and the RESULT of the COMMAND
 
 
-node.parts.append(SapFrontDoor())           # what `nxs node run --sap` adds
+SapFrontDoor.attach(node)                   # what `nxs node run --sap` does
 asyncio.run(node.serve())                   # Ctrl-C (or SIGTERM) stops it

@@ -7,6 +7,7 @@ import logging
 
 from nxs_mesh.node.handlers import Registry
 from nxs_mesh.node.sap import sap_send
+from nxs_mesh.wire.errors import Reject
 
 registry = Registry()
 log = logging.getLogger("sap_agent")
@@ -15,6 +16,8 @@ log = logging.getLogger("sap_agent")
 @registry.command("prompt")
 async def prompt(args, ctx):
     text = args["prompt"]
+    if text == "refuse":
+        raise Reject(f"refused by {ctx.node_id}")
     if text == "hold" and ctx.delivery is not None and ctx.delivery.deliveries == 1:
         log.warning("holding %s", ctx.envelope.id)  # the test kills the process now
         await asyncio.Event().wait()

@@ -39,7 +39,7 @@ def sap_node(mesh_config: MeshConfig, *agents: str, **options: Any) -> tuple[Nod
         await sap_send(ctx, "thinking: ")
         return f"{text} (run {len(runs)})"
 
-    node.parts.append(SapFrontDoor(heartbeat_interval=1))
+    SapFrontDoor.attach(node, heartbeat_interval=1)
     return node, runs
 
 
@@ -174,7 +174,7 @@ async def test_higher_priority_prompts_run_first(mesh_config: MeshConfig):
         order.append(args["prompt"])
         return "ok"
 
-    node.parts.append(SapFrontDoor())
+    SapFrontDoor.attach(node)
     async with node, sdk_client(mesh_config) as agents:
         [agent] = [a for a in await agents.discover() if a.metadata.get("nxs_node") == node.node_id]
         first = asyncio.create_task(collect(agent, "first"))
@@ -193,10 +193,54 @@ async def test_higher_priority_prompts_run_first(mesh_config: MeshConfig):
     assert order == ["first", "high", "low"]
 
 
-async def test_sap_needs_a_prompt_handler(mesh_config: MeshConfig):
+async def test_stop_drains_the_running_prompt_and_leaves_the_queued_one_to_the_next_start(mesh_config: MeshConfig):
+    cfg = mesh_config.replace(instance_id=unique_id("node"), ack_wait=2.0)  # the left prompt returns in 2 s
+    gate = asyncio.Event()
+
+    def build() -> Node:
+        node = Node(cfg, NodeOptions(**{**FAST.__dict__, "agents": ("busy",)}))
+
+        @node.command("prompt")
+        async def prompt(args, ctx):
+            if args["prompt"] == "running":
+                await gate.wait()
+            return f"{args['prompt']} done by {node.epoch}"
+
+        SapFrontDoor.attach(node)
+        return node
+
+    first = build()
+    await first.start()
+    async with sdk_client(mesh_config) as agents:
+        [agent] = [a for a in await agents.discover() if a.metadata.get("nxs_node") == cfg.instance_id]
+        running = asyncio.create_task(collect(agent, "running"))
+        await eventually(lambda: first.inflight == 1, what="the first prompt running")
+        queued = asyncio.create_task(collect(agent, "queued"))
+
+        async def stored() -> bool:  # in the node's window, waiting
+            assert first.mesh is not None
+            report = await first.mesh.admin.consumer("NXS_COMMAND", durable_name("command", cfg.instance_id))
+            return report is not None and report.ack_pending == 2
+
+        await eventually(stored, what="the second prompt stored and waiting")
+        stopping = asyncio.create_task(first.stop())
+        await eventually(lambda: first.state.name == "DRAINING", what="draining")
+        gate.set()
+        await stopping
+        assert await running == ([f"running done by {first.epoch}"], ["ack"])
+        assert not queued.done()  # no terminator was sent for it: its stream waits
+        second = build()
+        async with second:
+            texts, _ = await asyncio.wait_for(queued, 30)
+        assert texts == [f"queued done by {second.epoch}"]
+
+
+async def test_sap_needs_a_prompt_handler_and_attach(mesh_config: MeshConfig):
     node = Node(mesh_config.replace(instance_id=unique_id("node")), FAST)
-    node.parts.append(SapFrontDoor())
     with pytest.raises(ConfigError, match="--sap needs a 'prompt' command handler"):
+        SapFrontDoor.attach(node)
+    node.parts.append(SapFrontDoor())
+    with pytest.raises(ConfigError, match=r"goes on a node with SapFrontDoor.attach\(node\)"):
         await node.start()
     await node.stop()
 

@@ -1,6 +1,6 @@
 """The prompt behind the Synadia front door survives the node's `kill -9` and restart (real `nxs node run
 --sap` processes, the real `synadia-ai-agents` client): the caller's stream, acknowledged by the first
-incarnation, is finished by the second."""
+incarnation, is finished by the second, with its answer or with its error."""
 
 from __future__ import annotations
 
@@ -43,23 +43,30 @@ async def test_a_prompt_survives_kill_9_and_restart(workers: Callable[..., Worke
     try:
         agent = await find_agent(agents, node_id)
         chunks: list[Any] = []
+        refused: list[Any] = []
 
-        async def read() -> None:
-            async for chunk in agent.prompt("hold", timeout=30):
-                chunks.append(chunk)
+        async def read(text: str, into: list[Any]) -> None:
+            async for chunk in agent.prompt(text, timeout=30):
+                into.append(chunk)
 
-        reading = asyncio.create_task(read())
+        reading = asyncio.create_task(read("hold", chunks))
         await eventually(lambda: "holding" in first.log() and chunks, timeout=20, what="the prompt held, acked")
         assert isinstance(chunks[0], StatusChunk) and chunks[0].status == "ack"
+        # Queued behind the held one (one command at a time), acknowledged by the front door, never run here.
+        refusing = asyncio.create_task(read("refuse", refused))
+        await eventually(lambda: refused, timeout=20, what="the second prompt acked")
         first.signal(signal.SIGKILL)
         assert await first.wait_exit() == -signal.SIGKILL
         workers(node_id, *args)  # the same node, a new incarnation
         await asyncio.wait_for(reading, 40)
+        with pytest.raises(ProtocolError, match=f"service error 500: refused by {node_id}"):
+            await asyncio.wait_for(refusing, 40)
     finally:
         await agents.close()
         await nc.close()
     texts = [c.text for c in chunks if isinstance(c, ResponseChunk)]
     assert texts == ["hold: ", f"answered by {node_id} on delivery 2"]
+    assert [c.status for c in refused if isinstance(c, StatusChunk)][:1] == ["ack"]
 
 
 async def test_a_prompt_whose_ttl_ran_out_meanwhile_is_not_run(workers: Callable[..., Worker],

@@ -81,7 +81,7 @@ async def bench_sap(session: BenchSession) -> list[Row]:
     async def prompt(args: Any) -> Any:
         return args["prompt"] if isinstance(args, dict) else args
 
-    node.parts.append(SapFrontDoor())
+    SapFrontDoor.attach(node)
     async with node:
         client = await session.mesh()
         agents = Agents(nc=await session.raw())

@@ -117,12 +117,15 @@ class ReplyWriter:
             yield self
             return
         await self.status("ack")
-        async with asyncio.TaskGroup() as group:
-            beat = group.create_task(self._beat())
-            try:
-                yield self
-            finally:
-                beat.cancel()
+        # Owned here: cancelled and awaited on the way out (a TaskGroup would wrap the handler's own
+        # exception, which decides the ack, in an ExceptionGroup).
+        beat = asyncio.create_task(self._beat(), name=f"sap-keepalive {self.subject}")
+        try:
+            yield self
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
 
     async def _beat(self) -> None:
         while True:

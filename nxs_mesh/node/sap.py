@@ -7,7 +7,7 @@
         await sap_send(ctx, "thinking... ")  # a response chunk now (no-op for a plain COMMAND)
         return f"you said {args['prompt']}"  # the last chunk; also the RESULT of the COMMAND
 
-    node.parts.append(SapFrontDoor())
+    SapFrontDoor.attach(node)                # after the prompt command, before node.start()
 
 Each agent of the node is registered with ``synadia-ai-agent-service`` (see ``client.sap_host``): the
 unmodified ``synadia-ai-agents`` client discovers it and prompts it. A prompt does not run in the
@@ -38,16 +38,16 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nxs_mesh.client.sap import open_sdk_connection, sdk
 from nxs_mesh.client.sap_host import ReplyWriter, host_agent, reply_subject
-from nxs_mesh.node.handlers import Context, HandlerFn, call_handler
-from nxs_mesh.node.parts import NodeHost
+from nxs_mesh.node.handlers import Context, HandlerFn, Registry, call_handler
+from nxs_mesh.node.parts import NodeHost, NodePart
 from nxs_mesh.node.sap_prompts import PromptFields, ResultWatch, final_failure, replay_text
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import new_envelope
-from nxs_mesh.wire.errors import ConfigError, MeshError
+from nxs_mesh.wire.errors import ConfigError, MeshError, Retry
 
 __all__ = ["PROMPT_COMMAND", "SapFrontDoor", "sap_send"]
 
@@ -64,12 +64,20 @@ async def sap_send(ctx: Context, text: str) -> None:
         await writer.send(text)
 
 
+class _Attachable(Protocol):
+    registry: Registry
+    parts: list[NodePart]
+
+
 @dataclass
 class _Live:
     """A prompt whose SDK request is open in this process: its handler waits for ``done``."""
 
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    running: bool = False  # its executor has started (a stop waits for these only)
+    # The SDK's task serving the request (it sends the terminator after our handler returns).
+    request: asyncio.Task[Any] | None = field(default_factory=asyncio.current_task)
 
 
 class SapFrontDoor:
@@ -84,6 +92,9 @@ class SapFrontDoor:
         self._nc: Any = None
         self._services: list[Any] = []
         self._live: dict[str, _Live] = {}  # correlation id -> the open request's wait
+        self._stopping = False
+        self._attached = False
+        self._ready = asyncio.Event()  # the door is open: prompts from the mesh can be answered
         self.handled = 0
 
     def __repr__(self) -> str:
@@ -96,14 +107,29 @@ class SapFrontDoor:
         return self._node.options.agents or (self._node.config.agent_id,)
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    async def start(self, node: NodeHost) -> None:
+    @classmethod
+    def attach(cls, node: _Attachable, **options: Any) -> SapFrontDoor:
+        """Put a front door on ``node`` (before it starts, after its ``prompt`` command is registered).
+
+        The ``prompt`` command is wrapped now, not when the part starts: the node's command consumer
+        starts first and may at once be handed a prompt an earlier incarnation took; the wrapper holds
+        such a prompt until the door is open, instead of letting it run with nobody to answer."""
         inner = node.registry.commands.get(PROMPT_COMMAND)
         if inner is None:
             raise ConfigError("sap", f"--sap needs a {PROMPT_COMMAND!r} command handler: what a prompt runs "
                               "(register one with @node.command('prompt') or --handlers module:registry)")
+        door = cls(**options)
+        node.registry.commands[PROMPT_COMMAND] = door._executor(inner)
+        node.parts.append(door)
+        return door
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self, node: NodeHost) -> None:
+        if not self._attached:
+            raise ConfigError("sap", "a SapFrontDoor goes on a node with SapFrontDoor.attach(node), "
+                              "not node.parts.append (it must wrap the node's prompt command first)")
         sdk("agent_service")  # a clear ConfigError now when the SDKs are missing
         self._node = node
-        node.registry.commands[PROMPT_COMMAND] = self._executor(inner)
         self._nc = await open_sdk_connection(node.config, "door")
         try:
             for agent in self.agents:
@@ -114,22 +140,28 @@ class SapFrontDoor:
         except BaseException:
             await self._close()
             raise
+        self._ready.set()
         log.info("sap: %s serve the Synadia Agent Protocol", ", ".join(self.agents))
 
     async def stop(self, grace: float) -> None:
-        """Prompts whose handler is running end within ``grace``; the rest stay in the mesh for the next
-        incarnation. The connection closes first, so the SDK sends no terminator for those."""
-        if self._live:
-            waits = [asyncio.create_task(live.done.wait()) for live in self._live.values()]
-            await asyncio.wait(waits, timeout=grace)
-            for w in waits:
-                w.cancel()
+        """Prompts whose handler is running end within ``grace``; the others stay in the mesh for the next
+        incarnation (one that would start meanwhile is handed back: ``Retry``). The connection closes
+        before their SDK requests are cancelled, so no terminator ends their callers' streams."""
+        self._stopping = True
+        # The SDK's request tasks, not our waits: each ends after its terminator went out.
+        running = [live.request for live in self._live.values() if live.running and live.request is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
         await self._close()
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None:
             await nc.close()
+        left = [live.request for live in self._live.values() if live.request is not None and not live.request.done()]
+        for request in left:  # their terminators cannot go out now: the callers wait for the next incarnation
+            request.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         services, self._services = self._services, []
         for service in services:
             try:
@@ -212,18 +244,27 @@ class SapFrontDoor:
 
     # -- the executor: the COMMAND's handler, on the node's command consumer ---------------------------
     def _executor(self, inner: HandlerFn) -> HandlerFn:
+        self._attached = True
+
         async def run_prompt(args: Any, ctx: Context) -> Any:
             reply = ctx.envelope.payload.metadata.get("sap_reply")
-            if not isinstance(reply, str) or self._nc is None:
+            if not isinstance(reply, str):
                 return await call_handler(inner, args, ctx)  # a plain COMMAND `prompt`
+            if not self._ready.is_set():
+                await ctx.in_progress()  # the door opens within the node's start (or the start fails)
+                await self._ready.wait()
             return await self._execute(inner, args, ctx, reply)
 
         return run_prompt
 
     async def _execute(self, inner: HandlerFn, args: Any, ctx: Context, reply: str) -> Any:
+        if self._stopping or self._nc is None:  # the node drains its window: this one is for the next start
+            raise Retry(1.0, "the Synadia front door is closing; the next start answers this prompt")
         corr = ctx.envelope.correlation_id
         live = self._live.get(corr) if isinstance(corr, str) else None
         writer = ReplyWriter(self._nc, reply, owns_stream=live is None, keepalive=self.keepalive)
+        if live is not None:
+            live.running = True
         ctx.extra[_WRITER] = writer
         try:
             async with writer.opened():

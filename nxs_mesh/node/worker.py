@@ -72,7 +72,7 @@ def add_sap(node: Node) -> None:
     protocol's SDKs load pydantic, which an idle worker otherwise never does."""
     from nxs_mesh.node.sap import SapFrontDoor
 
-    node.parts.append(SapFrontDoor())
+    SapFrontDoor.attach(node)
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
