@@ -10,7 +10,7 @@ import pytest
 from node_support import run_cli
 from synadia_ai.agent_service import AgentService
 
-from nxs_mesh import Mesh, MeshConfig, NoResponders, RemoteError
+from nxs_mesh import EnvelopeError, Mesh, MeshConfig, NoResponders, RemoteError
 from nxs_mesh.client.sap import open_sdk_connection
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.testing import unique_id
@@ -39,6 +39,7 @@ async def hosted(mesh_config: MeshConfig) -> AsyncIterator[AgentService]:
 
 
 async def test_mesh_lists_and_prompts_a_protocol_agent(mesh: Mesh, hosted: AgentService):
+    assert repr(mesh.sap) == f"<SapAgents over {mesh.connected_url}>"
     [info] = [i for i in await mesh.sap.list() if i.agent == "poet"]
     assert (info.name, info.description, info.instance_id) == ("poet.alice.desk", "writes verse", hosted.instance_id)
     assert info.subject == "agents.prompt.poet.alice.desk"
@@ -54,6 +55,8 @@ async def test_errors_are_the_meshs(mesh: Mesh, hosted: AgentService):
         await mesh.sap.ask("poet.bob", "hi")  # another owner's poet: not this one
     with pytest.raises(RemoteError, match="service error 500: handler error"):
         await mesh.sap.ask("poet", "fail")
+    with pytest.raises(EnvelopeError, match="prompt: .*empty"):
+        await mesh.sap.ask("poet", "")  # refused by the SDK before it is sent
 
 
 async def test_a_mesh_agent_calls_a_protocol_agent(mesh: Mesh, mesh_config: MeshConfig, hosted: AgentService):

@@ -68,6 +68,8 @@ async def collect(agent: Any, prompt: Any, **kw: Any) -> tuple[list[str], list[s
 async def test_the_sdk_discovers_a_mesh_agent_and_its_reply_streams(mesh_config: MeshConfig):
     node, runs = sap_node(mesh_config, "helper:Main")
     async with node, sdk_client(mesh_config) as agents:
+        door = node.parts[0]
+        assert repr(door) == "<SapFrontDoor [helper:Main] 0 open>"
         found = await agents.discover()
         [agent] = [a for a in found if a.metadata.get("nxs_node") == node.node_id]
         assert (agent.agent, agent.owner, agent.session_name) == (sap_name("helper:Main"), "nxs", "default")
@@ -243,6 +245,10 @@ async def test_sap_needs_a_prompt_handler_and_attach(mesh_config: MeshConfig):
     with pytest.raises(ConfigError, match=r"goes on a node with SapFrontDoor.attach\(node\)"):
         await node.start()
     await node.stop()
+    twins, _ = sap_node(mesh_config, "a_b", "a:b")
+    with pytest.raises(ConfigError, match="agents a:b, a_b would share one protocol name \\(a-b\\)"):
+        await twins.start()
+    await twins.stop()
 
 
 async def test_the_private_sdk_attributes_we_read_still_exist(mesh_config: MeshConfig):

@@ -25,7 +25,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from nxs_mesh.transport.connection import connect
-from nxs_mesh.wire.errors import ConfigError, MeshError, MeshTimeout, NoResponders, RemoteError
+from nxs_mesh.wire.errors import (
+    BrokenError,
+    ConfigError,
+    EnvelopeError,
+    MeshError,
+    MeshTimeout,
+    NoResponders,
+    RemoteError,
+)
 
 if TYPE_CHECKING:
     from nxs_mesh.config import MeshConfig
@@ -62,12 +70,16 @@ def translate_sdk_errors(what: str) -> Iterator[None]:
         raise MeshTimeout(f"{what}: {exc}") from None
     except TimeoutError:
         raise MeshTimeout(f"{what}: no answer in time") from None
-    except agents.NatsAgentError as exc:
+    except agents.ValidationError as exc:  # refused before anything was sent: empty, too big, attachments
+        raise EnvelopeError(str(exc), "prompt") from None
+    except agents.NatsAgentError as exc:  # the agent's §9 error frames among them
         raise RemoteError(f"{what}: {exc}") from None
-    except Exception as exc:  # nats-py's own (NoRespondersError, connection closed, ...)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("nats."):
+            raise
         if type(exc).__name__ == "NoRespondersError":
             raise NoResponders(f"{what}: nobody serves it") from None
-        raise RemoteError(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise BrokenError(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True)

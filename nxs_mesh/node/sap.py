@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nxs_mesh.client.sap import open_sdk_connection, sdk
-from nxs_mesh.client.sap_host import ReplyWriter, host_agent, reply_subject
+from nxs_mesh.client.sap_host import ReplyWriter, host_agent, reply_subject, sap_name
 from nxs_mesh.node.handlers import Context, HandlerFn, Registry, call_handler
 from nxs_mesh.node.parts import NodeHost, NodePart
 from nxs_mesh.node.sap_prompts import PromptFields, ResultWatch, final_failure, replay_text
@@ -130,6 +130,11 @@ class SapFrontDoor:
                               "not node.parts.append (it must wrap the node's prompt command first)")
         sdk("agent_service")  # a clear ConfigError now when the SDKs are missing
         self._node = node
+        names = [sap_name(a) for a in self.agents]
+        clash = sorted({a for a, n in zip(self.agents, names, strict=True) if names.count(n) > 1})
+        if clash:
+            raise ConfigError("sap", f"agents {', '.join(clash)} would share one protocol name "
+                              f"({sap_name(clash[0])}): rename one")
         self._nc = await open_sdk_connection(node.config, "door")
         try:
             for agent in self.agents:
