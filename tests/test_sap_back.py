@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,9 @@ async def hosted(mesh_config: MeshConfig) -> AsyncIterator[AgentService]:
     async def on_prompt(envelope: Any, stream: Any) -> None:
         if envelope.prompt == "fail":
             raise ValueError("no rhyme")
+        if envelope.prompt == "extras":  # what the caller put next to the prompt (§5.6)
+            await stream.send(json.dumps(envelope.extras, sort_keys=True))
+            return
         await stream.send("roses, ")
         await stream.send(f"{envelope.prompt}!")
 
@@ -79,6 +83,8 @@ async def test_cli_lists_and_prompts(nats_server: NatsServer, hosted: AgentServi
     assert code == 0 and '"agent":"poet"' in out and '"owner":"alice"' in out
     code, out, err = await run_cli(nats_server.url, "prompt", "poet", "daisies")
     assert (code, out) == (0, "roses, daisies!\n"), err
+    code, out, err = await run_cli(nats_server.url, "prompt", "poet", "extras", "--message-id", "k1", "-p", "7")
+    assert (code, out) == (0, '{"message_id": "k1", "priority": 7}\n'), err
     code, out, err = await run_cli(nats_server.url, "prompt", "nobody", "hi")
     assert code == 1 and "no Synadia-protocol agent 'nobody'" in err and "Traceback" not in err
     code, out, err = await run_cli(nats_server.url, "prompt", "poet", "fail")

@@ -69,13 +69,14 @@ async def test_the_sdk_discovers_a_mesh_agent_and_its_reply_streams(mesh_config:
     node, runs = sap_node(mesh_config, "helper:Main")
     async with node, sdk_client(mesh_config) as agents:
         door = node.parts[0]
-        assert repr(door) == "<SapFrontDoor [helper:Main] 0 open>"
+        assert repr(door) == "<SapFrontDoor [helper:Main] 0 open, 0 handled>"
         found = await agents.discover()
         [agent] = [a for a in found if a.metadata.get("nxs_node") == node.node_id]
         assert (agent.agent, agent.owner, agent.session_name) == (sap_name("helper:Main"), "nxs", "default")
         assert agent.agent == "helper-main" and agent.metadata["nxs_agent"] == "helper:Main"
         assert agent.prompt_subject == "agents.prompt.helper-main.nxs.default"
         texts, statuses = await collect(agent, "hello")
+        assert repr(door) == "<SapFrontDoor [helper:Main] 0 open, 1 handled>"
         assert texts == ["thinking: ", "hello (run 1)"] and statuses[:1] == ["ack"]
         status = await agent.status()
         assert status.agent == "helper-main"

@@ -35,6 +35,7 @@ with it runs nothing and is answered with the first one's RESULT), ``priority`` 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -98,15 +99,15 @@ class SapFrontDoor:
         self.handled = 0
 
     def __repr__(self) -> str:
-        agents = ", ".join(a for a in self.agents) if self._node is not None else "-"
-        return f"<SapFrontDoor [{agents}] {len(self._live)} open>"
+        agents = ", ".join(self.agents) if self._node is not None else "-"
+        return f"<SapFrontDoor [{agents}] {len(self._live)} open, {self.handled} handled>"
 
     @property
     def agents(self) -> tuple[str, ...]:
         assert self._node is not None
         return self._node.options.agents or (self._node.config.agent_id,)
 
-    # -- lifecycle -------------------------------------------------------------------------------------
+    # -- attaching ------------------------------------------------------------------------------------
     @classmethod
     def attach(cls, node: _Attachable, **options: Any) -> SapFrontDoor:
         """Put a front door on ``node`` (before it starts, after its ``prompt`` command is registered).
@@ -292,6 +293,4 @@ class SapFrontDoor:
 
 
 def _json_text(value: Any) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
