@@ -72,8 +72,7 @@ def node_run(
     task_ack_wait: float = typer.Option(None, "--task-ack-wait", help="Ack wait of task deliveries (s) [30]."),
     doctor: bool = typer.Option(None, "--doctor/--no-doctor", help="Run the Doctor in this worker [yes]."),
     plugins: bool = typer.Option(True, "--plugins/--no-plugins", help="Load nxs_mesh.node.handlers entry points."),
-    sap: bool = typer.Option(False, "--sap", help="Serve this node's agents over the Synadia Agent Protocol "
-                             "(needs a `prompt` command; see `nxs prompt`)."),
+    sap: bool = typer.Option(False, "--sap", help="Serve its agents over the Synadia Agent Protocol (`nxs prompt`)."),
     log_level: str = typer.Option("INFO", "--log-level", help="Log level on stderr."),
 ) -> None:
     """Run the worker: heartbeat + status, commands, tasks, the Doctor; SIGTERM drains and exits 0.
@@ -99,9 +98,7 @@ def node_run(
         registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
     except MeshError as exc:
         fail(str(exc), debug=st.debug, exc=exc)
-    node = Node(st.config, options, registry)
-    if sap:
-        add_sap(node)
+    node = add_sap(Node(st.config, options, registry), sap)
 
     def ready(n: Node) -> None:
         sys.stdout.write(f"ready node={n.node_id} epoch={n.epoch} server={n.mesh.connected_url if n.mesh else '-'}\n")

@@ -67,12 +67,14 @@ def build_node(
     return Node(config, options, registry)
 
 
-def add_sap(node: Node) -> None:
+def add_sap(node: Node, sap: bool = True) -> Node:
     """``--sap``: the node's agents behind a Synadia front door (``node.sap``), imported only then: the
     protocol's SDKs load pydantic, which an idle worker otherwise never does."""
-    from nxs_mesh.node.sap import SapFrontDoor
+    if sap:
+        from nxs_mesh.node.sap import SapFrontDoor
 
-    SapFrontDoor.attach(node)
+        SapFrontDoor.attach(node)
+    return node
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -114,9 +116,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.n
              "agents": tuple(a.agent) or None}
     flags = {"servers": a.servers, "instance_id": a.instance_id, "agent_id": a.agent_id, "location": a.location}
     try:
-        node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags)
-        if a.sap:
-            add_sap(node)
+        node = add_sap(build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given,
+                                  flags=flags), a.sap)
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
         if a.debug:
