@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from .commands_sap import SAP_OPT, list_sap
 from .common import JSON_OPT, console, open_mesh, print_json, run, say, settings
 from .node_views import _age
 from .tables import Col, fitted
@@ -14,11 +15,14 @@ from .tables import Col, fitted
 _STATE_STYLE = {"active": "green", "standby": "dim", "handing-off": "yellow", "orphaned": "bold red"}
 
 
-def agents(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
+def agents(ctx: typer.Context, as_json: bool = JSON_OPT, sap: bool = SAP_OPT) -> None:
     """List registered agents: owner instance, state (active, standby, handing-off, orphaned), ownership
     epoch and age (time in that state). Nodes register theirs with `nxs node run --agent ID`; send to
     one wherever it lives with `nxs pub chat --agent ID TEXT`; move one to another node with
-    `nxs handoff ID --to NODE`."""
+    `nxs handoff ID --to NODE`. `--sap`: Synadia-protocol agents instead."""
+    if sap:
+        list_sap(ctx, as_json)
+        return
     s = settings(ctx)
 
     async def go() -> list[Any]:

@@ -75,6 +75,7 @@ def node_run(
     handoff: bool = typer.Option(None, "--handoff/--no-handoff",
                                  help="Give and take agents by handoff (`nxs handoff`) [yes; no on a secure mesh]."),
     max_agents: int = typer.Option(0, "--max-agents", help="Handoff: refuse offers beyond this many agents (0 = no limit)."),
+    sap: bool = typer.Option(False, "--sap", help="Serve its agents over the Synadia Agent Protocol (`nxs prompt`)."),
     log_level: str = typer.Option("INFO", "--log-level", help="Log level on stderr."),
 ) -> None:
     """Run the worker: heartbeat + status, commands, tasks, the Doctor; SIGTERM drains and exits 0.
@@ -84,7 +85,7 @@ def node_run(
     """
     from nxs_mesh.node.handlers import Registry, load_handlers
     from nxs_mesh.node.node import Node
-    from nxs_mesh.node.worker import build_options, read_node_table, with_handoff
+    from nxs_mesh.node.worker import add_sap, build_options, read_node_table, with_handoff
 
     _set_root(ctx, instance_id=node_id, location=location, config_file=config_file)
     root = ctx.find_root().obj
@@ -100,7 +101,7 @@ def node_run(
         registry = load_handlers(Registry(), [*file_handlers, *handlers], plugins=plugins)
     except MeshError as exc:
         fail(str(exc), debug=st.debug, exc=exc)
-    node = with_handoff(Node(st.config, options, registry), handoff, max_agents)
+    node = add_sap(with_handoff(Node(st.config, options, registry), handoff, max_agents), sap)
 
     def ready(n: Node) -> None:
         sys.stdout.write(f"ready node={n.node_id} epoch={n.epoch} server={n.mesh.connected_url if n.mesh else '-'}\n")

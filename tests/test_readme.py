@@ -41,6 +41,7 @@ SKIPPED = {
     "nxs alerts --follow": "follows until Ctrl-C",
     "nxs top": "a live view until Ctrl-C (tests/test_cli_node.py runs it with --iterations 1)",
     "make demo": "test_make_demo_runs_as_written below (slow)",
+    'nxs prompt helper "hello"': "needs examples/sap_node.py serving: tests/test_sap_readme.py runs both",
 }
 
 

@@ -17,6 +17,7 @@ from nxs_cli.bench.handoff import bench_handoff
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
 from nxs_cli.bench.report import Row, machine_info, skipped
+from nxs_cli.bench.sap import bench_sap
 from nxs_cli.bench.scale import bench_scale
 from nxs_cli.bench.session import BenchOptions, BenchSession
 from nxs_cli.bench.throughput import bench_consume, bench_publish_async, bench_publish_sync
@@ -47,9 +48,11 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
     "edges": ("a Mesh over the WebSocket listener vs over TCP: publish -> handler p50/p99", bench_edges),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
+    "sap": ("Synadia front door prompt round trip vs Mesh.request and a plain SDK agent", bench_sap),
 }
-# scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`).
-DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n != "scale")
+# scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`); sap needs the
+# optional SDKs (the `sap` extra): run by name too (`nxs bench sap`).
+DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap"))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from nxs_mesh.node.handlers import Registry, load_handlers
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.wire.errors import ConfigError, MeshError
 
-__all__ = ["build_node", "main", "read_node_table", "with_handoff"]
+__all__ = ["add_sap", "build_node", "main", "read_node_table", "with_handoff"]
 
 _NODE_KEYS = ("heartbeat_interval", "dead_after", "grace", "task_ack_wait", "doctor", "doctor_slots", "capabilities",
               "agents", "handlers")
@@ -79,6 +79,16 @@ def with_handoff(node: Node, enabled: bool | None, max_agents: int = 0) -> Node:
     return node
 
 
+def add_sap(node: Node, sap: bool = True) -> Node:
+    """``--sap``: the node's agents behind a Synadia front door (``node.sap``), imported only then: the
+    protocol's SDKs load pydantic, which an idle worker otherwise never does."""
+    if sap:
+        from nxs_mesh.node.sap import SapFrontDoor
+
+        SapFrontDoor.attach(node)
+    return node
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     # The same options as the CLI's `nxs node run` (cli/commands_node.py), which hands its argv here.
     p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
@@ -104,6 +114,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="Give and take agents by handoff (`nxs handoff`) [yes; no on a secure mesh].")
     p.add_argument("--max-agents", type=int, default=0,
                    help="Handoff: refuse offers beyond this many agents (0 = no limit) [0].")
+    p.add_argument("--sap", action="store_true",
+                   help="Serve this node's agents over the Synadia Agent Protocol (needs a `prompt` command).")
     p.add_argument("--plugins", action=argparse.BooleanOptionalAction, default=True,
                    help="Load nxs_mesh.node.handlers entry points.")
     p.add_argument("--log-level", default="INFO", help="Log level on stderr.")
@@ -120,8 +132,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nxs_mesh.n
              "agents": tuple(a.agent) or None}
     flags = {"servers": a.servers, "instance_id": a.instance_id, "agent_id": a.agent_id, "location": a.location}
     try:
-        node = build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given, flags=flags,
-                          handoff=a.handoff, max_agents=a.max_agents)
+        node = add_sap(build_node(config_file=a.config, handlers=a.handlers, plugins=a.plugins, given=given,
+                                  flags=flags, handoff=a.handoff, max_agents=a.max_agents), a.sap)
         asyncio.run(node.serve(on_ready=_ready))
     except MeshError as exc:
         if a.debug:
