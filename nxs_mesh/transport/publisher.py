@@ -32,10 +32,12 @@ from nxs_mesh.transport.denials import Denials
 from nxs_mesh.transport.translate import mesh_error_for
 from nxs_mesh.wire.errors import ClosedError, MeshError, MeshTimeout, PublishError, StreamError
 
-__all__ = ["Ack", "JsPublisher"]
+__all__ = ["MAX_IN_FLIGHT", "Ack", "JsPublisher"]
 
 _STATUS: Final = "Status"
 _NO_RESPONDERS: Final = "503"
+#: Unacknowledged publishes of one batch at most (the bench's lean publisher uses the same bound).
+MAX_IN_FLIGHT: Final = 4096
 
 
 class Ack(msgspec.Struct):
@@ -144,7 +146,7 @@ class _Batch:
 class JsPublisher:
     """Publishes to JetStream over one connection; ``start()`` once connected, ``close()`` before closing it."""
 
-    def __init__(self, nc: Client, *, max_in_flight: int = 4096, denials: Denials | None = None) -> None:
+    def __init__(self, nc: Client, *, max_in_flight: int = MAX_IN_FLIGHT, denials: Denials | None = None) -> None:
         self._nc = nc
         self.denials = denials
         self._loop = asyncio.get_running_loop()
