@@ -86,6 +86,16 @@ def _explicit_url(ctx: typer.Context) -> str | None:
     return (flags or {}).get("servers")
 
 
+def _profile(what: str, options: BenchOptions) -> None:
+    from nxs_cli.bench.profile import PROFILED, profile_mesh
+
+    if what not in PROFILED:
+        fail(f"--profile: expected one of {', '.join(PROFILED)}, got {what!r}")
+    with err_console.status(f"profiling {what}"):
+        text = run(profile_mesh(what, options))
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
@@ -103,6 +113,8 @@ def register(app: typer.Typer) -> None:
         nodes: str = typer.Option("10,50,150,300", "--nodes", help="scale: mesh sizes, comma-separated."),
         per_process: int = typer.Option(50, "--per-process", min=1, help="scale: nodes embedded per process."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
+        profile: str = typer.Option(None, "--profile", metavar="publish|consume",
+                                    help="Instead of scenarios: profile the mesh side of one (top functions by own time)."),
         url: str = typer.Option(None, "--url", help="Benchmark this server instead of an embedded one."),
         monitor_url: str = typer.Option(None, "--monitor-url", help="Its HTTP monitor (default host:8222)."),
     ) -> None:
@@ -116,6 +128,9 @@ def register(app: typer.Typer) -> None:
             monitor_url=monitor_url, idle_window=idle_window, settle=min(2.0, idle_window),
             failure_trials=trials, scale_nodes=_sizes(nodes), scale_per_process=per_process,
         )
+        if profile is not None:
+            _profile(profile, options)
+            return
         with err_console.status("starting") as status:
             def progress(text: str) -> None:
                 status.update(f"[bold]bench[/] {text}")

@@ -229,7 +229,7 @@ async def mesh_consume_sample(session: BenchSession, mesh: Mesh, nc: Client, n: 
         if count == n:
             done.set_result(None)
 
-    with Stopwatch() as sw:
+    with Stopwatch(session.profiler) as sw:
         consumer = await mesh.consume("chat", handler, durable=to, filters=[subject], **consume)
         await asyncio.wait_for(done, timeout=timeout)
     await consumer.stop()

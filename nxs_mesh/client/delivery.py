@@ -28,6 +28,7 @@ import collections
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.deadletters import dead_letter_headers, fit_payload
 from nxs_mesh.client.exactly_once import OnceGuard, Verdict
+from nxs_mesh.client.keepalive import KeepAlive
 from nxs_mesh.client.security import MessageSecurity, is_sealed
 from nxs_mesh.transport import pull
 from nxs_mesh.transport.link import Link
@@ -132,7 +134,8 @@ class DeliveryPolicy:
         self._signers: dict[int, str] = {}  # stream seq -> verified signer, from screening to the handler
         self._wants_delivery = positional_arity(handler) >= 2
         self.stats = DeliveryStats()
-        self._acked_ids: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> stream seq
+        self._acked_ids: collections.OrderedDict[uuid.UUID, int] = collections.OrderedDict()  # id -> stream seq
+        self._alive = KeepAlive(max(0.2, spec.ack_wait / 3), tasks)
         self.inflight = 0
 
     async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
@@ -220,7 +223,7 @@ class DeliveryPolicy:
 
     # -- handling ---------------------------------------------------------------------------------------
     async def _handle(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
-        mid = env.id  # str(UUID) is not free: once per message
+        mid = env.message_id  # the UUID itself as the key: str(UUID) is ~0.8 us, hashing it far less
         signer = self._signers.pop(meta.stream_seq, None) if self._signers else None
         if mid in self._acked_ids:
             # Already handled once (a redelivery after a lost ack, or a re-publish). Checked here, not
@@ -236,20 +239,13 @@ class DeliveryPolicy:
             await pull.ack(msg)
             return
         self.inflight += 1
-        # The keepalive starts only when the handler outlasts one interval: most finish sooner, and a
-        # timer costs far less per message than a task created and cancelled (consume throughput).
-        keepalive: list[asyncio.Task[None]] = []
-        timer = asyncio.get_running_loop().call_later(
-            self._keepalive_interval,
-            lambda: keepalive.append(self._tasks.spawn(f"keepalive {mid}", self._keepalive(msg))))
+        key = self._alive.started(msg)  # in-progress acks only if the handler outlasts an interval
         try:
             token = 0
             if self._once is None or (token := await self._claim(env, msg, meta)):
                 await self._run_handler(env, msg, meta, token, signer)
         finally:
-            timer.cancel()
-            for task in keepalive:
-                task.cancel()
+            self._alive.finished(key)
             self.inflight -= 1
 
     async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0,
@@ -284,7 +280,7 @@ class DeliveryPolicy:
         else:
             self.stats.handled += 1
             # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
-            self._remember(env.id, meta.stream_seq)
+            self._remember(env.message_id, meta.stream_seq)
             if token and not await self._finish(env, token):
                 return  # another member took the message over meanwhile: its delivery settles it
             await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
@@ -307,7 +303,7 @@ class DeliveryPolicy:
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1
             self.stats.group_duplicates += 1
-            self._remember(env.id, meta.stream_seq)
+            self._remember(env.message_id, meta.stream_seq)
             await pull.ack(msg)
         else:
             self.stats.deferred += 1
@@ -332,17 +328,7 @@ class DeliveryPolicy:
 
     @property
     def _keepalive_interval(self) -> float:
-        return max(0.2, self.spec.ack_wait / 3)
-
-    async def _keepalive(self, msg: Delivered) -> None:
-        """In-progress acks while a handler runs, so a long handler is not redelivered mid-work. A failed
-        one (reconnecting) is tried again next interval; the handler's own outcome settles the message."""
-        while True:
-            try:
-                await pull.in_progress(msg)
-            except MeshError as exc:
-                log.debug("in-progress ack failed (%s); next in %.1fs", exc, self._keepalive_interval)
-            await asyncio.sleep(self._keepalive_interval)  # sleep-ok: a timer, not synchronisation
+        return self._alive.interval
 
     async def _retry_or_dead(self, env: Envelope, msg: Delivered, meta: Meta, delay: float, reason: str) -> None:
         if meta.num_delivered >= self.spec.max_deliver:
@@ -351,7 +337,7 @@ class DeliveryPolicy:
         else:
             await pull.nak(msg, delay)
 
-    def _remember(self, message_id: str, seq: int) -> None:
+    def _remember(self, message_id: uuid.UUID, seq: int) -> None:
         self._acked_ids[message_id] = seq
         if len(self._acked_ids) > self.spec.dedup_size:
             self._acked_ids.popitem(last=False)

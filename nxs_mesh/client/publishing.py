@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -59,13 +58,27 @@ _JS_UNAVAILABLE_SWITCH: Final = 3
 _SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(msgspec.Struct, frozen=True):
+    """What became of a publish (a struct, not a dataclass: one per message of ``publish_many``, and
+    a frozen dataclass costs ~1.5 us to build)."""
+
     message_id: str
     stream: str
     seq: int | None
     duplicate: bool = False
     queued: bool = False  # True when held in the offline outbox instead of stored
+
+
+# The JSON wire form starts with the message id (``message_id`` is the envelope's first field), so a
+# batch takes the id's text from the bytes it has just encoded: str(UUID) costs ~1 us per message.
+_ID_AT: Final = b'{"message_id":"'
+_ID_END: Final = len(_ID_AT) + 36
+
+
+def _wire_id(env: Envelope, data: bytes) -> str:
+    if data.startswith(_ID_AT) and data[_ID_END:_ID_END + 1] == b'"':
+        return data[len(_ID_AT):_ID_END].decode()
+    return env.id
 
 
 def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
@@ -215,8 +228,10 @@ class PublishPath:
             # Built as they are sent (pipelined with the acks already coming back).
             for env in envelopes:
                 data = encode_checked(env, msgpack=msgpack)
-                _, headers = publish_headers(env, msgpack=msgpack)
-                mid = headers[MSG_ID_HEADER]
+                mid = _wire_id(env, data)
+                headers = {MSG_ID_HEADER: mid}
+                if (env.ttl and env.message_type in TTL_TYPES) or msgpack:
+                    _, headers = publish_headers(env, msgpack=msgpack)
                 mids.append(mid)
                 subject = subjects.for_envelope(env)
                 if sign is not None:

@@ -244,7 +244,16 @@ class PullSession:
                 self.last_error = f"fetch: {trouble}"
         elif msgs:
             self._failures = 0
+            if want <= 0 and not self._req and not stopping.is_set():
+                await self._prefetch()
         return msgs
+
+    async def _prefetch(self) -> None:
+        """The batch in hand used up its request: ask for the next one now, so that it travels while
+        this one is handled (a round trip per batch hidden). Only on the default path (``want`` 0),
+        which holds at most two batches; a failure here is the next turn's to see."""
+        with contextlib.suppress(Exception):  # disconnected: next_batch backs off and asks again
+            await self._pull(self.spec.batch)
 
     async def _failed(self, error: str, stopping: asyncio.Event) -> None:
         self._failures += 1
