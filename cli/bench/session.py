@@ -6,8 +6,8 @@ Raw clients are plain ``nats.connect`` on purpose: they are the baseline the mes
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import contextlib
+import cProfile
 import itertools
 import uuid
 from dataclasses import dataclass
