@@ -25,6 +25,7 @@ import uuid
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api as jsapi
 
 __all__ = ["LeanPublisher", "core_request", "lean_pull", "push_consume"]
@@ -99,9 +100,8 @@ class LeanPublisher:
             raise RuntimeError(f"lean publish: {self._errors} of {n} acks were errors")
 
 
-async def lean_pull(nc: Client, subject: str, durable: str, n: int, batch: int, timeout: float) -> float:
-    """Consume ``n`` stored messages on ``subject`` with a hand-driven pull consumer; seconds taken
-    (from creating the consumer to the last ack sent)."""
+async def lean_pull(nc: Client, subject: str, durable: str, n: int, batch: int, timeout: float) -> None:
+    """Consume ``n`` stored messages on ``subject`` with a hand-driven pull consumer (time it outside)."""
     js = nc.jetstream()
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
@@ -127,21 +127,15 @@ async def lean_pull(nc: Client, subject: str, durable: str, n: int, batch: int, 
             credit = batch
             await publish(nms, body, reply=inbox)
 
-    t0 = time.perf_counter()
     await js.add_consumer(STREAM, _consumer(durable, subject, batch))
     sub = await nc.subscribe(inbox, cb=on_msg)
     credit = batch
     await publish(nms, body, reply=inbox)
-    try:
-        await asyncio.wait_for(done, timeout)
-        elapsed = time.perf_counter() - t0
-    finally:
-        await sub.unsubscribe()
-    return elapsed
+    await _until(done, sub, timeout)
 
 
-async def push_consume(nc: Client, subject: str, durable: str, n: int, batch: int, timeout: float) -> float:
-    """Consume ``n`` stored messages with a plain durable push consumer; seconds taken."""
+async def push_consume(nc: Client, subject: str, durable: str, n: int, batch: int, timeout: float) -> None:
+    """Consume ``n`` stored messages with a plain durable push consumer (time it outside)."""
     js = nc.jetstream()
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     counter = itertools.count(1)
@@ -151,16 +145,18 @@ async def push_consume(nc: Client, subject: str, durable: str, n: int, batch: in
         if next(counter) == n and not done.done():
             done.set_result(None)
 
-    t0 = time.perf_counter()
     sub = await js.subscribe(subject, durable=durable, stream=STREAM, cb=on_msg, manual_ack=True,
                              config=jsapi.ConsumerConfig(ack_policy=jsapi.AckPolicy.EXPLICIT,
                                                          max_ack_pending=max(1000, batch * 4)))
+    await _until(done, sub, timeout)
+
+
+async def _until(done: asyncio.Future[None], sub: Subscription, timeout: float) -> None:
+    """Wait for the last message (``timeout`` at most), then drop the subscription."""
     try:
         await asyncio.wait_for(done, timeout)
-        elapsed = time.perf_counter() - t0
     finally:
         await sub.unsubscribe()
-    return elapsed
 
 
 def _consumer(durable: str, subject: str, batch: int) -> jsapi.ConsumerConfig:
