@@ -40,7 +40,7 @@ _NO_RESPONDERS: Final = "503"
 MAX_IN_FLIGHT: Final = 4096
 
 
-class Ack(msgspec.Struct):
+class Ack(msgspec.Struct, gc=False):  # gc=False: one per message of a batch, never part of a cycle
     """A JetStream publish acknowledgement (``{"stream": .., "seq": .., "duplicate": ..}`` or ``{"error": ..}``)."""
 
     stream: str = ""
