@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.transport import pull
@@ -45,11 +46,10 @@ class KeepAlive:
         return f"<KeepAlive every {self.interval:g}s [{len(self._running)} running, {len(self._kept)} kept alive]>"
 
     def started(self, msg: Delivered) -> int:
-        loop = asyncio.get_running_loop()
         key = next(self._keys)
-        self._running[key] = (msg, loop.time())
+        self._running[key] = (msg, time.monotonic())  # the loop's clock (asyncio uses time.monotonic)
         if self._sweeper is None:
-            self._sweeper = loop.call_later(self.interval, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self.interval, self._sweep)
         return key
 
     def finished(self, key: int) -> None:
@@ -61,7 +61,7 @@ class KeepAlive:
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - self.interval
+        cutoff = time.monotonic() - self.interval
         for key, (msg, since) in list(self._running.items()):
             if since <= cutoff and key not in self._kept:
                 try:

@@ -55,6 +55,9 @@ class Meta(NamedTuple):
     num_pending: int
 
 
+_make_meta = Meta._make
+
+
 def meta_of(msg: Msg) -> Meta:
     """Parse the reply subject (v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>;
     v2 adds <domain>.<account hash> after ACK), cheaper than nats-py's ``msg.metadata`` dataclasses."""
@@ -65,7 +68,8 @@ def meta_of(msg: Msg) -> Meta:
             m = msg.metadata
         return Meta(m.stream, m.sequence.stream, m.num_delivered, int(m.timestamp.timestamp() * 1e9), m.num_pending)
     o = 0 if n == 9 else 2
-    return Meta(t[o + 2], int(t[o + 5]), int(t[o + 4]), int(t[o + 7]), int(t[o + 8]))
+    # _make is tuple.__new__ itself: a NamedTuple's generated __new__ is a Python call (~0.3 us)
+    return _make_meta((t[o + 2], int(t[o + 5]), int(t[o + 4]), int(t[o + 7]), int(t[o + 8])))
 
 
 async def ack(msg: Msg) -> None:
