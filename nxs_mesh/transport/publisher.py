@@ -38,6 +38,8 @@ _STATUS: Final = "Status"
 _NO_RESPONDERS: Final = "503"
 #: Unacknowledged publishes of one batch at most (the bench's lean publisher uses the same bound).
 MAX_IN_FLIGHT: Final = 4096
+# A batch yields to the loop this often: nats-py sends nothing until its flusher task runs.
+_YIELD_EVERY: Final = 256
 
 
 class Ack(msgspec.Struct, gc=False):  # gc=False: one per message of a batch, never part of a cycle
@@ -271,6 +273,8 @@ class JsPublisher:
                     batch.outstanding += 1
                     await nc.publish(subject, data, f"{prefix}{index}", headers)
                     index += 1
+                    if not index % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # sleep-ok: a yield, so the flusher sends and acks are read meanwhile
                 batch.sending = False
                 if batch.outstanding:
                     await batch.done
