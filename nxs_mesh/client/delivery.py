@@ -46,6 +46,7 @@ from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import ENCODING_HEADER, MSGPACK
 from nxs_mesh.wire.envelope import Envelope, check_id, decode
 from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry, SealError, SecurityError
+from nxs_mesh.wire.sealing import SEALED_HEADER
 
 __all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "Ready", "positional_arity"]
 
@@ -141,7 +142,7 @@ class DeliveryPolicy:
         """Screen a batch, then run its envelopes by priority (higher first, then stream order)."""
         ready: list[Ready] = []
         for msg, meta in msgs:
-            item = await self.screen(msg, meta)
+            item = self._quick(msg, meta) or await self.screen(msg, meta)
             if item is not None:
                 ready.append(item)
         if len(ready) > 1:
@@ -164,7 +165,7 @@ class DeliveryPolicy:
         """Run one screened delivery that may have waited (in a priority window): expired meanwhile, it
         is terminated instead."""
         _, _, env, msg, meta = item
-        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+        if env.ttl and _expired(env, meta):
             self.stats.expired += 1
             self._signers.pop(meta.stream_seq, None)
             await pull.term(msg)
@@ -172,6 +173,18 @@ class DeliveryPolicy:
         await self._handle(env, msg, meta)
 
     # -- screening --------------------------------------------------------------------------------------
+    def _quick(self, msg: Delivered, meta: Meta) -> Ready | None:
+        """``screen`` without a coroutine for the common case; None: ``screen`` settles what is wrong."""
+        headers = msg.headers
+        if self._security is not None or (headers is not None and SEALED_HEADER in headers):
+            return None
+        try:
+            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            _check_addressing(env, msg.subject)
+        except Exception:  # noqa: BLE001 - screen() decodes it again and settles it with the reason
+            return None
+        return None if env.ttl and _expired(env, meta) else (env.priority, meta.stream_seq, env, msg, meta)
+
     async def screen(self, msg: Delivered, meta: Meta) -> Ready | None:
         """Decode and check one delivery; returns it ready to handle, or settles it here."""
         try:
@@ -191,8 +204,7 @@ class DeliveryPolicy:
         except Exception as exc:  # noqa: BLE001 - whatever the input does to the decoder, it is settled here
             await self._invalid(msg, f"undecodable ({type(exc).__name__}: {str(exc)[:200]})")
             return None
-        # Expired by stored (server) time + ttl; in integer ns, same rule as Envelope.is_expired(stored_at=).
-        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+        if env.ttl and _expired(env, meta):
             self.stats.expired += 1
             await pull.term(msg)
             return None
@@ -369,6 +381,10 @@ def _check_addressing(env: Envelope, subject: str) -> None:
     expected = subjects.for_envelope(env)
     if subject != expected:
         raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
+
+
+def _expired(env: Envelope, meta: Meta) -> bool:  # stored (server) time + ttl, as Envelope.is_expired(stored_at=)
+    return time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000
 
 
 def _priority_order(item: Ready) -> tuple[int, int]:
