@@ -26,6 +26,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
 from nats.js import api as jsapi
 
 __all__ = ["LeanPublisher", "core_request", "lean_pull", "push_consume"]
@@ -173,9 +174,9 @@ async def core_request(client: Client, server: Client, payload: bytes, n: int, *
         await msg.respond(msg.data)
 
     sub = await server.subscribe(subject, cb=echo)
-    await server.flush()
     out: list[float] = []
     try:
+        await _interest(client, server, subject)
         for i in range(warmup + n):
             t0 = time.perf_counter()
             await client.request(subject, payload, timeout=10)
@@ -184,3 +185,16 @@ async def core_request(client: Client, server: Client, payload: bytes, n: int, *
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def _interest(client: Client, server: Client, subject: str, attempts: int = 50) -> None:
+    """Return once a request on ``subject`` is answered: nats-py's flush may return on an earlier PONG,
+    before the server has the subscription (a request then meets "no responders")."""
+    for _ in range(attempts - 1):
+        await server.flush()
+        try:
+            await client.request(subject, b"", timeout=1)
+            return
+        except NoRespondersError:
+            continue
+    await client.request(subject, b"", timeout=1)
