@@ -27,7 +27,8 @@ test: $(STAMP) ## run the whole test suite against real nats-server processes
 demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert, an agent handoff
 	$(BIN)/nxs demo
 
-bench: $(STAMP) ## mesh vs raw nats-py benchmarks (default scenarios), then presence at scale
+bench: $(STAMP) ## mesh vs nats-py (raw, lean, push) and Synadia's agent SDK (default scenarios), then presence at scale
+	@$(BIN)/python -c "import synadia_ai.agent_service" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/nxs bench
 	$(BIN)/nxs bench scale --nodes 10,50,150,300
 

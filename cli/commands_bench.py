@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from nxs_cli.bench import DEFAULT_SCENARIOS, BenchOptions, BenchReport, Row, run_bench
+from nxs_cli.bench.report import ANCHORS
 from nxs_cli.bench.runner import check_names
 from rich.console import Console
 from rich.table import Table
@@ -20,8 +21,8 @@ __all__ = ["register", "render_table"]
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "-"
-    if metric in ("MB", "s"):
-        return f"{value:,.2f}" if metric == "s" else f"{value:,.1f}"
+    if metric in ("MB", "s", "us/msg"):
+        return f"{value:,.1f}" if metric != "s" else f"{value:,.2f}"
     return f"{value:,.0f}"
 
 
@@ -32,9 +33,10 @@ def render_table(report: BenchReport) -> Table:
         caption=(f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
                  + ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
     )
-    for col, kw in (("scenario", {}), ("metric", {}), ("mesh", {"justify": "right"}),
-                    ("raw nats-py", {"justify": "right"}), ("ratio", {"justify": "right"}),
-                    ("target", {}), ("met", {"justify": "center"})):
+    right = {"justify": "right"}
+    columns = [("scenario", {}), ("metric", {}), ("mesh", right), *((_ANCHOR_TITLES[a], right) for a in ANCHORS),
+               ("ratio", right), ("target", {}), ("met", {"justify": "center"})]
+    for col, kw in columns:
         table.add_column(col, no_wrap=True, **kw)  # type: ignore[arg-type]
     for row in report.rows:
         table.add_row(*_cells(row))
@@ -45,13 +47,27 @@ def notes(report: BenchReport) -> list[str]:
     return [f"{row.scenario}: {row.note}" for row in report.rows if row.note]
 
 
+#: Column titles of the anchors (``bench.report``): nats-py's convenience API, lean loops on nats-py
+#: core, a plain push consumer, Synadia's agent SDK.
+_ANCHOR_TITLES = {"raw": "raw nats-py", "lean": "lean nats-py", "push": "push nats-py", "sdk": "Synadia SDK"}
+
+
+def _ratios(row: Row) -> str:
+    """The ratio the target reads (mesh / raw when the target names no anchor)."""
+    if not row.versus:
+        return "-" if row.ratio is None else f"{row.ratio:.2f}x"
+    parts = [f"{r:.2f}x {a}" if len(row.versus) > 1 else f"{r:.2f}x"
+             for a in row.versus if (r := row.ratio_to(a)) is not None]
+    return ", ".join(parts) or "-"
+
+
 def _cells(row: Row) -> list[str]:
-    ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
+    ratio = _ratios(row)
     met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
     if row.skipped:
         met = "[yellow]skipped[/]"
-    return [row.scenario, row.metric, _fmt(row.mesh, row.metric), _fmt(row.raw, row.metric), ratio,
-            row.target, met]
+    anchors = [_fmt(getattr(row, a), row.metric) for a in ANCHORS]
+    return [row.scenario, row.metric, _fmt(row.mesh, row.metric), *anchors, ratio, row.target, met]
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -68,6 +84,16 @@ def _explicit_url(ctx: typer.Context) -> str | None:
     obj: Any = ctx.find_root().obj
     flags = obj.get("flags") if isinstance(obj, dict) else None
     return (flags or {}).get("servers")
+
+
+def _profile(what: str, options: BenchOptions) -> None:
+    from nxs_cli.bench.profile import PROFILED, profile_mesh
+
+    if what not in PROFILED:
+        fail(f"--profile: expected one of {', '.join(PROFILED)}, got {what!r}")
+    with err_console.status(f"profiling {what}"):
+        text = run(profile_mesh(what, options))
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +113,8 @@ def register(app: typer.Typer) -> None:
         nodes: str = typer.Option("10,50,150,300", "--nodes", help="scale: mesh sizes, comma-separated."),
         per_process: int = typer.Option(50, "--per-process", min=1, help="scale: nodes embedded per process."),
         as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
+        profile: str = typer.Option(None, "--profile", metavar="publish|consume",
+                                    help="Instead of scenarios: profile the mesh side of one (top functions by own time)."),
         url: str = typer.Option(None, "--url", help="Benchmark this server instead of an embedded one."),
         monitor_url: str = typer.Option(None, "--monitor-url", help="Its HTTP monitor (default host:8222)."),
     ) -> None:
@@ -100,6 +128,9 @@ def register(app: typer.Typer) -> None:
             monitor_url=monitor_url, idle_window=idle_window, settle=min(2.0, idle_window),
             failure_trials=trials, scale_nodes=_sizes(nodes), scale_per_process=per_process,
         )
+        if profile is not None:
+            _profile(profile, options)
+            return
         with err_console.status("starting") as status:
             def progress(text: str) -> None:
                 status.update(f"[bold]bench[/] {text}")
@@ -109,7 +140,7 @@ def register(app: typer.Typer) -> None:
             print_json(report.as_dict())
         else:
             # A table for the README: never squeeze it below its natural width when piped.
-            out = console if console.width >= 110 else Console(width=110, highlight=False)
+            out = console if console.width >= 170 else Console(width=170, highlight=False)
             out.print(render_table(report))
             for line in notes(report):
                 console.print(f"  {line}", highlight=False, soft_wrap=True)

@@ -1,9 +1,11 @@
 """Latency, one message at a time: publish -> handler, and request/reply over COMMAND.
 
-End to end: the mesh path is ``Mesh.publish`` -> ``Mesh.consume`` handler (durable pull consumer);
-raw nats-py is ``js.publish`` -> a durable push consumer callback with explicit ack, the lowest-latency
-JetStream delivery nats-py offers. Request/reply: ``Mesh.request`` answered by ``Mesh.reply`` against
-the same hops done by hand in nats-py (JetStream publish, pull consumer, JetStream reply, core inbox).
+End to end: the mesh path is ``Mesh.publish`` -> ``Mesh.consume`` handler (durable pull consumer),
+against nats-py's ``js.publish`` -> a durable push consumer callback with explicit ack (the push
+column), the lowest-latency JetStream delivery nats-py offers. Request/reply: ``Mesh.request``
+answered by ``Mesh.reply`` against the same hops done by hand in nats-py (raw: JetStream publish,
+pull consumer, JetStream reply, core inbox), core NATS request/reply (lean: no JetStream at all) and
+Synadia's agent SDK prompt round trip (sdk, ``bench.sdk``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import replace
 
 from nats.aio.msg import Msg
 from nats.js import api as jsapi
-from nxs_cli.bench.report import Row, ratio_target
+from nxs_cli.bench.lean import core_request
+from nxs_cli.bench.report import Row, anchor_target
+from nxs_cli.bench.sdk import sdk_prompt
 from nxs_cli.bench.session import BenchSession
 from nxs_cli.bench.stats import percentile
 from nxs_cli.bench.throughput import content_of
@@ -36,11 +40,13 @@ async def _samples(n: int, once: Callable[[], Awaitable[float]]) -> list[float]:
     return [await once() for _ in range(n)]
 
 
-def _rows(scenario: str, mesh: list[float], raw: list[float], qs: tuple[int, ...], limit: float | None) -> list[Row]:
+def _rows(scenario: str, sides: dict[str, list[float] | None], qs: tuple[int, ...], **limits: float) -> list[Row]:
+    """One row per percentile (microseconds), a column per side; the p50 row carries the target."""
     rows = []
     for q in qs:
-        row = Row(scenario, f"p{q} us", percentile(mesh, q) * 1e6, percentile(raw, q) * 1e6, higher_is_better=False)
-        rows.append(ratio_target(row, limit) if limit is not None and q == 50 else row)
+        figures = {name: percentile(samples, q) * 1e6 for name, samples in sides.items() if samples}
+        row = Row(scenario, f"p{q} us", **figures, higher_is_better=False)  # type: ignore[arg-type]
+        rows.append(anchor_target(row, **limits) if limits and q == 50 else row)
     return rows
 
 
@@ -48,9 +54,9 @@ async def bench_latency(session: BenchSession) -> list[Row]:
     # One connection per side, as an agent has: the mesh publishes and consumes through one Mesh, raw
     # nats-py through one client (separate connections would add a socket hop to the mesh side only).
     mesh = await _mesh_latency(session)
-    raw = await _raw_latency(session)
-    rows = _rows("publish -> handler", mesh, raw, (50, 90, 99), 1.2)
-    rows[0] = replace(rows[0], note="mesh: durable pull consumer; raw: durable push consumer, explicit ack")
+    push = await _raw_latency(session)
+    rows = _rows("publish -> handler", {"mesh": mesh, "push": push}, (50, 90, 99), push=1.2)
+    rows[0] = replace(rows[0], note="mesh: durable pull consumer; push: nats-py durable push consumer, explicit ack")
     return rows
 
 
@@ -122,8 +128,13 @@ async def bench_request(session: BenchSession) -> list[Row]:
     client = await session.mesh()
     mesh = await _mesh_request(session, client, n)
     raw = await _raw_request(session, client.source, n)
-    rows = _rows("request/reply", mesh, raw, (50, 99), None)
-    rows[0] = replace(rows[0], note="COMMAND over JetStream, RESULT back; raw does the same hops by hand")
+    core = await core_request(await session.raw(), await session.raw(), content_of(session.options.size).encode(),
+                              n, warmup=WARMUP)
+    sdk = await sdk_prompt(session.url, content_of(session.options.size), n, warmup=WARMUP)
+    rows = _rows("request/reply", {"mesh": mesh, "raw": raw, "lean": core, "sdk": sdk.samples}, (50, 99), sdk=1.0)
+    note = ("COMMAND over JetStream, RESULT back; raw: the same hops by hand; lean: core NATS request/reply; "
+            f"sdk: {sdk.what}")
+    rows[0] = replace(rows[0], note=note)
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class BenchSession:
         self._raws: list[Client] = []
         self._ids = itertools.count(1)
         self.run_id = uuid.uuid4().hex[:6]
+        #: Set by ``nxs bench --profile``: the mesh side's timed block runs under it.
+        self.profiler: cProfile.Profile | None = None
 
     def __repr__(self) -> str:
         return f"<BenchSession {self.url or '-'} [{len(self._meshes)} mesh, {len(self._raws)} raw clients]>"

@@ -37,6 +37,7 @@ from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.deadletters import dead_letter_headers, fit_payload
 from nxs_mesh.client.exactly_once import OnceGuard, Verdict
+from nxs_mesh.client.keepalive import KeepAlive
 from nxs_mesh.client.security import MessageSecurity, is_sealed
 from nxs_mesh.transport import pull
 from nxs_mesh.transport.link import Link
@@ -45,6 +46,7 @@ from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import ENCODING_HEADER, MSGPACK
 from nxs_mesh.wire.envelope import Envelope, check_id, decode
 from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry, SealError, SecurityError
+from nxs_mesh.wire.sealing import SEALED_HEADER
 
 __all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "Ready", "positional_arity"]
 
@@ -132,14 +134,15 @@ class DeliveryPolicy:
         self._signers: dict[int, str] = {}  # stream seq -> verified signer, from screening to the handler
         self._wants_delivery = positional_arity(handler) >= 2
         self.stats = DeliveryStats()
-        self._acked_ids: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> stream seq
+        self._acked_ids: collections.OrderedDict[int, int] = collections.OrderedDict()  # UUID.int -> stream seq
+        self._alive = KeepAlive(max(0.2, spec.ack_wait / 3), tasks)
         self.inflight = 0
 
     async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
         """Screen a batch, then run its envelopes by priority (higher first, then stream order)."""
         ready: list[Ready] = []
         for msg, meta in msgs:
-            item = await self.screen(msg, meta)
+            item = self._quick(msg, meta) or await self.screen(msg, meta)
             if item is not None:
                 ready.append(item)
         if len(ready) > 1:
@@ -162,7 +165,7 @@ class DeliveryPolicy:
         """Run one screened delivery that may have waited (in a priority window): expired meanwhile, it
         is terminated instead."""
         _, _, env, msg, meta = item
-        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+        if env.ttl and _expired(env, meta):
             self.stats.expired += 1
             self._signers.pop(meta.stream_seq, None)
             await pull.term(msg)
@@ -170,6 +173,18 @@ class DeliveryPolicy:
         await self._handle(env, msg, meta)
 
     # -- screening --------------------------------------------------------------------------------------
+    def _quick(self, msg: Delivered, meta: Meta) -> Ready | None:
+        """``screen`` without a coroutine for the common case; None: ``screen`` settles what is wrong."""
+        headers = msg.headers
+        if self._security is not None or (headers is not None and SEALED_HEADER in headers):
+            return None
+        try:
+            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            _check_addressing(env, msg.subject)
+        except Exception:  # noqa: BLE001 - screen() decodes it again and settles it with the reason
+            return None
+        return None if env.ttl and _expired(env, meta) else (env.priority, meta.stream_seq, env, msg, meta)
+
     async def screen(self, msg: Delivered, meta: Meta) -> Ready | None:
         """Decode and check one delivery; returns it ready to handle, or settles it here."""
         try:
@@ -189,8 +204,7 @@ class DeliveryPolicy:
         except Exception as exc:  # noqa: BLE001 - whatever the input does to the decoder, it is settled here
             await self._invalid(msg, f"undecodable ({type(exc).__name__}: {str(exc)[:200]})")
             return None
-        # Expired by stored (server) time + ttl; in integer ns, same rule as Envelope.is_expired(stored_at=).
-        if env.ttl and time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000:
+        if env.ttl and _expired(env, meta):
             self.stats.expired += 1
             await pull.term(msg)
             return None
@@ -220,7 +234,7 @@ class DeliveryPolicy:
 
     # -- handling ---------------------------------------------------------------------------------------
     async def _handle(self, env: Envelope, msg: Delivered, meta: Meta) -> None:
-        mid = env.id  # str(UUID) is not free: once per message
+        mid = env.message_id.int  # the key: str(UUID) is ~0.8 us, even hash(UUID) is a Python call
         signer = self._signers.pop(meta.stream_seq, None) if self._signers else None
         if mid in self._acked_ids:
             # Already handled once (a redelivery after a lost ack, or a re-publish). Checked here, not
@@ -229,27 +243,20 @@ class DeliveryPolicy:
             if self._security is not None and self._security.secure and first != meta.stream_seq:
                 # The same signed message stored again (a capture re-published past the dedup window).
                 self.stats.refused += 1
-                await self.dead_letter(msg, f"refused: replayed: message_id {mid} was handled at seq {first}",
+                await self.dead_letter(msg, f"refused: replayed: message_id {env.id} was handled at seq {first}",
                                        kind="refused")
                 return
             self.stats.duplicates += 1
             await pull.ack(msg)
             return
         self.inflight += 1
-        # The keepalive starts only when the handler outlasts one interval: most finish sooner, and a
-        # timer costs far less per message than a task created and cancelled (consume throughput).
-        keepalive: list[asyncio.Task[None]] = []
-        timer = asyncio.get_running_loop().call_later(
-            self._keepalive_interval,
-            lambda: keepalive.append(self._tasks.spawn(f"keepalive {mid}", self._keepalive(msg))))
+        key = self._alive.started(msg)  # in-progress acks only if the handler outlasts an interval
         try:
             token = 0
             if self._once is None or (token := await self._claim(env, msg, meta)):
                 await self._run_handler(env, msg, meta, token, signer)
         finally:
-            timer.cancel()
-            for task in keepalive:
-                task.cancel()
+            self._alive.finished(key)
             self.inflight -= 1
 
     async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0,
@@ -284,7 +291,7 @@ class DeliveryPolicy:
         else:
             self.stats.handled += 1
             # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
-            self._remember(env.id, meta.stream_seq)
+            self._remember(env.message_id.int, meta.stream_seq)
             if token and not await self._finish(env, token):
                 return  # another member took the message over meanwhile: its delivery settles it
             await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
@@ -307,7 +314,7 @@ class DeliveryPolicy:
         if verdict is Verdict.DONE:
             self.stats.duplicates += 1
             self.stats.group_duplicates += 1
-            self._remember(env.id, meta.stream_seq)
+            self._remember(env.message_id.int, meta.stream_seq)
             await pull.ack(msg)
         else:
             self.stats.deferred += 1
@@ -332,17 +339,7 @@ class DeliveryPolicy:
 
     @property
     def _keepalive_interval(self) -> float:
-        return max(0.2, self.spec.ack_wait / 3)
-
-    async def _keepalive(self, msg: Delivered) -> None:
-        """In-progress acks while a handler runs, so a long handler is not redelivered mid-work. A failed
-        one (reconnecting) is tried again next interval; the handler's own outcome settles the message."""
-        while True:
-            try:
-                await pull.in_progress(msg)
-            except MeshError as exc:
-                log.debug("in-progress ack failed (%s); next in %.1fs", exc, self._keepalive_interval)
-            await asyncio.sleep(self._keepalive_interval)  # sleep-ok: a timer, not synchronisation
+        return self._alive.interval
 
     async def _retry_or_dead(self, env: Envelope, msg: Delivered, meta: Meta, delay: float, reason: str) -> None:
         if meta.num_delivered >= self.spec.max_deliver:
@@ -351,7 +348,7 @@ class DeliveryPolicy:
         else:
             await pull.nak(msg, delay)
 
-    def _remember(self, message_id: str, seq: int) -> None:
+    def _remember(self, message_id: int, seq: int) -> None:
         self._acked_ids[message_id] = seq
         if len(self._acked_ids) > self.spec.dedup_size:
             self._acked_ids.popitem(last=False)
@@ -384,6 +381,10 @@ def _check_addressing(env: Envelope, subject: str) -> None:
     expected = subjects.for_envelope(env)
     if subject != expected:
         raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
+
+
+def _expired(env: Envelope, meta: Meta) -> bool:  # stored (server) time + ttl, as Envelope.is_expired(stored_at=)
+    return time.time_ns() >= meta.stored_ns + env.ttl * 1_000_000_000
 
 
 def _priority_order(item: Ready) -> tuple[int, int]:

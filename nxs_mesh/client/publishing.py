@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -30,7 +29,7 @@ from nxs_mesh.wire.contract import (
     TTL_HEADER,
     TTL_TYPES,
 )
-from nxs_mesh.wire.envelope import Envelope, encode
+from nxs_mesh.wire.envelope import Envelope, Source, encode, new_envelope
 from nxs_mesh.wire.errors import (
     BrokenError,
     ConnectError,
@@ -59,13 +58,31 @@ _JS_UNAVAILABLE_SWITCH: Final = 3
 _SWITCH_EVERY: Final = 5.0  # seconds between such switches at most (no flapping between members)
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(msgspec.Struct, frozen=True):
+    """What became of a publish (a struct, not a dataclass: one per message of ``publish_many``, and
+    a frozen dataclass costs ~1.5 us to build)."""
+
     message_id: str
     stream: str
     seq: int | None
     duplicate: bool = False
     queued: bool = False  # True when held in the offline outbox instead of stored
+
+
+# The JSON wire form starts with the message id (``message_id`` is the envelope's first field), so a
+# batch takes the id's text from the bytes it has just encoded: str(UUID) costs ~1 us per message.
+# Checked once here on a probe; should the layout ever differ, the id comes from str(UUID) as before.
+_ID_LEAD: Final = b'{"message_id":"'
+_ID_AT: Final = slice(len(_ID_LEAD), len(_ID_LEAD) + 36)
+
+
+def _id_leads_json() -> bool:
+    probe = new_envelope("CHAT", source=Source("probe", "probe"))
+    data = encode(probe)
+    return data.startswith(_ID_LEAD) and data[_ID_AT].decode() == probe.id
+
+
+_ID_IN_JSON: Final = _id_leads_json()
 
 
 def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
@@ -210,13 +227,16 @@ class PublishPath:
         """Pipelined (see ``Mesh.publish_many``)."""
         mids: list[str] = []
         sign = self._sign
+        id_in_data = _ID_IN_JSON and not msgpack
 
         def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             # Built as they are sent (pipelined with the acks already coming back).
             for env in envelopes:
                 data = encode_checked(env, msgpack=msgpack)
-                _, headers = publish_headers(env, msgpack=msgpack)
-                mid = headers[MSG_ID_HEADER]
+                mid = data[_ID_AT].decode() if id_in_data else env.id
+                headers = {MSG_ID_HEADER: mid}
+                if (env.ttl and env.message_type in TTL_TYPES) or msgpack:
+                    _, headers = publish_headers(env, msgpack=msgpack)
                 mids.append(mid)
                 subject = subjects.for_envelope(env)
                 if sign is not None:

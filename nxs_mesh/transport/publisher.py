@@ -32,13 +32,17 @@ from nxs_mesh.transport.denials import Denials
 from nxs_mesh.transport.translate import mesh_error_for
 from nxs_mesh.wire.errors import ClosedError, MeshError, MeshTimeout, PublishError, StreamError
 
-__all__ = ["Ack", "JsPublisher"]
+__all__ = ["MAX_IN_FLIGHT", "Ack", "JsPublisher"]
 
 _STATUS: Final = "Status"
 _NO_RESPONDERS: Final = "503"
+#: Unacknowledged publishes of one batch at most (the bench's lean publisher uses the same bound).
+MAX_IN_FLIGHT: Final = 4096
+# A batch yields to the loop this often: nats-py sends nothing until its flusher task runs.
+_YIELD_EVERY: Final = 256
 
 
-class Ack(msgspec.Struct):
+class Ack(msgspec.Struct, gc=False):  # gc=False: one per message of a batch, never part of a cycle
     """A JetStream publish acknowledgement (``{"stream": .., "seq": .., "duplicate": ..}`` or ``{"error": ..}``)."""
 
     stream: str = ""
@@ -144,7 +148,7 @@ class _Batch:
 class JsPublisher:
     """Publishes to JetStream over one connection; ``start()`` once connected, ``close()`` before closing it."""
 
-    def __init__(self, nc: Client, *, max_in_flight: int = 4096, denials: Denials | None = None) -> None:
+    def __init__(self, nc: Client, *, max_in_flight: int = MAX_IN_FLIGHT, denials: Denials | None = None) -> None:
         self._nc = nc
         self.denials = denials
         self._loop = asyncio.get_running_loop()
@@ -269,6 +273,8 @@ class JsPublisher:
                     batch.outstanding += 1
                     await nc.publish(subject, data, f"{prefix}{index}", headers)
                     index += 1
+                    if not index % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # sleep-ok: a yield, so the flusher sends and acks are read meanwhile
                 batch.sending = False
                 if batch.outstanding:
                     await batch.done

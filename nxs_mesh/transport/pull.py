@@ -55,6 +55,9 @@ class Meta(NamedTuple):
     num_pending: int
 
 
+_make_meta = Meta._make
+
+
 def meta_of(msg: Msg) -> Meta:
     """Parse the reply subject (v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>;
     v2 adds <domain>.<account hash> after ACK), cheaper than nats-py's ``msg.metadata`` dataclasses."""
@@ -65,7 +68,8 @@ def meta_of(msg: Msg) -> Meta:
             m = msg.metadata
         return Meta(m.stream, m.sequence.stream, m.num_delivered, int(m.timestamp.timestamp() * 1e9), m.num_pending)
     o = 0 if n == 9 else 2
-    return Meta(t[o + 2], int(t[o + 5]), int(t[o + 4]), int(t[o + 7]), int(t[o + 8]))
+    # _make is tuple.__new__ itself: a NamedTuple's generated __new__ is a Python call (~0.3 us)
+    return _make_meta((t[o + 2], int(t[o + 5]), int(t[o + 4]), int(t[o + 7]), int(t[o + 8])))
 
 
 async def ack(msg: Msg) -> None:
@@ -244,7 +248,16 @@ class PullSession:
                 self.last_error = f"fetch: {trouble}"
         elif msgs:
             self._failures = 0
+            if want <= 0 and not self._req and not stopping.is_set():
+                await self._prefetch()
         return msgs
+
+    async def _prefetch(self) -> None:
+        """The batch in hand used up its request: ask for the next one now, so that it travels while
+        this one is handled (a round trip per batch hidden). Only on the default path (``want`` 0),
+        which holds at most two batches; a failure here is the next turn's to see."""
+        with contextlib.suppress(Exception):  # disconnected: next_batch backs off and asks again
+            await self._pull(self.spec.batch)
 
     async def _failed(self, error: str, stopping: asyncio.Event) -> None:
         self._failures += 1

@@ -348,10 +348,15 @@ def new_envelope(
 ) -> Envelope:
     """Build a validated outgoing envelope. Struct constructors do not check constraints, this does."""
     kind = message_type if message_type in _TYPE_SET else normalize_type(message_type)
-    to = check_id(to, "target.instance_id", allow_all=True)
-    agent = check_id(agent, "target.agent_id", allow_all=True)
-    check_id(source.instance_id, "source.instance_id")
-    check_id(source.agent_id, "source.agent_id")
+    known = _CHECKED_IDS  # the same few ids on every publish: a set lookup each, check_id for the rest
+    if type(to) is not str or not (to in known or to == BROADCAST):
+        to = check_id(to, "target.instance_id", allow_all=True)
+    if type(agent) is not str or not (agent in known or agent == BROADCAST):
+        agent = check_id(agent, "target.agent_id", allow_all=True)
+    src_instance, src_agent = source.instance_id, source.agent_id
+    if type(src_instance) is not str or type(src_agent) is not str or src_instance not in known or src_agent not in known:
+        check_id(src_instance, "source.instance_id")
+        check_id(src_agent, "source.agent_id")
     if type(priority) is not int or not 0 <= priority <= 9:
         raise EnvelopeError(f"{priority!r} is out of range: use an integer 0..9", "priority")
     if type(ttl) is not int or ttl < 0:

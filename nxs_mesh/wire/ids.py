@@ -26,6 +26,8 @@ import os
 import uuid
 from typing import Final
 
+import msgspec
+
 __all__ = ["ALERT_NAMESPACE", "RESULT_NAMESPACE", "alert_id", "random_uuid", "result_id"]
 
 ALERT_NAMESPACE: Final = uuid.UUID("0d6f3c1e-2b7a-4f4e-8c0a-6f5b1d2e3a90")
@@ -46,39 +48,41 @@ def result_id(request_id: str) -> str:
     return str(uuid.uuid5(RESULT_NAMESPACE, RESULT_NAME.format(request_id=request_id)))
 
 
-# Random (v4) message ids, built faster than uuid.uuid4() (~0.5 us instead of ~1.8 us): random bits
-# come 256 ids per os.urandom call (list.pop is atomic, so threads never share one; a forked child
-# drops its parent's pool), and the UUID is made from its int without re-validating it.
-_V4_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
-_V4_BITS: Final = (0x8000 << 48) | (0x4000 << 64)
-_id_pool: list[int] = []
-_new_object = object.__new__
-_set_slot = object.__setattr__
+# Random (v4) message ids, built far faster than uuid.uuid4() (~1.8 us each): 256 at a time from one
+# os.urandom call, the version and variant bits set on all of them by one big-int mask, and the
+# UUID objects made by msgspec's C decoder from a MessagePack array of 16-byte binaries (list.pop is
+# atomic, so threads never share one; a forked child drops its parent's pool).
+_POOL: Final = 256
+_ITEM: Final = 18  # MessagePack bin 8 of 16 bytes: c4 10 + the UUID's bytes
 
 
-def _uuid_from_int(value: int) -> uuid.UUID:
-    u = _new_object(uuid.UUID)
-    _set_slot(u, "int", value)
-    _set_slot(u, "is_safe", uuid.SafeUUID.unknown)
-    return u
+def _item_pattern(prefix: bytes, version_byte: int, variant_byte: int, rest: int) -> bytes:
+    item = bytearray(prefix + bytes([rest]) * 16)
+    item[len(prefix) + 6], item[len(prefix) + 8] = version_byte, variant_byte
+    return bytes(item) * _POOL
+
+
+# Keep every bit but the version nibble (byte 6) and the variant's two bits (byte 8); then set them to 4 and 0b10.
+_MASK: Final = int.from_bytes(_item_pattern(b"\x00\x00", 0x0F, 0x3F, 0xFF))
+_BITS: Final = int.from_bytes(_item_pattern(b"\xc4\x10", 0x40, 0x80, 0x00))
+_HEAD: Final = b"\xdc" + _POOL.to_bytes(2)  # MessagePack array 16 of _POOL items
+_decode_ids = msgspec.msgpack.Decoder(list[uuid.UUID]).decode
+_id_pool: list[uuid.UUID] = []
+
+
+def _fill() -> None:
+    bits = (int.from_bytes(os.urandom(_ITEM * _POOL)) & _MASK) | _BITS
+    _id_pool.extend(_decode_ids(_HEAD + bits.to_bytes(_ITEM * _POOL)))
 
 
 def random_uuid() -> uuid.UUID:
     """A random (v4) UUID, for every message whose id is not derived."""
     try:
-        value = _id_pool.pop()
+        return _id_pool.pop()
     except IndexError:
-        raw = os.urandom(16 * 256)
-        _id_pool.extend((int.from_bytes(raw[i:i + 16]) & _V4_MASK) | _V4_BITS for i in range(0, len(raw), 16))
-        value = _id_pool.pop()
-    return _make_uuid(value)
+        _fill()
+        return _id_pool.pop()
 
 
-try:  # the fast constructor relies on UUID's slots; fall back to the public one if they ever change
-    _probe = _uuid_from_int(_V4_BITS | 12345)
-    _ok = _probe == uuid.UUID(int=_V4_BITS | 12345) and str(_probe) == str(uuid.UUID(int=_V4_BITS | 12345))
-except Exception:  # any surprise from UUID's internals: use the public constructor
-    _ok = False
-_make_uuid = _uuid_from_int if _ok else (lambda value: uuid.UUID(int=value))
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_id_pool.clear)
