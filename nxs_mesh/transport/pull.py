@@ -190,7 +190,10 @@ class PullSession:
         self._nms = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}"
 
     async def close(self) -> None:
-        """Unsubscribe and hand back (nak) what arrived but was never taken."""
+        """Unsubscribe and hand back (nak) what arrived but was never taken. A request still bringing
+        a backlog is let finish first: what it delivers after the unsubscribe would wait out ack_wait."""
+        if self._sub is not None and self._req and self._last_pending > 0 and self._link.is_connected:
+            await self._finish_request()
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):  # the connection may be gone; the server forgets the sub
@@ -200,6 +203,18 @@ class PullSession:
             if msg.reply:
                 with contextlib.suppress(Exception):  # unacked anyway: redelivered after ack_wait
                     await msg.nak()
+
+    async def _finish_request(self) -> None:
+        """Collect the live request's deliveries (to nak them) until it is used up or ended by the
+        server; with a backlog that is one round trip, and never longer than the request's deadline."""
+        loop = asyncio.get_running_loop()
+        taken: list[Msg] = []
+        while self._req and loop.time() < self._req_deadline:
+            taken += [msg for msg, _ in self._take()]
+            if self._req:
+                await self._wake.wait(self._req_deadline - loop.time())
+        taken += [msg for msg, _ in self._take()]
+        self._buf.extend(taken)
 
     @property
     def durables(self) -> tuple[str, ...]:
