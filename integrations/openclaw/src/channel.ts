@@ -38,6 +38,9 @@ export const peerOf = (s: Source): string => `${s.instance_id}/${s.agent_id}`;
 /** The text an agent sees for a CHAT's content (a string as is, anything else as JSON). */
 export const textOf = (content: unknown): string => (typeof content === "string" ? content : JSON.stringify(content));
 
+/** A CHAT that answers one of ours (see ``replyTo``): handed over, never answered back. */
+const isAnswer = (env: Envelope): boolean => typeof env.payload.metadata?.in_reply_to === "string";
+
 export class NxsChannel {
   /** What happened to each message, for status and tests: handled, refused (with why), failed. */
   readonly counts = { handled: 0, refused: 0, failed: 0 };
@@ -104,7 +107,7 @@ export class NxsChannel {
     const working = setInterval(() => m.working(), (this.cfg.ackWaitSeconds * 1000) / 3);
     try {
       await this.dispatch(msg, async (text) => { if (text) texts.push(text); });
-      if (texts.length > 0) await this.replyTo(env, texts.join("\n\n"));
+      if (texts.length > 0 && !isAnswer(env)) await this.replyTo(env, texts.join("\n\n"));
       m.ack();
       this.counts.handled += 1;
     } catch (err) {
@@ -129,7 +132,10 @@ export class NxsChannel {
   /** The answer to ``req``: a RESULT on its reply_to, else a CHAT back to the sender; both correlated. */
   async replyTo(req: Envelope, text: string): Promise<void> {
     if (req.reply_to) return this.link.send(resultFor(req, text, this.link.source), req.reply_to);
-    const env = { ...resultFor(req, text, this.link.source), message_type: "CHAT" as const };
+    const base = resultFor(req, text, this.link.source);
+    // Marked as an answer: a gateway receiving it hands it to its agent but does not answer it back,
+    // so two agents with this channel cannot loop on each other's replies.
+    const env = { ...base, message_type: "CHAT" as const, payload: { ...base.payload, metadata: { in_reply_to: req.message_id } } };
     await this.link.send(env, subjects.chat(req.source.instance_id, req.source.agent_id));
   }
 

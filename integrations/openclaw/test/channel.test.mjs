@@ -216,6 +216,30 @@ test("agent tools: delegate a COMMAND to a Python node and a TASK to a capabilit
   }
 });
 
+test("a CHAT without reply_to is answered with a CHAT to the sender; an answer is handed over but not answered back", async () => {
+  const a = account();
+  const b = account();
+  const seen = [];
+  const dispatch = async (msg, deliver) => {
+    seen.push(`${msg.peer}: ${msg.text}`);
+    await deliver(`re: ${msg.text}`);
+  };
+  const chA = await NxsChannel.start(a, dispatch, quiet);
+  const chB = await NxsChannel.start(b, dispatch, quiet);
+  try {
+    await chA.sendText(`${b.instanceId}/main`, "ping"); // A's agent starts a conversation with B
+    await eventually(() => seen.length === 2, "B's answer handed to A");
+    assert.deepEqual(seen, [`${a.instanceId}/main: ping`, `${b.instanceId}/main: re: ping`]);
+    await eventually(() => chA.counts.handled === 1 && chB.counts.handled === 1, "both acked");
+    // No ping-pong: A did not answer B's answer (nothing more arrives at B).
+    const stateB = await consumerState(b);
+    assert.deepEqual([stateB.delivered, stateB.pending], [1, 0]); // A published before it acked: it would show
+  } finally {
+    await chA.stop();
+    await chB.stop();
+  }
+});
+
 test("account config errors name the field", () => {
   const where = "channels.nxs.accounts.a";
   assert.throws(() => resolveAccountConfig("a", { servers: ["nats://x"] }), new ConfigError(`${where}.instanceId`, "is required"));

@@ -1,0 +1,56 @@
+/**
+ * The agent tools (see ``tools.ts`` for what they send): registered with ``api.registerTool`` and
+ * declared in openclaw.plugin.json ``contracts.tools``. Parameters are plain JSON Schema.
+ */
+import type { NxsChannel } from "./channel.js";
+import { delegate, submitTask, type DelegateArgs, type TaskArgs } from "./tools.js";
+
+interface ToolApi {
+  registerTool(tool: {
+    name: string; description: string; parameters: Record<string, unknown>;
+    execute(id: string, params: Record<string, unknown>): Promise<{ content: { type: "text"; text: string }[]; details: unknown }>;
+  }): void;
+}
+
+const text = (value: unknown) => ({ content: [{ type: "text" as const, text: typeof value === "string" ? value : JSON.stringify(value) }], details: value });
+const common = {
+  timeoutSeconds: { type: "number", description: "how long to wait for the RESULT (default 60)" },
+  account: { type: "string", description: "which channels.nxs account to send from (default: the first running)" },
+};
+
+export function registerTools(api: ToolApi, channelFor: (account?: string | null) => NxsChannel): void {
+  api.registerTool({
+    name: "nxs_delegate",
+    description: "Ask another agent on the nxs mesh to run a command and wait for its answer (a COMMAND and its RESULT).",
+    parameters: {
+      type: "object", additionalProperties: false, required: ["instance", "command"],
+      properties: {
+        instance: { type: "string", description: "the mesh node (instance id) that runs the agent" },
+        agent: { type: "string", description: "the agent id on that node (default: any)" },
+        command: { type: "string", description: "the command name the node registered" },
+        args: { description: "the command's arguments (any JSON)" },
+        ...common,
+      },
+    },
+    async execute(_id, p) {
+      const ch = channelFor(p.account as string | undefined);
+      return text(await delegate(ch.link, p as unknown as DelegateArgs));
+    },
+  });
+  api.registerTool({
+    name: "nxs_task",
+    description: "Give a task to whichever mesh node has a capability, and wait for its result (a TASK and its RESULT).",
+    parameters: {
+      type: "object", additionalProperties: false, required: ["capability"],
+      properties: {
+        capability: { type: "string", description: "the capability a node must have (e.g. resize)" },
+        payload: { description: "the task's input (any JSON)" },
+        ...common,
+      },
+    },
+    async execute(_id, p) {
+      const ch = channelFor(p.account as string | undefined);
+      return text(await submitTask(ch.link, p as unknown as TaskArgs));
+    },
+  });
+}
