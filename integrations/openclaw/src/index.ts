@@ -21,7 +21,10 @@ export const CHANNEL_ID = "nxs";
 type Cfg = { channels?: Record<string, unknown> } & Record<string, unknown>;
 interface ResolvedAccount { accountId: string; config?: AccountConfig; error?: string; allowFrom: string[] }
 
-const running = new Map<string, NxsChannel>();
+// OpenClaw may evaluate this module more than once in one gateway (the channel runtime and the tool
+// catalog are separate registrations), so the running accounts live in one process-wide map.
+const RUNNING = Symbol.for("nxs-mesh.openclaw.running");
+const running: Map<string, NxsChannel> = ((globalThis as Record<symbol, unknown>)[RUNNING] ??= new Map()) as Map<string, NxsChannel>;
 let runtime: unknown;
 
 function accounts(cfg: Cfg): Record<string, unknown> {
