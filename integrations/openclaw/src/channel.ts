@@ -45,6 +45,8 @@ export class NxsChannel {
   /** What happened to each message, for status and tests: handled, refused (with why), failed. */
   readonly counts = { handled: 0, refused: 0, failed: 0 };
   private readonly peers = new Map<string, Promise<void>>();
+  /** Requests OpenClaw took without answering within the turn, per peer, oldest first (see ``sendText``). */
+  private readonly awaiting = new Map<string, Envelope[]>();
   private loop?: Promise<void>;
   private messages?: Awaited<ReturnType<Link["consume"]>>;
 
@@ -108,6 +110,7 @@ export class NxsChannel {
     try {
       await this.dispatch(msg, async (text) => { if (text) texts.push(text); });
       if (texts.length > 0 && !isAnswer(env)) await this.replyTo(env, texts.join("\n\n"));
+      else if (texts.length === 0 && !isAnswer(env)) this.await(msg.peer, env);
       m.ack();
       this.counts.handled += 1;
     } catch (err) {
@@ -139,8 +142,25 @@ export class NxsChannel {
     await this.link.send(env, subjects.chat(req.source.instance_id, req.source.agent_id));
   }
 
-  /** A message the agent starts itself (not an answer): CHAT to ``peer`` ("instance/agent"). */
+  /** Keep ``env`` as answered later: OpenClaw may finish a turn outside the dispatch that handed it
+   * over. A gateway restarted mid-turn skips the redelivered message as a duplicate (it recorded it
+   * before dying) and its own restart recovery reruns the turn, whose reply comes through ``sendText``. */
+  private await(peer: string, env: Envelope): void {
+    const queue = (this.awaiting.get(peer) ?? []).filter((e) => secondsLeft(e) > 0);
+    queue.push(env);
+    this.awaiting.set(peer, queue);
+  }
+
+  /** What the agent sends to ``peer`` ("instance/agent") on its own: the answer to that peer's oldest
+   * request still waiting (a RESULT on its reply_to), else a new CHAT. */
   async sendText(peer: string, text: string): Promise<string> {
+    const waiting = (this.awaiting.get(peer) ?? []).filter((e) => secondsLeft(e) > 0);
+    const req = waiting.shift();
+    this.awaiting.set(peer, waiting);
+    if (req !== undefined) {
+      await this.replyTo(req, text);
+      return resultFor(req, text, this.link.source).message_id;
+    }
     const [instance = "", agent = "main"] = peer.split("/");
     const env = newEnvelope({ type: "CHAT", content: text, source: this.link.source, to: instance, agent });
     await this.link.send(env, subjects.chat(instance, agent));

@@ -240,6 +240,24 @@ test("a CHAT without reply_to is answered with a CHAT to the sender; an answer i
   }
 });
 
+test("a request OpenClaw takes without answering in the turn is answered by its next sendText to that peer", async () => {
+  // What a gateway restarted mid-turn does: the redelivered message is a duplicate to OpenClaw (no reply in
+  // that dispatch) and its restart recovery delivers the rerun turn's reply through the outbound adapter.
+  const cfg = account();
+  let ch;
+  ch = await NxsChannel.start(cfg, async (msg) => {
+    setImmediate(() => void ch.sendText(msg.peer, `later: ${msg.text}`));
+  }, quiet);
+  try {
+    const reply = await peer("ask", nats.url, "alice", cfg.instanceId, "main", "answer me eventually");
+    assert.equal(reply.type, "RESULT");
+    assert.equal(reply.content, "later: answer me eventually");
+    assert.equal(reply.correlation_id, reply.sent_correlation_id);
+  } finally {
+    await ch.stop();
+  }
+});
+
 test("account config errors name the field", () => {
   const where = "channels.nxs.accounts.a";
   assert.throws(() => resolveAccountConfig("a", { servers: ["nats://x"] }), new ConfigError(`${where}.instanceId`, "is required"));

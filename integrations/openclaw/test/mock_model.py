@@ -6,6 +6,8 @@ POST /v1/chat/completions (streamed as SSE when asked, else one JSON) answers th
 
 - "mock turn <n>: <text>" where n counts the user messages the gateway sent: the conversation's length,
   so two peers with their own sessions each see turn 1;
+- a message containing "HOLD" is not answered while a file named ``hold`` exists in the working
+  directory (the test kills the gateway meanwhile: a prompt in flight);
 - a message containing "DELEGATE <instance> <json args>" gets a tool call to nxs_delegate (command
   "echo"); once the tool's result comes back, the answer is "tool said: <result>".
 
@@ -15,6 +17,7 @@ Every request is appended to requests.jsonl in the working directory (what the t
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -69,6 +72,8 @@ def answer(req: dict[str, Any]) -> dict[str, Any]:
         return {"content": f"tool said: {text_of(since[-1].get('content'))}"}
     bodies = inbound_bodies(messages)
     said = bodies[-1] if bodies else ""
+    while "HOLD" in said and os.path.exists("hold"):
+        time.sleep(0.05)  # sleep-ok: the mock model "thinks" until the test removes the hold file
     ask = re.search(r"DELEGATE (\S+) (\{.*\})", said)
     if ask:
         tools = [t.get("function", {}).get("name") for t in req.get("tools", [])]
