@@ -179,8 +179,8 @@ async def wait_consuming(h: Harness, gateway: Process) -> None:
     await eventually(consuming, timeout=120, interval=0.25, what="the gateway's nxs account consuming")
 
 
-async def ask(mesh: Mesh, to: str, text: str, timeout: float = 90) -> Envelope:
-    _, env = await mesh.call("CHAT", text, correlation_id=str(uuid.uuid4()), timeout=timeout,
+async def ask(mesh: Mesh, to: str, text: str, timeout: float = 90, corr: str | None = None) -> Envelope:
+    _, env = await mesh.call("CHAT", text, correlation_id=corr or str(uuid.uuid4()), timeout=timeout,
                              waiting_for=f"the gateway's answer to {text!r}", to=to, agent="main")
     return env
 
@@ -238,15 +238,27 @@ async def test_the_real_gateway_answers_mesh_chat_per_peer_refuses_strangers_del
                 # 5. A prompt in flight when the gateway dies (SIGKILL) is redelivered to the restarted one.
                 (tmp_path / "hold").touch()
                 pending = h.requests()
-                held = asyncio.create_task(ask(alice, h.instance, "HOLD this one", timeout=240))
+                corr = str(uuid.uuid4())
+                held = asyncio.create_task(ask(alice, h.instance, "HOLD this one", timeout=240, corr=corr))
                 await eventually(lambda: len(h.requests()) > len(pending), timeout=60, what="the model got the prompt")
                 h.gateway.kill()  # type: ignore[union-attr]
                 (tmp_path / "hold").unlink()
                 await wait_consuming(h, h.start_gateway())
                 after = await held
-                # OpenClaw recorded the prompt before it died: the redelivered copy is a duplicate to it and
-                # its own restart recovery reruns the turn, answering through the channel's sendText.
-                assert after.message_type == "RESULT" and "HOLD this one" in str(after.content), after.content
+                # OpenClaw recorded the prompt before it died: the redelivered copy is a duplicate to it, and
+                # its own restart recovery reruns the turn: a notice first (the RESULT), then the answer (a
+                # CHAT correlated to the request).
                 assert "cause=skipped:duplicate" in h.gateway.text()  # type: ignore[union-attr]
+                assert after.message_type == "RESULT" and after.correlation_id == corr
+
+                async def answered() -> Envelope | None:
+                    if "HOLD this one" in str(after.content):
+                        return after
+                    rec = await alice.last("chat", "nxs.chat.alice.main")
+                    env = rec.envelope if rec is not None else None
+                    return env if env is not None and "HOLD this one" in str(env.content) else None
+
+                answer = await eventually(answered, timeout=120, interval=0.25, what="the rerun turn's answer")
+                assert answer.correlation_id == corr and answer.source.instance_id == h.instance
         finally:
             h.stop()

@@ -16,7 +16,7 @@
 import { allowed, type AccountConfig } from "./config.js";
 import { Link, headerMap, type JsMsg } from "./link.js";
 import { SEALED_HEADER } from "./signing.js";
-import { EnvelopeError, decode, newEnvelope, resultFor, secondsLeft, subjects, type Envelope, type Source } from "./wire.js";
+import { EnvelopeError, correlationOf, decode, newEnvelope, resultFor, secondsLeft, subjects, type Envelope, type Source } from "./wire.js";
 
 export interface Inbound {
   /** The conversation: the sender's ``instance_id/agent_id``. */
@@ -46,7 +46,7 @@ export class NxsChannel {
   readonly counts = { handled: 0, refused: 0, failed: 0 };
   private readonly peers = new Map<string, Promise<void>>();
   /** Requests OpenClaw took without answering within the turn, per peer, oldest first (see ``sendText``). */
-  private readonly awaiting = new Map<string, Envelope[]>();
+  private readonly awaiting = new Map<string, { env: Envelope; answered: boolean }[]>();
   private loop?: Promise<void>;
   private messages?: Awaited<ReturnType<Link["consume"]>>;
 
@@ -144,22 +144,33 @@ export class NxsChannel {
 
   /** Keep ``env`` as answered later: OpenClaw may finish a turn outside the dispatch that handed it
    * over. A gateway restarted mid-turn skips the redelivered message as a duplicate (it recorded it
-   * before dying) and its own restart recovery reruns the turn, whose reply comes through ``sendText``. */
+   * before dying), and its own restart recovery reruns the turn: a notice ("continuing your interrupted
+   * request"), then the answer, both through ``sendText``. */
   private await(peer: string, env: Envelope): void {
-    const queue = (this.awaiting.get(peer) ?? []).filter((e) => secondsLeft(e) > 0);
-    queue.push(env);
+    const queue = (this.awaiting.get(peer) ?? []).filter((w) => secondsLeft(w.env) > 0);
+    queue.push({ env, answered: false });
     this.awaiting.set(peer, queue);
   }
 
-  /** What the agent sends to ``peer`` ("instance/agent") on its own: the answer to that peer's oldest
-   * request still waiting (a RESULT on its reply_to), else a new CHAT. */
+  /** What the agent sends to ``peer`` ("instance/agent") on its own. While a request of that peer waits
+   * (within its ttl): the first message is its RESULT (on its reply_to), the next ones CHATs correlated
+   * to it (correlation_id, metadata.in_reply_to). Otherwise a new CHAT. */
   async sendText(peer: string, text: string): Promise<string> {
-    const waiting = (this.awaiting.get(peer) ?? []).filter((e) => secondsLeft(e) > 0);
-    const req = waiting.shift();
+    const waiting = (this.awaiting.get(peer) ?? []).filter((w) => secondsLeft(w.env) > 0);
     this.awaiting.set(peer, waiting);
-    if (req !== undefined) {
-      await this.replyTo(req, text);
-      return resultFor(req, text, this.link.source).message_id;
+    const open = waiting.find((w) => !w.answered) ?? waiting.at(-1);
+    if (open !== undefined && !open.answered) {
+      open.answered = true;
+      await this.replyTo(open.env, text);
+      return resultFor(open.env, text, this.link.source).message_id;
+    }
+    if (open !== undefined) {
+      const env = newEnvelope({
+        type: "CHAT", content: text, source: this.link.source, to: open.env.source.instance_id, agent: open.env.source.agent_id,
+        correlationId: correlationOf(open.env), metadata: { in_reply_to: open.env.message_id },
+      });
+      await this.link.send(env, subjects.chat(open.env.source.instance_id, open.env.source.agent_id));
+      return env.message_id;
     }
     const [instance = "", agent = "main"] = peer.split("/");
     const env = newEnvelope({ type: "CHAT", content: text, source: this.link.source, to: instance, agent });

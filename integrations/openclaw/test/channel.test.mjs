@@ -38,8 +38,13 @@ function fakeOpenClaw() {
   return { sessions, dispatch };
 }
 
+/** The test's own connection (for looking at consumers and streams), opened once. */
+async function natsConn() {
+  return nats.nc ?? (nats.nc = await (await import("@nats-io/transport-node")).connect({ servers: nats.url }));
+}
+
 async function consumerState(cfg) {
-  const jsm = await jetstreamManager(nats.nc ?? (nats.nc = await (await import("@nats-io/transport-node")).connect({ servers: nats.url })));
+  const jsm = await jetstreamManager(await natsConn());
   const info = await jsm.consumers.info("NXS_CHAT", cfg.durable);
   return { pending: info.num_pending, unacked: info.num_ack_pending, delivered: info.delivered.consumer_seq };
 }
@@ -240,19 +245,34 @@ test("a CHAT without reply_to is answered with a CHAT to the sender; an answer i
   }
 });
 
-test("a request OpenClaw takes without answering in the turn is answered by its next sendText to that peer", async () => {
+test("a request OpenClaw answers after its turn (restart recovery) gets its RESULT, then correlated CHATs", async () => {
   // What a gateway restarted mid-turn does: the redelivered message is a duplicate to OpenClaw (no reply in
-  // that dispatch) and its restart recovery delivers the rerun turn's reply through the outbound adapter.
+  // that dispatch); its restart recovery sends a notice, then the rerun turn's answer, through sendText.
   const cfg = account();
+  const sender = unique("alice");
   let ch;
   ch = await NxsChannel.start(cfg, async (msg) => {
-    setImmediate(() => void ch.sendText(msg.peer, `later: ${msg.text}`));
+    setImmediate(async () => {
+      await ch.sendText(msg.peer, "continuing your interrupted request");
+      await ch.sendText(msg.peer, `answer: ${msg.text}`);
+    });
   }, quiet);
   try {
-    const reply = await peer("ask", nats.url, "alice", cfg.instanceId, "main", "answer me eventually");
+    const reply = await peer("ask", nats.url, sender, cfg.instanceId, "main", "answer me eventually");
     assert.equal(reply.type, "RESULT");
-    assert.equal(reply.content, "later: answer me eventually");
-    assert.equal(reply.correlation_id, reply.sent_correlation_id);
+    assert.equal(reply.content, "continuing your interrupted request");
+    const jsm = await jetstreamManager(await natsConn());
+    const follow = await eventually(async () => {
+      try {
+        return await jsm.streams.getMessage("NXS_CHAT", { last_by_subj: `nxs.chat.${sender}.main` });
+      } catch {
+        return null;
+      }
+    }, "the follow-up CHAT");
+    const env = follow.json();
+    assert.equal(env.payload.content, "answer: answer me eventually");
+    assert.equal(env.correlation_id, reply.sent_correlation_id);
+    assert.equal(typeof env.payload.metadata.in_reply_to, "string");
   } finally {
     await ch.stop();
   }
