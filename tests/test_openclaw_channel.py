@@ -12,6 +12,7 @@ plugin in the real gateway.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from nxs_mesh.transport.server import find_nats_server
+from nxs_mesh.testing import unique_id
+from nxs_mesh.transport.server import NatsServer, find_nats_server
 
-PLUGIN = Path(__file__).resolve().parents[1] / "integrations" / "openclaw"
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "integrations" / "openclaw"
 
 
 def _tools() -> tuple[str, str]:
@@ -58,3 +61,27 @@ def test_the_plugin_suite_passes_against_nats_and_the_python_mesh() -> None:
     counts = {k: int(v) for k, v in re.findall(r"^# (pass|fail|skipped|cancelled) (\d+)$", r.stdout, re.M)}
     assert counts.get("fail") == 0 and counts.get("cancelled") == 0 and counts.get("skipped") == 0, report
     assert counts.get("pass", 0) >= 10, report  # every test ran (a file that silently loads nothing fails here)
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_example_asks_a_gateway_and_prints_its_answer(nats_server: NatsServer, tmp_path: Path) -> None:
+    """examples/openclaw.py (the README's) against the channel with an echoing agent: the RESULT's content."""
+    node, npm = _tools()
+    build_plugin(npm)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NXS_")}, "NXS_URL": nats_server.url,
+           "OPENCLAW_INSTANCE": unique_id("gw"), "NXS_DATA_DIR": str(tmp_path / "data")}
+    init = subprocess.run([sys.executable, str(PLUGIN / "test" / "peer.py"), "init", nats_server.url],
+                          capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stderr
+    account = {"instanceId": env["OPENCLAW_INSTANCE"], "servers": [nats_server.url], "allowFrom": ["phone/*"]}
+    gateway = subprocess.Popen([node, str(PLUGIN / "test" / "echo-gateway.mjs"), json.dumps(account)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert gateway.stdout is not None and gateway.stdout.readline().strip() == "consuming", gateway.stderr
+        r = subprocess.run([sys.executable, str(ROOT / "examples" / "openclaw.py")], capture_output=True, text=True,
+                           timeout=90, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.strip() == f"echo from {env['OPENCLAW_INSTANCE']}: What is on my calendar today?", r.stdout
+    finally:
+        gateway.terminate()
+        assert gateway.wait(30) == 0
