@@ -18,39 +18,26 @@ const common = {
   account: { type: "string", description: "which channels.nxs account to send from (default: the first running)" },
 };
 
+type Run = (ch: NxsChannel, params: Record<string, unknown>) => Promise<unknown>;
+
 export function registerTools(api: ToolApi, channelFor: (account?: string | null) => NxsChannel): void {
-  api.registerTool({
-    name: "nxs_delegate",
-    description: "Ask another agent on the nxs mesh to run a command and wait for its answer (a COMMAND and its RESULT).",
-    parameters: {
-      type: "object", additionalProperties: false, required: ["instance", "command"],
-      properties: {
-        instance: { type: "string", description: "the mesh node (instance id) that runs the agent" },
-        agent: { type: "string", description: "the agent id on that node (default: any)" },
-        command: { type: "string", description: "the command name the node registered" },
-        args: { description: "the command's arguments (any JSON)" },
-        ...common,
-      },
-    },
-    async execute(_id, p) {
-      const ch = channelFor(p.account as string | undefined);
-      return text(await delegate(ch.link, p as unknown as DelegateArgs));
-    },
-  });
-  api.registerTool({
-    name: "nxs_task",
-    description: "Give a task to whichever mesh node has a capability, and wait for its result (a TASK and its RESULT).",
-    parameters: {
-      type: "object", additionalProperties: false, required: ["capability"],
-      properties: {
-        capability: { type: "string", description: "the capability a node must have (e.g. resize)" },
-        payload: { description: "the task's input (any JSON)" },
-        ...common,
-      },
-    },
-    async execute(_id, p) {
-      const ch = channelFor(p.account as string | undefined);
-      return text(await submitTask(ch.link, p as unknown as TaskArgs));
-    },
-  });
+  /** One tool: JSON Schema parameters (plus timeoutSeconds and account), run against the chosen account. */
+  const meshTool = (name: string, description: string, required: string[], properties: Record<string, unknown>, run: Run) =>
+    api.registerTool({
+      name, description,
+      parameters: { type: "object", additionalProperties: false, required, properties: { ...properties, ...common } },
+      execute: async (_id, p) => text(await run(channelFor(p.account as string | undefined), p)),
+    });
+  meshTool("nxs_delegate", "Ask another agent on the nxs mesh to run a command and wait for its answer (a COMMAND and its RESULT).",
+    ["instance", "command"], {
+      instance: { type: "string", description: "the mesh node (instance id) that runs the agent" },
+      agent: { type: "string", description: "the agent id on that node (default: any)" },
+      command: { type: "string", description: "the command name the node registered" },
+      args: { description: "the command's arguments (any JSON)" },
+    }, (ch, p) => delegate(ch.link, p as unknown as DelegateArgs));
+  meshTool("nxs_task", "Give a task to whichever mesh node has a capability, and wait for its result (a TASK and its RESULT).",
+    ["capability"], {
+      capability: { type: "string", description: "the capability a node must have (e.g. resize)" },
+      payload: { description: "the task's input (any JSON)" },
+    }, (ch, p) => submitTask(ch.link, p as unknown as TaskArgs));
 }

@@ -24,7 +24,6 @@ from nxs_mesh import Mesh, MeshConfig, Node
 from nxs_mesh.testing.keys import MeshKeys, write_mesh_keys
 from nxs_mesh.wire.errors import MeshError
 
-
 DATA = {"dir": ""}  # a fresh temporary directory per run (the mesh's outbox lives there)
 
 
@@ -34,7 +33,7 @@ def config(url: str, instance: str, keys: str | None) -> MeshConfig:
 
 
 def out(doc: dict[str, Any]) -> None:
-    print(json.dumps(doc), flush=True)
+    print(json.dumps(doc), flush=True)  # noqa: T201 - the test reads this line
 
 
 async def ask(a: argparse.Namespace) -> None:
