@@ -67,6 +67,12 @@ export class NxsChannel {
     return ch;
   }
 
+  /** Settles when the pull loop ends: after ``stop()``, or when the connection closed for good (the
+   * gateway then fails the account). A deleted durable does not end it: nats.js keeps waiting for it. */
+  get done(): Promise<void> {
+    return this.loop ?? Promise.resolve();
+  }
+
   private async run(messages: AsyncIterable<JsMsg>): Promise<void> {
     for await (const m of messages) {
       let env: Envelope;

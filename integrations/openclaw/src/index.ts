@@ -72,12 +72,16 @@ async function startAccount(ctx: GatewayCtx): Promise<void> {
   const channel = await NxsChannel.start(config, dispatcher(ctx, config), log);
   running.set(ctx.accountId, channel);
   log.info(`nxs: ${config.instanceId}/${config.agentId} consuming ${channel.link.filters().join(", ")}`);
-  await new Promise<void>((done) => {
+  const aborted = new Promise<void>((done) => {
     if (ctx.abortSignal.aborted) done();
     ctx.abortSignal.addEventListener("abort", () => done(), { once: true });
   });
+  const ended = channel.done.then(() => "ended", (err: unknown) => `failed: ${String(err)}`);
+  const outcome = await Promise.race([aborted.then(() => "aborted"), ended]);
   running.delete(ctx.accountId);
   await channel.stop(); // drain: turns in flight finish and are acked
+  // A consumer that ended by itself fails the account, so the gateway reports (and restarts) it.
+  if (outcome !== "aborted") throw new Error(`nxs: ${config.instanceId}/${config.agentId} consumer ${outcome}`);
 }
 
 function channelFor(accountId?: string | null): NxsChannel {
