@@ -21,6 +21,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # msgspec says where a value is wrong as "... - at `$.payload.priority`"; the field is that path.
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
+# ... and names a missing or unknown key in the message itself: "Object missing required field `type`".
+_NAMED = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 
 
 def _declared_length(request: Request, limit: int) -> None:
@@ -65,9 +67,11 @@ def validation_field(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     """(message without the location, the dotted field) of a msgspec validation error."""
     text = str(exc)
     found = _AT.search(text)
-    if found is None:
-        return text, None
-    return text[:found.start()], found.group(1) or None
+    message, path = (text, "") if found is None else (text[:found.start()], found.group(1))
+    named = _NAMED.search(message)
+    if named is not None:
+        path = f"{path}.{named.group(1)}" if path else named.group(1)
+    return message, path or None
 
 
 def int_param(request: Request, name: str, default: int | None, *, low: int = 0, high: int | None = None) -> int | None:
