@@ -108,6 +108,8 @@ GARBAGE = [
     ("GET", "/v1/messages?kind=gossip", None, {}, 400, "kind"),
     ("GET", "/v1/messages?since=yesterday-ish", None, {}, 400, "since"),
     ("GET", "/v1/messages?limit=lots", None, {}, 400, "limit"),
+    ("GET", "/v1/messages?instance=a.b", None, {}, 400, "instance"),
+    ("GET", "/v1/messages?agent=*.>", None, {}, 400, "agent"),
     ("GET", "/v1/messages?limit=100000", None, {}, 400, "limit"),
     ("GET", "/v1/messages?since=5&last=2", None, {}, 400, "last"),
     ("GET", "/v1/stream?kind=gossip", None, {}, 400, "kind"),

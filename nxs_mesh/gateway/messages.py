@@ -25,7 +25,7 @@ from nxs_mesh.gateway.inputs import ReplayStart, bounded_stream, int_param, repl
 from nxs_mesh.gateway.outputs import ack_json, json_response, record_json
 from nxs_mesh.gateway.runtime import gateway_of
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL
-from nxs_mesh.wire.envelope import BROADCAST, decode
+from nxs_mesh.wire.envelope import BROADCAST, check_id, decode
 
 __all__ = ["KINDS", "get_messages", "idempotent_id", "post_message", "replay"]
 
@@ -113,8 +113,12 @@ def kind_param(request: Request) -> str:
 def replay(mesh: Mesh, request: Request, start: ReplayStart, *, follow: bool) -> Any:
     """``mesh.tail`` for the request's ``kind``, ``instance`` and ``agent`` from ``start``."""
     q = request.query_params
-    return mesh.tail(kind_param(request), instance=q.get("instance") or None, agent=q.get("agent") or None,
-                     seq=start.seq, since=start.since, last=start.last, follow=follow)
+    instance, agent = q.get("instance") or None, q.get("agent") or None
+    for name, value in (("instance", instance), ("agent", agent)):
+        if value is not None:
+            check_id(value, name, allow_all=True)  # a subject token: never passed on unchecked
+    return mesh.tail(kind_param(request), instance=instance, agent=agent, seq=start.seq, since=start.since,
+                     last=start.last, follow=follow)
 
 
 async def get_messages(request: Request) -> Response:
