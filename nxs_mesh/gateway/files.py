@@ -37,7 +37,8 @@ async def put_file(request: Request) -> Response:
     if to is not None:
         check_id(to, "to")
     body = bounded_stream(request, gw.options.max_file)
-    info = await mesh.files.put(body, name=name, description=request.query_params.get("description", ""), to=to)
+    info = await mesh.files.put(body, name=name, description=request.query_params.get("description", ""), to=to,
+                                chunk_size=gw.options.file_chunk)
     return json_response(info.as_dict(), status=201, headers={"Location": f"/v1/files/{name}"})
 
 
