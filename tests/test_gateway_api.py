@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -192,6 +193,13 @@ async def test_cors_allows_only_the_configured_origins(gate: Gate):
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
     simple = await gate.client.get("/v1/health", headers={"Origin": ORIGIN})
     assert simple.headers["access-control-allow-origin"] == ORIGIN
+
+
+async def test_every_connection_gets_tcp_nodelay(gate: Gate):
+    """The listening socket says IPPROTO_TCP, the condition under which asyncio sets TCP_NODELAY on each
+    accepted connection (a socket made with proto 0 left keep-alive requests waiting ~40 ms on Nagle)."""
+    [listener] = gate.server._server.servers[0].sockets
+    assert listener.proto == socket.IPPROTO_TCP
 
 
 async def test_health_says_the_connection_is_up_and_deep_runs_the_mesh_check(gate: Gate):

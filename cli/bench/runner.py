@@ -12,6 +12,7 @@ from nxs_cli.bench.crypto import bench_crypto
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
+from nxs_cli.bench.gateway import bench_gateway
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
 from nxs_cli.bench.report import Row, machine_info, skipped
@@ -42,9 +43,11 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
+    "gateway": ("HTTP gateway publish and SSE tail vs Mesh.publish / Mesh.tail", bench_gateway),
 }
-# scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`).
-DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n != "scale")
+# scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`); gateway starts
+# `nxs gateway` and needs its extra: `nxs bench gateway`.
+DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "gateway"))
 
 
 @dataclass(frozen=True)
