@@ -17,7 +17,7 @@ from gateway_support import Gate, assert_json_error, running_gateway
 
 from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.gateway import API_ROUTES
-from nxs_mesh.testing import unique_id
+from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.wire.envelope import Source, encode, new_envelope
 
 pytestmark = pytest.mark.timeout(60)
@@ -215,3 +215,15 @@ async def test_the_console_directory_is_served_at_the_root(mesh: Mesh, mesh_conf
         page = await g.client.get("/")
         assert page.status_code == 200 and "nxs console" in page.text
         assert (await g.client.get("/v1/health")).json()["status"] == "ok"  # the API still wins its paths
+
+
+async def test_a_lost_server_is_503_at_once_not_a_publish_timeout(mesh_config: MeshConfig, nats_server):
+    async with running_gateway(mesh_config.replace(instance_id="gw")) as g:
+        nats_server.stop()
+
+        async def down() -> bool:
+            return (await g.client.get("/v1/health")).status_code == 503
+
+        await eventually(down, timeout=15, what="health to say the connection is down")
+        assert_json_error(await g.client.post("/v1/messages", json={"type": "CHAT", "content": "x"}), 503, None)
+        assert_json_error(await g.client.get("/v1/messages"), 503, None)

@@ -5,8 +5,8 @@ How the bound is shown: the gateway runs in this process (uvicorn in the test's 
 sends and reads the body as a stream of 64 KiB pieces it makes and drops as it goes, so ``tracemalloc``'s
 peak over the upload, and over the download, counts everything both sides held at once. A gateway that
 read the body (or built the response) whole would hold 20 MiB; the bound is half that. (Measured: about
-8.7 MiB up, 4.9 MiB down: the Object Store keeps 64 chunks in flight on put, the gateway's chunks are
-64 KiB, and they are held once in the window and once in the connection's write buffer; 32 on get.)
+8.7 MiB up, 4.9 MiB down: the Object Store keeps 64 of the gateway's 64 KiB chunks in flight on put and
+reads 32 stored chunks per pull on get; the rest is the connections' buffers.)
 """
 
 from __future__ import annotations

@@ -124,15 +124,18 @@ class Gateway:
         """The caller's mesh and identity name: from its bearer token (401 without a known one), or
         the one mesh when the gateway has no tokens file."""
         if self.state is not GatewayState.OPEN:
-            raise ApiError(503, f"the gateway is {self.state.value}", field=None)
+            raise ApiError(503, f"the gateway is {self.state.value}")
         if self.tokens is None:
             name, mesh = next(iter(self._meshes.items()))
-            return mesh, name
-        ident = self.tokens.identify(bearer_token(conn.headers))
-        if ident is None:
-            raise ApiError(401, "unknown bearer token", field="Authorization",
-                           headers={"WWW-Authenticate": 'Bearer realm="nxs", error="invalid_token"'})
-        return self._meshes[ident.name], ident.name
+        else:
+            ident = self.tokens.identify(bearer_token(conn.headers))
+            if ident is None:
+                raise ApiError(401, "unknown bearer token", field="Authorization",
+                               headers={"WWW-Authenticate": 'Bearer realm="nxs", error="invalid_token"'})
+            name, mesh = ident.name, self._meshes[ident.name]
+        if not mesh.is_connected:  # say so now rather than after a publish's timeout
+            raise ApiError(503, f"the gateway's connection to the mesh ({name}) is down; it keeps reconnecting")
+        return mesh, name
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from nxs_mesh.gateway.inputs import int_param, replay_start
 from nxs_mesh.gateway.outputs import json_response
 from nxs_mesh.gateway.runtime import GatewayState, gateway_of
-from nxs_mesh.node.alerts import read_alerts
+from nxs_mesh.node.alerts import alert_record
 from nxs_mesh.node.checkup import check_mesh, list_nodes
 from nxs_mesh.version import VERSION
 from nxs_mesh.wire.envelope import check_id
@@ -26,24 +26,24 @@ async def get_nodes(request: Request) -> Response:
 
 
 async def get_alerts(request: Request) -> Response:
-    """Stored alerts, oldest first, at most ``limit`` (``last`` N, or ``since``; ``node`` filters)."""
+    """Stored alerts, oldest first, at most ``limit`` (from ``since``, or the ``last`` N; ``node`` filters)."""
     mesh, _ = gateway_of(request).mesh_for(request)
-    node = request.query_params.get("node")
-    if node:
+    node = request.query_params.get("node") or None
+    if node is not None:
         check_id(node, "node")
     limit = int_param(request, "limit", 100, low=1, high=1000)
     start = replay_start(request)
     got: list[dict[str, Any]] = []
-    alerts = read_alerts(mesh, node=node or None, last=start.last, since=start.since)
+    records = mesh.tail("alert", instance=node, seq=start.seq, since=start.since, last=start.last)
     try:
-        async for item in alerts:
-            if start.seq is not None and item["seq"] < start.seq:
-                continue
-            got.append(item)
+        async for rec in records:
+            item = alert_record(rec)
+            if item is not None:
+                got.append(item)
             if len(got) == limit:
                 break
     finally:
-        await alerts.aclose()  # type: ignore[attr-defined]  # an async generator
+        await records.aclose()  # type: ignore[attr-defined]  # an async generator
     return json_response({"alerts": got, "count": len(got)})
 
 
