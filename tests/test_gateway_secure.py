@@ -74,6 +74,15 @@ async def test_each_token_reads_with_its_identitys_server_permissions(gate: Gate
     assert (await gate.client.get("/v1/messages", params={"kind": "heartbeat"}, headers=_as(N1))).status_code == 200
 
 
+async def test_a_browser_stream_may_carry_its_token_in_the_query_and_nothing_else_may(gate: Gate):
+    """EventSource cannot send headers: /v1/stream takes ?access_token=; other paths ignore it (401)."""
+    async with gate.client.stream("GET", "/v1/stream", params={"kind": "heartbeat", "access_token": N1}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    refused = await gate.client.get("/v1/stream", params={"kind": "heartbeat", "access_token": "wrong-token-123456"})
+    assert_json_error(refused, 401, "Authorization")
+    assert_json_error(await gate.client.get("/v1/nodes", params={"access_token": N1}), 401, "Authorization")
+
+
 async def test_a_caller_sends_only_as_its_identity_and_its_messages_are_signed(gate: Gate, cluster: SecureCluster):
     forged = new_envelope("CHAT", "I am n2", source=Source("n2", "main", ""), to="n3")
     r = await gate.client.post("/v1/messages", content=encode(forged), headers=_as(N1))

@@ -127,10 +127,13 @@ def _parse_row(row: Any, where: str, base_dir: Path, base: MeshConfig,
     return _Entry(digest, name), Identity(name, cfg.replace(agent_id=agent) if "agent" in row else cfg)
 
 
-def bearer_token(headers: Mapping[str, str]) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header; ``ApiError`` 401 when there is none."""
+def bearer_token(headers: Mapping[str, str], query_token: str | None = None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, else ``query_token`` (the
+    ``access_token`` parameter where it is allowed); ``ApiError`` 401 when there is none."""
     challenge = {"WWW-Authenticate": 'Bearer realm="nxs"'}
     value = headers.get("authorization")
+    if not value and query_token:
+        return query_token
     if not value:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'", field="Authorization",
                        headers=challenge)

@@ -65,7 +65,8 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/stream": {"get": {
             "summary": "Server-Sent Events: stored then new messages; event id = stream sequence", "security": _AUTH,
-            "parameters": [*_REPLAY, _q("Last-Event-ID", "resume after this stream sequence", where="header")],
+            "parameters": [*_REPLAY, _q("Last-Event-ID", "resume after this stream sequence", where="header"),
+                           _q("access_token", "the bearer token, for EventSource (it cannot send headers); here only")],
             "responses": {**_ok(200, "an event stream; each data is a Record", {"type": "string"}, "text/event-stream"),
                           **_errors(*_STD)}}},
         "/v1/nodes": {"get": {"summary": "Nodes with their state, heartbeat age, load, server", "security": _AUTH,

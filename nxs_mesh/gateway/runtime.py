@@ -128,7 +128,7 @@ class Gateway:
         if self.tokens is None:
             name, mesh = next(iter(self._meshes.items()))
         else:
-            ident = self.tokens.identify(bearer_token(conn.headers))
+            ident = self.tokens.identify(bearer_token(conn.headers, _query_token(conn)))
             if ident is None:
                 raise ApiError(401, "unknown bearer token", field="Authorization",
                                headers={"WWW-Authenticate": 'Bearer realm="nxs", error="invalid_token"'})
@@ -136,6 +136,15 @@ class Gateway:
         if not mesh.is_connected:  # say so now rather than after a publish's timeout
             raise ApiError(503, f"the gateway's connection to the mesh ({name}) is down; it keeps reconnecting")
         return mesh, name
+
+
+#: Where a token may come as ``?access_token=`` (RFC 6750 section 2.3): a browser's ``EventSource`` cannot
+#: send an Authorization header. Nowhere else: a token in a URL ends up in logs and histories.
+QUERY_TOKEN_PATHS: frozenset[str] = frozenset({"/v1/stream"})
+
+
+def _query_token(conn: HTTPConnection) -> str | None:
+    return conn.query_params.get("access_token") if conn.url.path in QUERY_TOKEN_PATHS else None
 
 
 def gateway_of(conn: HTTPConnection) -> Gateway:
