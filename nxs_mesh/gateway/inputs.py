@@ -15,7 +15,8 @@ from starlette.requests import Request
 
 from nxs_mesh.gateway.errors import ApiError
 
-__all__ = ["ReplayStart", "bounded_stream", "int_param", "json_body", "replay_start", "timeout_param"]
+__all__ = ["ReplayStart", "bounded_stream", "int_param", "json_body", "json_bytes", "replay_start", "timeout_param",
+           "validation_field"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -48,19 +49,24 @@ async def bounded_stream(request: Request, limit: int | None) -> AsyncIterator[b
             yield piece
 
 
-async def json_body(request: Request, limit: int, *, required: bool = True) -> Any:
-    """The body parsed as JSON (at most ``limit`` bytes); an empty body is None when not ``required``."""
+async def json_bytes(request: Request, limit: int, *, required: bool = True) -> tuple[bytes, Any]:
+    """The body (at most ``limit`` bytes) and its JSON value; an empty body is None when not ``required``."""
     data = bytearray()
     async for piece in bounded_stream(request, limit):
         data += piece
     if not data.strip():
         if required:
             raise ApiError(400, "a JSON body is required", field="body")
-        return None
+        return b"", None
     try:
-        return msgspec.json.decode(bytes(data))
+        return bytes(data), msgspec.json.decode(bytes(data))
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"not JSON: {exc}", field="body") from None
+
+
+async def json_body(request: Request, limit: int, *, required: bool = True) -> Any:
+    """The body parsed as JSON (``json_bytes`` without the bytes)."""
+    return (await json_bytes(request, limit, required=required))[1]
 
 
 def validation_field(exc: msgspec.ValidationError) -> tuple[str, str | None]:

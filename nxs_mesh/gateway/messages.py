@@ -21,7 +21,7 @@ from starlette.responses import Response
 from nxs_mesh.client.admin import STREAMS
 from nxs_mesh.client.mesh import Mesh, Record
 from nxs_mesh.gateway.errors import ApiError
-from nxs_mesh.gateway.inputs import ReplayStart, bounded_stream, int_param, replay_start, validation_field
+from nxs_mesh.gateway.inputs import ReplayStart, int_param, json_bytes, replay_start, validation_field
 from nxs_mesh.gateway.outputs import ack_json, json_response, record_json
 from nxs_mesh.gateway.runtime import gateway_of
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL
@@ -60,17 +60,11 @@ def idempotent_id(key: str | None, identity: str) -> str | None:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{identity}/{key}"))
 
 
-async def _body(request: Request, limit: int) -> tuple[bytes, Any]:
-    data = bytearray()
-    async for piece in bounded_stream(request, limit):
-        data += piece
-    try:
-        parsed = msgspec.json.decode(bytes(data))
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"not JSON: {exc}", field="body") from None
+async def _body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+    data, parsed = await json_bytes(request, limit)
     if not isinstance(parsed, dict):
         raise ApiError(400, "the body must be a JSON object (an envelope or the short form)", field="body")
-    return bytes(data), parsed
+    return data, parsed
 
 
 def _short_form(parsed: dict[str, Any]) -> ShortMessage:
