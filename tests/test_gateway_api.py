@@ -208,6 +208,11 @@ async def test_every_connection_gets_tcp_nodelay(gate: Gate):
     assert listener.proto == socket.IPPROTO_TCP
 
 
+async def test_reprs_show_state(gate: Gate):
+    assert repr(gate.gateway) == "<Gateway OPEN [open, no tokens, 0 feeds]>"
+    assert repr(gate.server) == f"<GatewayServer {gate.server.url} listening <Gateway OPEN [open, no tokens, 0 feeds]>>"
+
+
 async def test_health_says_the_connection_is_up_and_deep_runs_the_mesh_check(gate: Gate):
     r = await gate.client.get("/v1/health")
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["connections"] == {"up": 1, "total": 1}

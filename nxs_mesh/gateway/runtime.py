@@ -21,6 +21,7 @@ from nxs_mesh.client.mesh import Mesh, MeshState
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.gateway.auth import TokenTable, bearer_token
 from nxs_mesh.gateway.errors import ApiError
+from nxs_mesh.wire.errors import ClosedError
 
 __all__ = ["Gateway", "GatewayOptions", "TaskStatus", "gateway_of"]
 
@@ -82,7 +83,7 @@ class Gateway:
         if self.state is GatewayState.OPEN:
             return
         if self.state is GatewayState.CLOSED:
-            raise RuntimeError("this gateway was stopped; create a new app")
+            raise ClosedError("this gateway was stopped; create a new app")
         try:
             if self.tokens is not None:
                 for name, ident in self.tokens.identities.items():
