@@ -82,6 +82,9 @@ async def test_files_are_listed_deleted_and_missing_ones_are_404(gate: Gate, mes
     listed = {f["name"]: f for f in (await gate.client.get("/v1/files")).json()["files"]}
     assert listed[name]["size"] == 5
     assert (await gate.client.get(f"/v1/files/{name}")).content == b"hello"
+    head = await gate.client.head(f"/v1/files/{name}")
+    assert head.status_code == 200 and head.headers["content-length"] == "5" and head.content == b""
+    assert head.headers["etag"] == f'"{(await mesh.files.info(name)).digest}"'
     assert (await gate.client.delete(f"/v1/files/{name}")).json()["name"] == name
     assert_json_error(await gate.client.get(f"/v1/files/{name}"), 404, None)
 

@@ -58,6 +58,8 @@ async def get_file(request: Request) -> Response:
     mesh, _ = gw.mesh_for(request)
     name = request.path_params["name"]
     info = await mesh.files.info(name)  # 404 now, before a status is sent
+    if request.method == "HEAD":  # the headers only: reading the chunks would be wasted
+        return Response(status_code=200, headers=_headers(info), media_type="application/octet-stream")
     return StreamingResponse(_chunks(mesh, name), media_type="application/octet-stream", headers=_headers(info))
 
 
