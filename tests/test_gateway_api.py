@@ -5,7 +5,9 @@ for garbage sent to every endpoint."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -15,8 +17,8 @@ from pathlib import Path
 import pytest
 from gateway_support import Gate, assert_json_error, running_gateway
 
-from nxs_mesh import Mesh, MeshConfig
-from nxs_mesh.gateway import API_ROUTES
+from nxs_mesh import ConfigError, Mesh, MeshConfig
+from nxs_mesh.gateway import API_ROUTES, TokenTable
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.wire.envelope import Source, encode, new_envelope
 
@@ -238,3 +240,42 @@ async def test_a_lost_server_is_503_at_once_not_a_publish_timeout(mesh_config: M
         await eventually(down, timeout=15, what="health to say the connection is down")
         assert_json_error(await g.client.post("/v1/messages", json={"type": "CHAT", "content": "x"}), 503, None)
         assert_json_error(await g.client.get("/v1/messages"), 503, None)
+
+
+async def test_tokens_map_to_identities_by_token_or_its_digest(mesh: Mesh, mesh_config: MeshConfig, tmp_path: Path):
+    """In an open mesh a token's identity is the gateway's config under that name (and agent): what it
+    sends carries that source. A token may be given as its SHA-256 only."""
+    plain, hashed = "plain-token-0123456789", "hashed-token-0123456789"
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[[token]]\ntoken = "{plain}"\nidentity = "planner-node"\nagent = "planner"\n\n'
+                      f'[[token]]\nsha256 = "{hashlib.sha256(hashed.encode()).hexdigest()}"\nidentity = "n7"\n')
+    table = TokenTable.load(tokens, mesh_config)
+    assert repr(table) == "<TokenTable [2 tokens, 2 identities]>"
+    async with running_gateway(mesh_config.replace(instance_id="gw"), tokens=table) as g:
+        sources = []
+        for token in (plain, hashed):
+            r = await g.client.post("/v1/messages", json={"type": "CHAT", "to": "n2", "content": token},
+                                    headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 201, r.text
+            env = (await _stored(mesh, r.json()["seq"])).envelope
+            sources.append((env.source.instance_id, env.source.agent_id))
+        assert sources == [("planner-node", "planner"), ("n7", "main")]
+        assert_json_error(await g.client.get("/v1/nodes", headers={"Authorization": f"Bearer {hashed}x"}), 401,
+                          "Authorization")
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[[token]]\ntoken = "0123456789abcdef0"\nidentity = "n1"\nrole = "x"\n', "unknown keys"),
+    ('[[token]]\nsha256 = "abc"\nidentity = "n1"\n', "64 hex digits"),
+    ('[[token]]\ntoken = "0123456789abcdef0"\nsha256 = "ab"\nidentity = "n1"\n', "exactly one"),
+    ('[[token]]\ntoken = "0123456789abcdef0"\nidentity = "not valid"\n', "identity"),
+    ('[[token]]\ntoken = "0123456789abcdef0"\nidentity = "n1"\nconfig = "nowhere.toml"\n', "does not exist"),
+    ('[[token]]\ntoken = "0123456789abcdef0"\nidentity = "n1"\n[[token]]\ntoken = "0123456789abcdef1"\n'
+     'identity = "n1"\nagent = "other"\n', "configured twice"),
+    ("title = 'no tokens'\n", "no [[token]]"),
+])
+def test_a_bad_tokens_file_is_a_config_error_naming_the_entry(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "tokens.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TokenTable.load(path, MeshConfig(instance_id="gw"))
