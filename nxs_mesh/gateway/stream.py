@@ -70,7 +70,8 @@ async def _events(gw: Gateway, mesh: Mesh, who: str, request: Request, start: Re
     feed = gw.feeds.spawn(f"sse {who} {request.url.query}", _feed(mesh, request, start, queue))
     gw.active_feeds += 1
     try:
-        while True:
+        # The feed ends with _END, or, when the queue was full as it ended, by being done: drain, then stop.
+        while not (queue.empty() and feed.done()):
             item = await queue.get()
             if item is _END:
                 return
