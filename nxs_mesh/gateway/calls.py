@@ -45,13 +45,23 @@ async def post_command(request: Request) -> Response:
     priority = int_param(request, "priority", REQUEST_PRIORITY, low=0, high=9)
     agent = check_id(request.query_params.get("agent") or BROADCAST, "agent", allow_all=True)
     args = await json_body(request, gw.options.max_body, required=False)
-    listed = {v.node for v in await list_nodes(mesh)}
-    if (node == BROADCAST and not listed) or (node != BROADCAST and node not in listed):
+    if not await _known(mesh, node):
         raise ApiError(404, f"no node {node!r} in the mesh (it never published a status): nothing would answer",
                        field="node")
     assert priority is not None
     reply = await mesh.request(node, command, args, agent=agent, timeout=timeout, priority=priority)
     return json_response(_reply_json(reply))
+
+
+async def _known(mesh: Mesh, node: str) -> bool:
+    """Whether ``node`` (for ``*``: any node) ever published a status or heartbeat. A listed node that is
+    down still gets the command: it waits in the node's queue until it returns or the command expires."""
+    if node == BROADCAST:
+        return bool(await list_nodes(mesh))
+    for kind, subject in (("status", subjects.status(node)), ("heartbeat", subjects.heartbeat(node))):
+        if await mesh.last(kind, subject) is not None:  # one direct get, not a read of every node's status
+            return True
+    return False
 
 
 def _reply_json(env: Envelope) -> dict[str, Any]:
