@@ -2,9 +2,10 @@
 against ``Mesh.publish``, and reading over ``GET /v1/stream`` (SSE) against ``Mesh.tail``.
 
 The gateway runs as `nxs gateway` in its own process (as deployed: a client, the gateway, the server);
-the HTTP client is one keep-alive httpx connection, one request at a time, so a publish figure is a
-round trip each way, like the synchronous ``Mesh.publish`` it is compared with. Tail throughput replays
-N stored messages; tail latency is publish -> event at the reader, live. Not in the default set: it
+the HTTP client is one keep-alive aiohttp connection, one request at a time, so a publish figure is a
+round trip each way, like the synchronous ``Mesh.publish`` it is compared with. (aiohttp, not httpx: on
+this 2-core machine httpx alone spent ~1.3 ms per request, aiohttp ~0.1 ms, so the figure is the
+gateway's.) Tail throughput replays N stored messages; tail latency is publish -> event at the reader, live. Not in the default set: it
 needs the ``gateway`` extra and starts a process (`nxs bench gateway`).
 """
 
@@ -18,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from nxs_cli.bench.latency import _samples
 from nxs_cli.bench.report import Row
 from nxs_cli.bench.session import BenchSession
@@ -57,12 +58,12 @@ async def _gateway_process(url: str) -> AsyncIterator[str]:
                 await proc.wait()
 
 
-async def _events(client: httpx.AsyncClient, params: dict[str, Any]) -> AsyncIterator[int]:
+async def _events(client: aiohttp.ClientSession, params: dict[str, Any]) -> AsyncIterator[int]:
     """Each SSE event's id (the stream sequence) as it arrives."""
-    async with client.stream("GET", "/v1/stream", params=params) as r:
+    async with client.get("/v1/stream", params=params) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if line.startswith("id:"):
+        async for line in r.content:
+            if line.startswith(b"id:"):
                 yield int(line[3:])
 
 
@@ -76,7 +77,7 @@ async def _timed_count(n: int, items: AsyncIterator[Any]) -> float:
     return rate(n, time.perf_counter() - t0)
 
 
-async def _publish_rows(session: BenchSession, client: httpx.AsyncClient, mesh: Mesh) -> list[Row]:
+async def _publish_rows(session: BenchSession, client: aiohttp.ClientSession, mesh: Mesh) -> list[Row]:
     n = max(10, session.options.sync_messages // 4)
     content = content_of(session.options.size)
     to = session.unique("gw-pub")
@@ -84,8 +85,9 @@ async def _publish_rows(session: BenchSession, client: httpx.AsyncClient, mesh: 
 
     async def http_once() -> float:
         t0 = time.perf_counter()
-        r = await client.post("/v1/messages", json=body)
-        r.raise_for_status()
+        async with client.post("/v1/messages", json=body) as r:
+            r.raise_for_status()
+            await r.read()
         return time.perf_counter() - t0
 
     async def mesh_once() -> float:
@@ -94,7 +96,7 @@ async def _publish_rows(session: BenchSession, client: httpx.AsyncClient, mesh: 
         return time.perf_counter() - t0
 
     http, direct = await _samples(n, http_once), await _samples(n, mesh_once)
-    note = f"{n} one at a time; HTTP: httpx keep-alive -> `nxs gateway` process -> server"
+    note = f"{n} one at a time; HTTP: aiohttp keep-alive -> `nxs gateway` process -> server"
     return [
         Row("gateway publish", "msg/s", rate(n, sum(http)), rate(n, sum(direct)), note=note),
         Row("gateway publish", "p50 us", percentile(http, 50) * 1e6, percentile(direct, 50) * 1e6, higher_is_better=False,
@@ -117,7 +119,7 @@ async def _live_latency(session: BenchSession, mesh: Mesh, to: str,
     return await _samples(max(10, session.options.latency_samples // 4), once)
 
 
-async def _tail_rows(session: BenchSession, client: httpx.AsyncClient, mesh: Mesh) -> list[Row]:
+async def _tail_rows(session: BenchSession, client: aiohttp.ClientSession, mesh: Mesh) -> list[Row]:
     n = max(10, session.options.sync_messages)
     to = session.unique("gw-tail")
     content = content_of(session.options.size)
@@ -157,5 +159,6 @@ def mesh_envelopes(mesh: Mesh, to: str, content: str, n: int) -> Any:
 
 async def bench_gateway(session: BenchSession) -> list[Row]:
     mesh = await session.mesh()
-    async with _gateway_process(session.url) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
+    async with _gateway_process(session.url) as base, aiohttp.ClientSession(base_url=base, timeout=timeout) as client:
         return [*await _publish_rows(session, client, mesh), *await _tail_rows(session, client, mesh)]
