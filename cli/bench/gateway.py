@@ -5,8 +5,8 @@ The gateway runs as `nxs gateway` in its own process (as deployed: a client, the
 the HTTP client is one keep-alive aiohttp connection, one request at a time, so a publish figure is a
 round trip each way, like the synchronous ``Mesh.publish`` it is compared with. (aiohttp, not httpx: on
 this 2-core machine httpx alone spent ~1.3 ms per request, aiohttp ~0.1 ms, so the figure is the
-gateway's.) Tail throughput replays N stored messages; tail latency is publish -> event at the reader, live. Not in the default set: it
-needs the ``gateway`` extra and starts a process (`nxs bench gateway`).
+gateway's.) Tail throughput replays N stored messages; tail latency is publish -> event at the reader,
+live. Not in the default set: it needs the ``gateway`` extra and starts a process (`nxs bench gateway`).
 """
 
 from __future__ import annotations
