@@ -2,7 +2,7 @@
 
 Each command module exposes ``register(app)``. Modules: core (up, pub, tail, streams, init, dlq,
 config), node (node run, nodes, status, cmd, ping, task, alerts, doctor, top, demo), cluster (deploy,
-outbox), files (file put/get/ls/info/rm), agents (agents), sap (prompt), bench.
+outbox), files (file put/get/ls/info/rm), agents (agents), sap (prompt), bench, gateway (gateway).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 # Nothing here imports typer or rich at module level: `nxs node run` (the long-running worker) is
 # handed to the worker's own argparse entry before either loads (see nxs_cli.node_fast).
 
-_MODULES = ("core", "node", "cluster", "secure", "files", "agents", "sap", "bench", "grant")
+_MODULES = ("core", "node", "cluster", "secure", "files", "agents", "sap", "bench", "grant", "gateway")
 # Commands whose module is known: `nxs node run` then loads only the node module (no bench, deploy or
 # core commands and what they import), which keeps the long-running worker's RSS down. Any other
 # command, and `nxs --help`, registers every module, so an unlisted (new) command still works.
 _OWNER: dict[str, str] = {name: "node" for name in (
-    "node", "task", "doctor", "nodes", "status", "cmd", "ping", "alerts", "top", "demo")} | {"file": "files", "agents": "agents", "prompt": "sap"}
+    "node", "task", "doctor", "nodes", "status", "cmd", "ping", "alerts", "top", "demo")} | {
+    "file": "files", "agents": "agents", "prompt": "sap", "gateway": "gateway"}
 # Global options that take a value (see _global), to find the command name in argv.
 _VALUED = frozenset({"--url", "-s", "--instance-id", "--id", "--agent-id", "--location", "--config", "-c"})
 _registered: set[str] = set()

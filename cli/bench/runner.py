@@ -13,6 +13,7 @@ from nxs_cli.bench.edges import bench_edges
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
+from nxs_cli.bench.gateway import bench_gateway
 from nxs_cli.bench.handoff import bench_handoff
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
@@ -49,10 +50,11 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "edges": ("a Mesh over the WebSocket listener vs over TCP: publish -> handler p50/p99", bench_edges),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
     "sap": ("Synadia front door prompt round trip vs Mesh.request and a plain SDK agent", bench_sap),
+    "gateway": ("HTTP gateway publish and SSE tail vs Mesh.publish / Mesh.tail", bench_gateway),
 }
-# scale takes minutes at its default sizes: run by name (`nxs bench scale`, `make bench`); sap needs the
-# optional SDKs (the `sap` extra): run by name too (`nxs bench sap`).
-DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap"))
+# Run by name only: scale takes minutes at its default sizes (`nxs bench scale`, `make bench`); sap needs
+# the optional SDKs (the `sap` extra, `nxs bench sap`); gateway starts `nxs gateway` (`nxs bench gateway`).
+DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap", "gateway"))
 
 
 @dataclass(frozen=True)

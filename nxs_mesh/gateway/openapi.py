@@ -1,0 +1,156 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``, kept by hand.
+
+Why by hand: Starlette's ``SchemaGenerator`` reads YAML out of docstrings (one more dependency, and
+the docstrings would become schema text), and its output holds only what those strings say. A dict
+here says exactly what each operation takes and answers, and ``tests/test_gateway_api.py`` checks it
+against the app's routes both ways, so a route without a document (or the reverse) fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nxs_mesh.version import VERSION
+
+__all__ = ["openapi_document"]
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    why = {400: "bad input (the field is named)", 401: "missing or unknown bearer token",
+           403: "the identity's permissions refuse it", 404: "not found", 413: "body over the limit",
+           502: "the remote side answered with an error", 503: "the mesh is not reachable",
+           504: "no answer in time"}
+    return {str(c): {"description": why[c], "content": {_JSON: {"schema": _ref("Error")}}} for c in codes}
+
+
+def _ok(code: int, description: str, schema: dict[str, Any] | None = None, media: str = _JSON) -> dict[str, Any]:
+    content = {"content": {media: {"schema": schema or {"type": "object"}}}}
+    return {str(code): {"description": description, **content}}
+
+
+def _q(name: str, description: str, kind: str = "string", where: str = "query", required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "description": description,
+            "schema": {"type": kind}}
+
+
+_REPLAY = [_q("kind", "stream: chat, command, task, result, status, heartbeat, sync, alert, dlq (default chat)"),
+           _q("instance", "only messages to (or, for status/heartbeat/alert, from) this node"),
+           _q("agent", "only messages to this agent"),
+           _q("since", "a stream sequence (123), a duration (30s, 10m, 2h, 1d) or an RFC 3339 time"),
+           _q("last", "only the last N stored messages", "integer")]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+_STD = (400, 401, 403, 503)
+
+
+def _paths() -> dict[str, Any]:
+    publish_body = {"required": True, "content": {_JSON: {"schema": {"oneOf": [_ref("ShortMessage"), _ref("Envelope")]}}}}
+    key = _q("Idempotency-Key", "becomes the envelope's message_id: a repeat answers the first one's sequence",
+             where="header")
+    return {
+        "/v1/messages": {
+            "post": {"summary": "Publish an envelope (full contract form or the short form)", "parameters": [key],
+                     "requestBody": publish_body, "security": _AUTH,
+                     "responses": {**_ok(201, "stored", _ref("Ack")), **_ok(200, "a duplicate: already stored", _ref("Ack")),
+                                   **_errors(*_STD, 413, 504)}},
+            "get": {"summary": "Replay stored messages in stream order", "security": _AUTH,
+                    "parameters": [*_REPLAY, _q("limit", "at most this many (1..1000, default 100)", "integer")],
+                    "responses": {**_ok(200, "messages, and `next`: the `since` that goes on after them",
+                                        _ref("Messages")), **_errors(*_STD)}},
+        },
+        "/v1/stream": {"get": {
+            "summary": "Server-Sent Events: stored then new messages; event id = stream sequence", "security": _AUTH,
+            "parameters": [*_REPLAY, _q("Last-Event-ID", "resume after this stream sequence", where="header"),
+                           _q("access_token", "the bearer token, for EventSource (it cannot send headers); here only")],
+            "responses": {**_ok(200, "an event stream; each data is a Record", {"type": "string"}, "text/event-stream"),
+                          **_errors(*_STD)}}},
+        "/v1/nodes": {"get": {"summary": "Nodes with their state, heartbeat age, load, server", "security": _AUTH,
+                              "responses": {**_ok(200, "nodes"), **_errors(401, 403, 503)}}},
+        "/v1/nodes/{node}/commands/{command}": {"post": {
+            "summary": "Send a COMMAND and wait for its RESULT", "security": _AUTH,
+            "parameters": [_q("node", "node id, or * for any node", where="path"),
+                           _q("command", "command name", where="path"),
+                           _q("timeout", "seconds to wait (default 10)", "number"),
+                           _q("priority", "0..9 (default 5)", "integer"), _q("agent", "target agent (default *)")],
+            "requestBody": {"required": False, "content": {_JSON: {"schema": {}}}},
+            "responses": {**_ok(200, "the result", _ref("Reply")), **_errors(*_STD, 404, 413, 502, 504)}}},
+        "/v1/tasks": {"post": {
+            "summary": "Queue a TASK for any worker with the capability (optionally wait for it)", "security": _AUTH,
+            "parameters": [_q("Idempotency-Key", "becomes the task id: a repeat is stored once", where="header")],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("TaskRequest")}}},
+            "responses": {**_ok(202, "queued"), **_ok(200, "done (with wait)"), **_errors(*_STD, 413, 502, 504)}}},
+        "/v1/tasks/{task_id}": {"get": {
+            "summary": "A task's state (submitted, claimed, done, failed, ...) and result", "security": _AUTH,
+            "parameters": [_q("task_id", "the task id (a UUID)", where="path")],
+            "responses": {**_ok(200, "the task"), **_errors(*_STD)}}},
+        "/v1/files": {"get": {"summary": "Files in the Object Store", "security": _AUTH,
+                              "responses": {**_ok(200, "files"), **_errors(*_STD)}}},
+        "/v1/files/{name}": _file_ops(),
+        "/v1/alerts": {"get": {"summary": "The Doctor's stored alerts", "security": _AUTH,
+                               "parameters": [_q("node", "only alerts about this node"), _REPLAY[3], _REPLAY[4],
+                                              _q("limit", "at most this many (default 100)", "integer")],
+                               "responses": {**_ok(200, "alerts"), **_errors(*_STD)}}},
+        "/v1/health": {"get": {"summary": "The gateway's connections (no token needed); deep=1 adds the mesh check",
+                               "parameters": [_q("deep", "1: also run the mesh check (needs a token)")],
+                               "responses": {**_ok(200, "up"), **_errors(401, 503)}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": _ok(200, "OpenAPI 3.1")}},
+    }
+
+
+def _file_ops() -> dict[str, Any]:
+    name = _q("name", "file name (may contain /)", where="path")
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "put": {"summary": "Store a file, streamed (replaces one of that name once complete)", "security": _AUTH,
+                "parameters": [name, _q("to", "the node it is for (gets a SYNC notice)"), _q("description", "text")],
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": binary}}},
+                "responses": {**_ok(201, "stored", _ref("FileInfo")), **_errors(*_STD, 413)}},
+        "get": {"summary": "Read a file, streamed; ETag = its SHA-256", "security": _AUTH, "parameters": [name],
+                "responses": {**_ok(200, "the bytes", binary, "application/octet-stream"), **_errors(*_STD, 404)}},
+        "delete": {"summary": "Delete a file", "security": _AUTH, "parameters": [name],
+                   "responses": {**_ok(200, "deleted", _ref("FileInfo")), **_errors(*_STD, 404)}},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    obj, text, integer = {"type": "object"}, {"type": "string"}, {"type": "integer"}
+    return {
+        "Error": {"type": "object", "required": ["error"],
+                  "properties": {"error": text, "field": {"type": ["string", "null"]}}},
+        "ShortMessage": {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+            "type": {"enum": ["CHAT", "COMMAND", "STATUS", "HEARTBEAT", "SYNC", "TASK", "RESULT", "ALERT"]},
+            "to": text, "agent": text, "to_agent": text, "content": {}, "metadata": obj,
+            "priority": {"type": "integer", "minimum": 0, "maximum": 9}, "ttl": {"type": "integer", "minimum": 0},
+            "correlation_id": text}},
+        "Envelope": {"type": "object", "description": "the wire envelope (DESIGN.md section 3)",
+                     "required": ["message_id", "timestamp", "source", "target", "message_type", "payload"]},
+        "Ack": {"type": "object", "properties": {"message_id": text, "stream": text, "seq": integer,
+                                                 "duplicate": {"type": "boolean"}}},
+        "Record": {"type": "object", "properties": {"seq": integer, "subject": text, "stored_at": text,
+                                                    "envelope": {"oneOf": [_ref("Envelope"), {"type": "null"}]},
+                                                    "error": {"type": ["string", "null"]}}},
+        "Messages": {"type": "object", "properties": {"messages": {"type": "array", "items": _ref("Record")},
+                                                      "count": integer, "more": {"type": "boolean"},
+                                                      "next": {"type": ["integer", "null"]}}},
+        "Reply": {"type": "object", "properties": {"node": text, "result": {}, "metadata": obj}},
+        "TaskRequest": {"type": "object", "required": ["capability"], "additionalProperties": False, "properties": {
+            "capability": text, "payload": {}, "priority": integer, "ttl": integer, "wait": {"type": "boolean"},
+            "timeout": {"type": "number"}}},
+        "FileInfo": {"type": "object", "properties": {"name": text, "size": integer, "digest": text, "chunks": integer}},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "nxs-mesh HTTP gateway", "version": VERSION,
+                 "description": "HTTP and SSE over the agent mesh; errors are {\"error\", \"field\"}."},
+        "paths": _paths(),
+        "components": {"schemas": _schemas(),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
