@@ -61,11 +61,14 @@ from nxs_mesh.wire.errors import Abandon, ConfigError, HandlerSignal, MeshError,
 from nxs_mesh.wire.ids import result_id
 from nxs_mesh.wire.signing import record_signed_by, sign_record
 
-__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
+__all__ = ["BUCKET", "TERMINAL", "TaskRunner", "TaskStore", "result_id", "submit_task"]
 
 log = logging.getLogger("nxs_mesh.node.tasks")
 
 BUCKET: Final = "NXS_TASKS"
+#: The end states of a task record (``node.task_states``); ``done`` is the record's name for completed.
+TERMINAL: Final = frozenset({"done", "failed", "expired", "cancelled", "orphaned"})
+
 def kv_safe(value: str) -> str:
     return value.replace(":", "=")  # ids may hold ':', KV keys may not
 
@@ -208,6 +211,9 @@ class TaskRunner:
             # Finished before but the ack was lost: make sure the RESULT exists, then ack.
             await self._publish_result(env, record.get("result"), record)
             return
+        if record is not None and record.get("state") in TERMINAL:
+            log.info("task %s: %s before it ran; acking it unrun", task_id, record["state"])
+            return  # its one RESULT was published by whoever ended it
         claim = {"state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
                  "delivery": delivery.deliveries, "at": time.time()}
         token = await self.store.cas(task_id, claim, rev)

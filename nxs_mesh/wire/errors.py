@@ -25,6 +25,7 @@ maps them where they enter).
     │   ├── AgentNotFound           no such agent is registered
     │   ├── AgentOrphaned           the agent's owner died: nobody runs it now
     │   └── AgentOwned              another live node owns the agent (registration refused)
+    ├── TaskStateError              a task cannot move to the state asked (already ended, or running)
     ├── SecurityError               message security (signatures, seals, rights)
     │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
     │   ├── SealError               a sealed payload cannot be sealed or opened
@@ -77,6 +78,7 @@ __all__ = [
     "ServerError",
     "StreamConflict",
     "StreamError",
+    "TaskStateError",
     "UnknownMessageType",
     "VerificationError",
 ]
@@ -199,6 +201,14 @@ class AgentOrphaned(AgentError):
 
 class AgentOwned(AgentError):
     """Another live node owns the agent ``active``: it is not taken from it."""
+
+
+class TaskStateError(MeshError):
+    """A task cannot move to the state asked for: it already ended, or it runs where that is unsupported."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class SecurityError(MeshError):
