@@ -4,11 +4,12 @@ told once (issue 11 part 4)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
 import pytest
-from node_support import Worker, results_for, wait_state
+from node_support import Worker, results_for, run_cli, wait_state
 
 from nxs_mesh import Mesh, RemoteError
 from nxs_mesh.node.task_states import cancel_task, task_status
@@ -54,3 +55,20 @@ async def test_cancel_before_claim_wakes_the_caller_once_and_never_runs(
 async def _stored(mesh: Mesh, task_id: str) -> bool:
     ids = [r.envelope.id async for r in mesh.tail("task", filters=["nxs.task.>"]) if r.envelope is not None]
     return task_id in ids
+
+
+@pytest.mark.timeout(60)
+async def test_cli_task_status_and_cancel(nats_server: NatsServer):
+    code, out, err = await run_cli(nats_server.url, "task", "submit", "sleep", "0", "--json")
+    assert code == 0, err
+    task_id = json.loads(out)["task_id"]
+    code, out, _ = await run_cli(nats_server.url, "task", "status", task_id, "--json")
+    assert code == 0 and json.loads(out)["state"] == "submitted"
+    code, out, err = await run_cli(nats_server.url, "task", "cancel", task_id)
+    assert code == 0 and f"task {task_id} cancelled" in out, err
+    code, out, _ = await run_cli(nats_server.url, "task", "status", task_id, "--json")
+    assert code == 0 and json.loads(out)["state"] == "cancelled"
+    code, out, _ = await run_cli(nats_server.url, "task", "status", task_id)
+    assert code == 0 and "state: cancelled" in out
+    code, out, err = await run_cli(nats_server.url, "task", "cancel", task_id)
+    assert code == 1 and "already ended: cancelled" in err and "Traceback" not in err

@@ -1,0 +1,97 @@
+"""Task commands: task submit, task status, task cancel (the shared work queue, issue 11 part 4)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from .commands_node import _mesh, _parse_value
+from .common import console, new_typer, print_json, priority_option, run, settings
+
+# NB: the library is imported inside the commands, so `nxs --help` stays fast.
+
+task_app = new_typer(help="The shared work queue: submit a task, see its state, cancel it.", no_args_is_help=True)
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
+
+
+@task_app.command("submit")
+def task_submit(
+    ctx: typer.Context,
+    capability: str = typer.Argument(..., help="Who can do it, e.g. sleep, echo, resize."),
+    payload: str = typer.Argument("null", help="The task payload (JSON, or a string)."),
+    priority: int = priority_option(),
+    ttl: int = typer.Option(3600, "--ttl", help="Seconds before it expires unstarted (0 = never)."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the result and print it."),
+    timeout: float = typer.Option(60.0, "--timeout", "-t", help="With --wait: how long (s)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Queue a task for any worker with CAPABILITY (exactly one of them completes it)."""
+    from nxs_mesh.node.tasks import submit_task
+
+    async def go() -> Any:
+        async with _mesh(ctx) as mesh:
+            return await submit_task(mesh, capability, _parse_value(payload), priority=priority, ttl=ttl,
+                                     wait=wait, timeout=timeout)
+
+    ack, result = run(go(), debug=settings(ctx).debug)
+    out: dict[str, Any] = {"task_id": ack.message_id, "seq": ack.seq}
+    if result is not None:
+        out.update(node=result.payload.metadata.get("node"), result=result.content)
+    if as_json:
+        print_json(out)
+    else:
+        console.print(f"task {ack.message_id} queued (seq {ack.seq})", highlight=False)
+        if result is not None:
+            console.print(f"done by {out['node']}: {json.dumps(result.content, default=str)}", highlight=False)
+
+
+@task_app.command("status")
+def task_status(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="The task id `nxs task submit` printed."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show a task's state (submitted, claimed, done, cancelled, ...), its node, attempts, times, result."""
+    from nxs_mesh.node import task_states
+
+    async def go() -> dict[str, Any]:
+        async with _mesh(ctx) as mesh:
+            return await task_states.task_status(mesh, task_id)
+
+    record = run(go(), debug=settings(ctx).debug)
+    if as_json:
+        print_json(record)
+        return
+    for key in ("task_id", "state", "node", "delivery", "at", "finished", "by", "result", "error"):
+        if key in record:
+            value = record[key]
+            shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)) + " UTC" if key in ("at", "finished") \
+                else json.dumps(value, default=str) if key == "result" else value
+            console.print(f"{'attempts' if key == 'delivery' else key:>9}: {shown}", highlight=False)
+
+
+@task_app.command("cancel")
+def task_cancel(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="The task id `nxs task submit` printed."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Cancel a task not yet claimed: it never runs, and its caller gets one `cancelled` RESULT."""
+    from nxs_mesh.node.task_states import cancel_task
+
+    async def go() -> dict[str, Any]:
+        async with _mesh(ctx) as mesh:
+            return await cancel_task(mesh, task_id)
+
+    record = run(go(), debug=settings(ctx).debug)
+    if as_json:
+        print_json(record)
+    else:
+        console.print(f"task {task_id} cancelled", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(task_app, name="task")
