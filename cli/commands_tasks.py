@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import typer
@@ -15,6 +16,17 @@ from .common import console, new_typer, print_json, priority_option, run, settin
 
 task_app = new_typer(help="The shared work queue: submit a task, see its state, cancel it.", no_args_is_help=True)
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
+TASK_ID = typer.Argument(..., help="The task id `nxs task submit` printed.")
+
+
+def _on_task(ctx: typer.Context, op: Callable[[Any, str], Awaitable[dict[str, Any]]], task_id: str) -> dict[str, Any]:
+    """Run ``op(mesh, task_id)`` on a connected mesh (errors become a clean message and exit 1)."""
+
+    async def go() -> dict[str, Any]:
+        async with _mesh(ctx) as mesh:
+            return await op(mesh, task_id)
+
+    return run(go(), debug=settings(ctx).debug)
 
 
 @task_app.command("submit")
@@ -51,17 +63,13 @@ def task_submit(
 @task_app.command("status")
 def task_status(
     ctx: typer.Context,
-    task_id: str = typer.Argument(..., help="The task id `nxs task submit` printed."),
+    task_id: str = TASK_ID,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show a task's state (submitted, claimed, done, cancelled, ...), its node, attempts, times, result."""
-    from nxs_mesh.node import task_states
+    from nxs_mesh.node.task_states import task_status
 
-    async def go() -> dict[str, Any]:
-        async with _mesh(ctx) as mesh:
-            return await task_states.task_status(mesh, task_id)
-
-    record = run(go(), debug=settings(ctx).debug)
+    record = _on_task(ctx, task_status, task_id)
     if as_json:
         print_json(record)
         return
@@ -76,17 +84,13 @@ def task_status(
 @task_app.command("cancel")
 def task_cancel(
     ctx: typer.Context,
-    task_id: str = typer.Argument(..., help="The task id `nxs task submit` printed."),
+    task_id: str = TASK_ID,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Cancel a task not yet claimed: it never runs, and its caller gets one `cancelled` RESULT."""
     from nxs_mesh.node.task_states import cancel_task
 
-    async def go() -> dict[str, Any]:
-        async with _mesh(ctx) as mesh:
-            return await cancel_task(mesh, task_id)
-
-    record = run(go(), debug=settings(ctx).debug)
+    record = _on_task(ctx, cancel_task, task_id)
     if as_json:
         print_json(record)
     else:
