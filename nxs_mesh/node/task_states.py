@@ -41,6 +41,12 @@ async def task_status(mesh: Mesh, task_id: str, store: TaskStore | None = None) 
 async def cancel_task(mesh: Mesh, task_id: str, store: TaskStore | None = None) -> dict[str, Any]:
     """Cancel ``task_id`` before it is claimed; returns the cancelled record. Raises ``TaskStateError``
     when it already ended or is running. Exactly one caller wins (CAS), and it publishes the RESULT."""
+    sec = mesh.security
+    if sec.secure and sec.signer is None:
+        # Workers of a secure mesh ignore an unsigned record: the task would run after its caller was told
+        # "cancelled". Refuse instead.
+        raise TaskStateError(f"task {task_id}: this identity has no signing key, and a secure mesh's workers "
+                             "ignore an unsigned cancel", task_id)
     store = store or await TaskStore.open(mesh)
     for _ in range(5):  # lost races with a claim or another cancel re-read the record
         record, rev = await store.get(task_id)
