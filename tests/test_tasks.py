@@ -44,7 +44,11 @@ async def test_paused_worker_comes_back_late_and_is_fenced(mesh: Mesh, nats_serv
         async def claim() -> dict | None:
             return (await store.get(ack.message_id))[0]
 
-        first = await eventually(claim, timeout=15, what="claimed")
+        async def claimed() -> dict | None:
+            rec = await claim()
+            return rec if rec and rec["state"] == "claimed" else None  # the submitter's record comes first
+
+        first = await eventually(claimed, timeout=15, what="claimed")
         a = first["node"]
         (b,) = [i for i in ids if i != a]
         await eventually(lambda: ack.message_id in doc.peers[a].claims, timeout=5, what="claim advertised")

@@ -13,7 +13,7 @@ from nxs_mesh.client.calls import Accept, await_result, build_result
 from nxs_mesh.client.publishing import PublishResult
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import REQUEST_PRIORITY, result_subject
-from nxs_mesh.wire.envelope import Envelope
+from nxs_mesh.wire.envelope import BROADCAST, Envelope
 
 if TYPE_CHECKING:
     from nxs_mesh.client.security import MessageSecurity
@@ -48,23 +48,29 @@ class Requests:
         seal: bool = False,
     ) -> Envelope:
         """Send a COMMAND and wait for its RESULT; raises ``MeshTimeout`` or ``RemoteError``.
-        ``seal``: the command and its arguments are sealed to ``to``'s key."""
+        ``seal``: the command and its arguments are sealed to ``to``'s key.
+
+        How it ends, always once: the RESULT (``RemoteError`` when it says the command failed); the
+        target's death alert while waiting (``CallEnded`` with state ``orphaned``: the node died before
+        answering); or the timeout (``MeshTimeout``), which is also the command's ttl, so a command
+        nobody ran by then expires unrun with it."""
         corr = str(uuid.uuid4())
         _, env = await self.call(
             "COMMAND", {"command": command, "args": args}, correlation_id=corr, timeout=timeout,
             waiting_for=f"reply from {to} to {command!r}", to=to, agent=agent, priority=priority,
-            ttl=max(1, int(timeout + 0.999)), seal=seal,
+            ttl=max(1, int(timeout + 0.999)), seal=seal, watch=None if to in (BROADCAST, subjects.ALL) else to,
         )
         return env
 
     async def call(
         self, message_type: str, content: Any, *, correlation_id: str, timeout: float, waiting_for: str,
-        accept: Accept | None = None, **publish: Any,
+        accept: Accept | None = None, watch: str | None = None, **publish: Any,
     ) -> tuple[PublishResult, Envelope]:
         """Publish with ``reply_to`` = ``nxs.result.<correlation_id>`` and wait for that RESULT.
 
         Raises ``MeshTimeout`` after ``timeout`` and ``RemoteError`` when the RESULT carries an error. In
-        secure mode a RESULT that fails verification is ignored (so is one ``accept`` refuses)."""
+        secure mode a RESULT that fails verification is ignored (so is one ``accept`` refuses). ``watch``: a
+        node whose death alert ends the wait (``CallEnded`` ``orphaned``)."""
         reply = subjects.result(correlation_id)
 
         async def send() -> PublishResult:
@@ -72,7 +78,7 @@ class Requests:
 
         check = self.security.result_check(accept)
         ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for,
-                                      accept=check)
+                                      accept=check, watch=watch)
         return ack, env
 
     async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None,

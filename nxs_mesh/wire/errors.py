@@ -17,6 +17,7 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    │   └── CallEnded               a task or command ended without a result: failed, cancelled, expired, orphaned
     ├── PermissionDenied            the server refused this identity an operation (names the subject)
     ├── FileError                   an Object Store file could not be stored or read
     │   ├── FileNotFound            no such file in the bucket (or it was deleted)
@@ -25,7 +26,8 @@ maps them where they enter).
     │   ├── AgentNotFound           no such agent is registered
     │   ├── AgentOrphaned           the agent's owner died: nobody runs it now
     │   └── AgentOwned              another live node owns the agent (registration refused)
-    ├── TaskStateError              a task cannot move to the state asked (already ended, or running)
+    ├── TaskStateError              a task cannot move to the state asked (already ended, not its submitter)
+    ├── NoCapacity                  no live node has the capability a gather needs
     ├── SecurityError               message security (signatures, seals, rights)
     │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
     │   ├── SealError               a sealed payload cannot be sealed or opened
@@ -52,6 +54,7 @@ __all__ = [
     "AgentOrphaned",
     "AgentOwned",
     "BrokenError",
+    "CallEnded",
     "ClosedError",
     "ConfigError",
     "ConnectError",
@@ -63,6 +66,7 @@ __all__ = [
     "JetStreamUnavailable",
     "MeshError",
     "MeshTimeout",
+    "NoCapacity",
     "PermissionDenied",
     "NoResponders",
     "NotAuthorized",
@@ -161,6 +165,15 @@ class RemoteError(MeshError):
         super().__init__(f"{node}: {message}" if node else message)
 
 
+class CallEnded(RemoteError):
+    """A task or command ended without a result; ``state`` says how: ``failed``, ``cancelled``, ``expired``
+    or ``orphaned`` (its worker or target died with no retry left). Its caller is told once."""
+
+    def __init__(self, message: str, node: str | None = None, *, state: str, task_id: str | None = None) -> None:
+        super().__init__(message, node)
+        self.state, self.task_id = state, task_id
+
+
 class PermissionDenied(MeshError):
     """The server's permissions for this identity refuse an operation on ``subject``."""
 
@@ -209,6 +222,14 @@ class TaskStateError(MeshError):
     def __init__(self, message: str, task_id: str) -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class NoCapacity(MeshError):
+    """No live node (by the nodes' statuses and heartbeats) has the capability asked for."""
+
+    def __init__(self, capability: str) -> None:
+        super().__init__(f"no live node has capability {capability!r} (see `nxs nodes`)")
+        self.capability = capability
 
 
 class SecurityError(MeshError):
