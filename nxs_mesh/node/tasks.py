@@ -49,7 +49,14 @@ from nxs_mesh.client.calls import build_result, correlation_of
 from nxs_mesh.client.consumer import Consumer, durable_name
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh, PublishResult
-from nxs_mesh.client.task_states import CANCEL_COMMAND, CANCELLED, cancel_believed, end_task, is_terminal
+from nxs_mesh.client.task_states import (
+    CANCEL_COMMAND,
+    CANCELLED,
+    ORPHANED,
+    cancel_believed,
+    end_task,
+    is_terminal,
+)
 from nxs_mesh.client.task_store import BUCKET, TERMINAL, TaskStore, state_name
 from nxs_mesh.client.task_submit import submit_task
 from nxs_mesh.node.authorize import Authorizer
@@ -154,6 +161,14 @@ class TaskRunner:
         if is_terminal(record) and not self._forged_cancel(record, env):  # type: ignore[arg-type]
             log.info("task %s: %s before it ran; acking it unrun", task_id, record["state"])  # type: ignore[index]
             return  # its one RESULT was published by whoever ended it
+        if delivery.deliveries > self.mesh.config.max_deliver:
+            # Every allowed attempt went to workers that died holding it (a live failure would have ended it
+            # failed): orphaned, as the Doctor's hook would say; whichever CAS wins publishes the RESULT.
+            if await end_task(self.mesh, self.store, task_id, ORPHANED, record=record, rev=rev,
+                              error=f"task {task_id} orphaned: its workers died on all {delivery.deliveries - 1} "
+                                    "attempts") is not None:
+                log.warning("task %s: delivery %d is past max_deliver; ended it orphaned", task_id, delivery.deliveries)
+            return
         claim = {**self._carried(env, record), "state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
                  "delivery": delivery.deliveries, "max_deliver": self.mesh.config.max_deliver, "at": time.time()}
         token = await self.store.cas(task_id, claim, rev)
