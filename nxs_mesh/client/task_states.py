@@ -60,12 +60,20 @@ def task_result(task_id: str, record: dict[str, Any], *, source: Any, result: An
     return env, subject
 
 
+_SUBMITTED_FACTS = ("submitter", "reply", "corr", "capability", "ttl")
+
+
 async def end_task(mesh: TaskMesh, store: TaskStore, task_id: str, state: str, *, record: dict[str, Any] | None,
                    rev: int, error: str | None = None, result: Any = None, **extra: Any) -> dict[str, Any] | None:
     """CAS the record from revision ``rev`` to the terminal ``state`` and publish its RESULT; the new
-    record, or None when someone else moved it first (then nothing is published)."""
+    record, or None when someone else moved it first (then nothing is published). An unclaimed task
+    (``record`` None) takes where its RESULT goes from its submission, when there is one."""
     me = mesh.config.instance_id
-    old = {k: v for k, v in (record or {}).items() if k not in _NOT_COPIED}
+    if record is None:
+        sub = await store.submission(task_id) or {}
+        old = {k: sub[k] for k in _SUBMITTED_FACTS if k in sub} | ({"submitted": sub["at"]} if "at" in sub else {})
+    else:
+        old = {k: v for k, v in record.items() if k not in _NOT_COPIED}
     if old.get("state") == "claimed" and old.get("node") != me:
         old["worker"] = old.get("node")  # the record's writer is us now; the worker stays on record
     ended = {**old, "state": state, "node": me, "finished": time.time(), **extra}
@@ -104,7 +112,7 @@ async def cancel_task(mesh: TaskMesh, task_id: str, store: TaskStore | None = No
         record, rev = await store.get(task_id)
         if is_terminal(record):
             raise TaskStateError(f"task {task_id} already ended: {state_name(record['state'])}", task_id)  # type: ignore[index]
-        submitter = (record or {}).get("submitter")
+        submitter = (record or await store.submission(task_id) or {}).get("submitter")
         if sec.trust is not None and submitter not in (None, me) and not admin:
             raise TaskStateError(f"task {task_id} was submitted by {submitter}: only it or the admin may cancel it",
                                  task_id)
@@ -128,30 +136,35 @@ async def _nudge(mesh: TaskMesh, worker: str, task_id: str) -> None:
         log.warning("task %s cancelled, but its worker %s could not be told: %s", task_id, worker, exc)
 
 
-def _due(record: dict[str, Any], now: float) -> bool:
-    ttl, at = record.get("ttl"), record.get("at")
-    return (record.get("state") == "submitted" and isinstance(ttl, int | float) and ttl > 0
-            and isinstance(at, int | float) and now >= at + ttl)
+def _due(submission: dict[str, Any], now: float) -> bool:
+    ttl, at = submission.get("ttl"), submission.get("at")
+    return isinstance(ttl, int | float) and ttl > 0 and isinstance(at, int | float) and now >= at + ttl
 
 
 async def expire_if_due(mesh: TaskMesh, store: TaskStore, task_id: str, record: dict[str, Any] | None,
                         rev: int) -> dict[str, Any] | None:
-    """End an unclaimed task whose ttl has passed (``expired``, one RESULT); None when not due or lost."""
-    if record is None or not _due(record, time.time()):
+    """End an unclaimed task (``record`` None) whose ttl, by its submission, has passed: ``expired``, one
+    RESULT. None when it is claimed, not due, has no submission, or someone else moved it first."""
+    if record is not None:
         return None
-    return await end_task(mesh, store, task_id, EXPIRED, record=record, rev=rev,
-                          error=f"task {task_id} expired: no worker took it within its ttl of {record['ttl']}s")
+    sub = await store.submission(task_id)
+    if sub is None or not _due(sub, time.time()):
+        return None
+    return await end_task(mesh, store, task_id, EXPIRED, record=None, rev=rev,
+                          error=f"task {task_id} expired: no worker took it within its ttl of {sub['ttl']}s")
 
 
 async def task_status(mesh: TaskMesh, task_id: str, store: TaskStore | None = None) -> dict[str, Any]:
     """The record of ``task_id`` as a dict with at least ``task_id`` and ``state`` (``submitted`` when no
-    worker has claimed it yet; an unclaimed task past its ttl is ended ``expired`` by this read)."""
+    worker has claimed it yet, with what its submitter recorded; an unclaimed task past its ttl is
+    ended ``expired`` by this read)."""
     store = store or await TaskStore.open(mesh)
     record, rev = await store.get(task_id)
     record = await expire_if_due(mesh, store, task_id, record, rev) or record
-    out = {"task_id": task_id, "state": "submitted", **(record or {})}
-    out["state"] = state_name(str(out["state"]))
-    return out
+    if record is None:
+        sub = {k: v for k, v in (await store.submission(task_id) or {}).items() if k not in _NOT_COPIED}
+        return {"task_id": task_id, **sub, "state": "submitted"}
+    return {"task_id": task_id, **record, "state": state_name(str(record["state"]))}
 
 
 async def orphan_claims(mesh: TaskMesh, store: TaskStore, node: str, epoch: str, task_ids: list[str]) -> list[str]:

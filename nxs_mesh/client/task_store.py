@@ -1,8 +1,10 @@
 """The task records: the KV bucket NXS_TASKS, one key ``t.<task id>`` per task, written by compare-and-set.
 
-A record moves ``submitted`` (the submitter wrote it; optional: a task from a program that does not
-write one starts with no record) -> ``claimed`` (a worker's claim; its revision is the fencing token,
-see ``node.tasks``) -> one terminal state (``TERMINAL``). Every record names the node that wrote it
+A task is ``submitted`` while ``t.<task id>`` is absent (the submitter's own facts, who, when, ttl and
+where its RESULT goes, are in ``s.<task id>``, written once; a program that does not write it is fine),
+then ``claimed`` (a worker's claim; its revision is the fencing token, see ``node.tasks``), then in one
+terminal state (``TERMINAL``). The submission has its own key so that ``t.<task id>`` keeps meaning
+"a worker took it" for everyone who reads it. Every record names the node that wrote it
 (``node``); with a key, the writer signs it (``wire.signing.sign_record``), and a reader that has a
 trust file believes a record only when it is signed by the key the trust file lists for that node,
 or by the admin key. The bucket also holds the doctors' release elections (``elect``).
@@ -90,17 +92,29 @@ class TaskStore:
         return cls(await mesh.admin.bucket(spec, replicas=replicas), mesh.security)
 
     async def get(self, task_id: str) -> tuple[dict[str, Any] | None, int]:
-        """The record of ``task_id`` and its revision; a record its writer did not sign (when the mesh
-        has a trust file: a forged claim or ``done``) reads as absent, so the next writer replaces it."""
-        entry = await self._bucket.get(f"t.{task_id}")
+        """The record of ``task_id`` (claimed or ended; None while unclaimed) and its revision; a record
+        its writer did not sign (when the mesh has a trust file: a forged claim or ``done``) reads as
+        absent, so the next writer replaces it."""
+        return await self._read(f"t.{task_id}")
+
+    async def submission(self, task_id: str) -> dict[str, Any] | None:
+        """What the submitter recorded (``s.<task id>``: submitter, time, ttl, reply subject), or None."""
+        return (await self._read(f"s.{task_id}"))[0]
+
+    async def record_submission(self, task_id: str, record: dict[str, Any]) -> bool:
+        """Write the submission once (a resubmission keeps the first); False when one exists."""
+        return await self._write(f"s.{task_id}", record, 0) is not None
+
+    async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        entry = await self._bucket.get(key)
         if entry is None:
             return None, 0
         try:
             record = json.loads(entry.value or b"{}")
         except ValueError:
             return None, entry.revision
-        if not isinstance(record, dict) or not self._believes(f"t.{task_id}", record, entry.value):
-            log.warning("task %s: ignoring a record its writer did not sign (%s)", task_id,
+        if not isinstance(record, dict) or not self._believes(key, record, entry.value):
+            log.warning("%s: ignoring a record its writer did not sign (%s)", key,
                         record.get("node") if isinstance(record, dict) else "not an object")
             return None, entry.revision
         return record, entry.revision
@@ -127,16 +141,19 @@ class TaskStore:
     async def cas(self, task_id: str, record: dict[str, Any], last: int) -> int | None:
         """Write ``record`` if the key is still at revision ``last`` (0 = absent); None if not. Signed by
         this node when it has a key (``wire.signing.sign_record``)."""
+        return await self._write(f"t.{task_id}", record, last)
+
+    async def _write(self, key: str, record: dict[str, Any], last: int) -> int | None:
         sec = self._security
         signer = sec.signer if sec is not None else None
         if signer is not None:
             body = json.dumps({**record, "signer": signer.public}, separators=(",", ":")).encode()
-            data = sign_record(signer, f"t.{task_id}", body)
+            data = sign_record(signer, key, body)
         else:
             data = json.dumps(record, separators=(",", ":")).encode()
         if last == 0:
-            return await self._bucket.create(f"t.{task_id}", data)
-        return await self._bucket.update(f"t.{task_id}", data, last=last)
+            return await self._bucket.create(key, data)
+        return await self._bucket.update(key, data, last=last)
 
     async def elect(self, key: str, who: str) -> bool:
         """True for exactly one caller of ``key`` (within the bucket's ttl)."""

@@ -1,5 +1,5 @@
-"""Submitting a TASK: its ``submitted`` record first (who sent it, when, its ttl, where its RESULT goes),
-then the work queue; with ``wait``, the one RESULT (``client.task_states``).
+"""Submitting a TASK: its submission first (``s.<task id>`` in NXS_TASKS: who sent it, when, its ttl,
+where its RESULT goes), then the work queue; with ``wait``, the one RESULT (``client.task_states``).
 
     ack, _ = await submit_task(mesh, "resize", {"w": 64})        # any worker with the capability
     ack, result = await submit_task(mesh, "resize", {"w": 64}, wait=True, timeout=30)
@@ -67,9 +67,9 @@ async def submit_task(
 
 
 async def _record_submitted(mesh: TaskMesh, store: TaskStore, task_id: str, **fields: Any) -> None:
-    """The ``submitted`` record (create only: a resubmission, or a worker faster than us, keeps its own)."""
+    """The submission (``s.<task id>``, written once: a resubmission keeps the first)."""
     me = mesh.config.instance_id
-    await store.cas(task_id, {"state": "submitted", "node": me, "submitter": me, "at": time.time(), **fields}, 0)
+    await store.record_submission(task_id, {"node": me, "submitter": me, "at": time.time(), **fields})
 
 
 async def _expire_at(mesh: TaskMesh, store: TaskStore, task_id: str, ttl: float) -> None:
@@ -77,7 +77,7 @@ async def _expire_at(mesh: TaskMesh, store: TaskStore, task_id: str, ttl: float)
     await asyncio.sleep(ttl)  # sleep-ok: the task's ttl is the deadline this waits for
     while True:
         record, rev = await store.get(task_id)
-        if record is None or record.get("state") != "submitted":
+        if record is not None:
             return  # claimed (or ended) in time
         if await expire_if_due(mesh, store, task_id, record, rev) is not None:
             return

@@ -5,9 +5,9 @@
     await mesh.cancel(ack.message_id)                            # one RESULT: metadata.state "cancelled"
     results = await mesh.gather("resize", [{"w": 64}, {"w": 128}], quorum=1.0, deadline=60)
 
-A submitted task gets a ``submitted`` record first (``client.task_store``: who sent it, when, its ttl and
-where its RESULT goes), so that anyone can end it properly later: a cancel knows whom to answer, an
-expiry knows when it is due, a worker knows who may cancel it.
+A submitted task's submission is recorded first (``client.task_store``: who sent it, when, its ttl and
+where its RESULT goes), so that anyone can end it properly later: a cancel knows whom to answer and
+whether it may, an expiry knows when it is due.
 """
 
 from __future__ import annotations

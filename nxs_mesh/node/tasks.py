@@ -169,7 +169,7 @@ class TaskRunner:
                                     "attempts") is not None:
                 log.warning("task %s: delivery %d is past max_deliver; ended it orphaned", task_id, delivery.deliveries)
             return
-        claim = {**self._carried(env, record), "state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
+        claim = {**self._carried(env), "state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
                  "delivery": delivery.deliveries, "max_deliver": self.mesh.config.max_deliver, "at": time.time()}
         token = await self.store.cas(task_id, claim, rev)
         if token is None:
@@ -210,13 +210,10 @@ class TaskRunner:
         return True
 
     @staticmethod
-    def _carried(env: Envelope, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _carried(env: Envelope) -> dict[str, Any]:
         """What every record of the task keeps: who submitted it, where its RESULT goes, what it is."""
-        base = {k: v for k, v in (record or {}).items() if k in ("ttl", "submitted")}
-        if record is not None and record.get("state") == "submitted":
-            base["submitted"] = record.get("at")
-        return {**base, "submitter": env.source.instance_id, "reply": result_subject(env),
-                "corr": correlation_of(env), "capability": env.payload.metadata.get("capability")}
+        return {"submitter": env.source.instance_id, "reply": result_subject(env), "corr": correlation_of(env),
+                "capability": env.payload.metadata.get("capability")}
 
     async def _run(self, task_id: str, env: Envelope, handler: Awaitable[Any]) -> Any:
         """Run the handler as its own asyncio task, so that a cancel of the task stops just the handler."""
