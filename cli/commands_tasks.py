@@ -1,20 +1,21 @@
-"""Task commands: task submit, task status, task cancel (the shared work queue, issue 11 part 4)."""
+"""Task commands: task submit, status, cancel and map (the shared work queue and scatter/gather, issue 11)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from .commands_node import _mesh, _parse_value
-from .common import console, new_typer, print_json, priority_option, run, settings
+from .common import console, err_console, new_typer, print_json, priority_option, run, settings
 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
-task_app = new_typer(help="The shared work queue: submit a task, see its state, cancel it.", no_args_is_help=True)
+task_app = new_typer(help="The shared work queue: submit a task, see its state, cancel it, map a capability over many inputs.", no_args_is_help=True)
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 TASK_ID = typer.Argument(..., help="The task id `nxs task submit` printed.")
 
@@ -87,7 +88,8 @@ def task_cancel(
     task_id: str = TASK_ID,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Cancel a task not yet claimed: it never runs, and its caller gets one `cancelled` RESULT."""
+    """Cancel a task: unclaimed, it never runs; running, its handler is cancelled on its worker. Its caller
+    gets one `cancelled` RESULT. With a trust file, only its submitter or the admin may cancel it."""
     from nxs_mesh.node.task_states import cancel_task
 
     record = _on_task(ctx, cancel_task, task_id)
@@ -95,6 +97,37 @@ def task_cancel(
         print_json(record)
     else:
         console.print(f"task {task_id} cancelled", highlight=False)
+
+
+@task_app.command("map")
+def task_map(
+    ctx: typer.Context,
+    capability: str = typer.Argument(..., help="Who can do it, e.g. sleep, echo, resize."),
+    input_file: Path = typer.Argument(..., metavar="INPUT.jsonl", help="One JSON payload per line: one subtask each."),
+    deadline: float = typer.Option(60.0, "--deadline", help="Seconds for the whole map; what is left then is ended."),
+    quorum: float = typer.Option(1.0, "--quorum", help="Fraction of subtasks that must complete (0-1]; once met, "
+                                                      "the rest is cancelled. Exit 1 when it is not met."),
+    per_task_timeout: float = typer.Option(None, "--per-task-timeout", help="Cancel a subtask running longer (s)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Scatter/gather: run one subtask per line of INPUT.jsonl on the live nodes with CAPABILITY, with a live
+    progress bar (done/failed/running per node), then a summary table; results in input order."""
+    from .task_map import as_document, live_progress, read_jsonl, show_summary
+
+    async def go() -> Any:
+        payloads = read_jsonl(input_file)
+        with live_progress(len(payloads), show=not as_json and err_console.is_terminal) as progress:
+            async with _mesh(ctx) as mesh:
+                return await mesh.gather(capability, payloads, quorum=quorum, deadline=deadline,
+                                         per_task_timeout=per_task_timeout, on_progress=progress)
+
+    got = run(go(), debug=settings(ctx).debug)
+    if as_json:
+        print_json(as_document(got))
+    else:
+        show_summary(got)
+    if not got.quorum_met:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

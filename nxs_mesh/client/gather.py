@@ -34,9 +34,9 @@ from typing import Any
 
 from nxs_mesh.client.task_states import CANCELLED, EXPIRED, cancel_task, end_task
 from nxs_mesh.client.task_store import COMPLETED, TERMINAL, TaskMesh, TaskStore, state_name
-from nxs_mesh.client.task_submit import submit_task
+from nxs_mesh.client.task_submit import record_submitted
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.envelope import Envelope, check_id, decode
+from nxs_mesh.wire.envelope import Envelope, check_id, decode, new_envelope
 from nxs_mesh.wire.errors import ConfigError, EnvelopeError, MeshError, NoCapacity, TaskStateError
 
 __all__ = ["GatherProgress", "Gathered", "NodeLoad", "Subtask", "capable_nodes", "gather"]
@@ -263,14 +263,23 @@ async def gather(
 
 async def _scatter(mesh: TaskMesh, capability: str, payloads: Sequence[Any], g: _Gathering, gather_id: str,
                    reply: str, *, ttl: int, priority: int) -> None:
+    """Record every submission (concurrently), then queue the TASKs in input order (pipelined when no
+    grant must travel with them), so the work queue hands them out in that order."""
     sem = asyncio.Semaphore(_SUBMIT_AT_ONCE)
+    facts = {"capability": capability, "ttl": ttl, "reply": reply, "corr": gather_id, "gather": gather_id}
 
-    async def one(task_id: str, payload: Any) -> None:
+    async def record(task_id: str) -> None:
         async with sem:
-            await submit_task(mesh, capability, payload, task_id=task_id, ttl=ttl, priority=priority,
-                              reply_to=reply, correlation_id=gather_id)
+            await record_submitted(mesh, g.store, task_id, **facts)
 
-    await asyncio.gather(*(one(t, p) for t, p in zip(g.ids, payloads, strict=True)))
+    await asyncio.gather(*(record(t) for t in g.ids))
+    envs = [new_envelope("TASK", p, source=mesh.source, priority=priority, ttl=ttl, metadata={"capability": capability},
+                         correlation_id=gather_id, reply_to=reply, message_id=t) for t, p in zip(g.ids, payloads, strict=True)]
+    if mesh.grant is None:
+        await mesh.publish_many(envs)
+        return
+    for env in envs:
+        await mesh.send(env)
 
 
 async def _poll(g: _Gathering, per_task_timeout: float | None) -> None:

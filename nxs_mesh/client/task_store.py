@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final, Protocol
 
 from nxs_mesh.client.admin import Bucket, BucketSpec, MeshAdmin
@@ -54,6 +54,7 @@ class TaskMesh(Protocol):
     config: MeshConfig
     security: MessageSecurity
     source: Source
+    grant: str | None
 
     @property
     def admin(self) -> MeshAdmin: ...
@@ -71,6 +72,8 @@ class TaskMesh(Protocol):
     async def call(self, message_type: str, content: Any, *, correlation_id: str, timeout: float, waiting_for: str,
                    accept: Accept | None = None, watch: str | None = None,
                    **publish: Any) -> tuple[PublishResult, Envelope]: ...
+
+    async def publish_many(self, envelopes: Iterable[Envelope], *, msgpack: bool = False) -> list[PublishResult]: ...
 
     def tail(self, kind: str) -> AsyncIterator[Record]: ...
 

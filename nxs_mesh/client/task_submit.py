@@ -22,7 +22,7 @@ from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL
 from nxs_mesh.wire.envelope import Envelope
 from nxs_mesh.wire.errors import MeshError
 
-__all__ = ["submit_task"]
+__all__ = ["record_submitted", "submit_task"]
 
 
 async def submit_task(
@@ -46,7 +46,7 @@ async def submit_task(
     corr = correlation_id or task_id
     reply = reply_to or subjects.result(corr)
     store = await mesh.task_store()
-    await _record_submitted(mesh, store, task_id, capability=capability, ttl=ttl, reply=reply, corr=corr)
+    await record_submitted(mesh, store, task_id, capability=capability, ttl=ttl, reply=reply, corr=corr)
     publish: dict[str, Any] = {"capability": capability, "priority": priority, "ttl": ttl, "message_id": task_id}
     if not wait:
         ack = await mesh.publish("TASK", payload, correlation_id=corr, reply_to=reply, **publish)
@@ -66,7 +66,7 @@ async def submit_task(
     return ack, env
 
 
-async def _record_submitted(mesh: TaskMesh, store: TaskStore, task_id: str, **fields: Any) -> None:
+async def record_submitted(mesh: TaskMesh, store: TaskStore, task_id: str, **fields: Any) -> None:
     """The submission (``s.<task id>``, written once: a resubmission keeps the first)."""
     me = mesh.config.instance_id
     await store.record_submission(task_id, {"node": me, "submitter": me, "at": time.time(), **fields})
