@@ -12,6 +12,7 @@ from nxs_cli.bench.crypto import bench_crypto
 from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
+from nxs_cli.bench.gather import bench_gather
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
 from nxs_cli.bench.report import Row, machine_info, skipped
@@ -40,6 +41,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "footprint": ("idle `nxs node run`: RSS and bytes/s", bench_footprint),
     "failure": ("kill -9 of a worker -> Doctor alert, task done elsewhere", bench_failure),
     "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
+    "gather": ("mesh.gather of 100 subtasks: 3 workers vs 1, and overhead per subtask", bench_gather),
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
 }
