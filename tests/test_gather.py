@@ -112,3 +112,14 @@ async def test_cli_task_map(mesh: Mesh, workers, nats_server: NatsServer, tmp_pa
     assert [s["index"] for s in doc["subtasks"]] == list(range(6)) and doc["counts"] == {"completed": 6}
     code, out, err = await run_cli(nats_server.url, "task", "map", "sleep", str(good), "--quorum", "0.5")
     assert code == 0 and "quorum 0.5 met" in out and "/6 completed" in out, out + err  # stops at quorum
+
+
+@pytest.mark.timeout(90)
+async def test_demo_gather_on_running_nodes(mesh: Mesh, workers, nats_server: NatsServer, tmp_path: Path):
+    from nxs_cli.demo_gather import demo_gather
+
+    await _start(mesh, workers, 2)
+    said: list[str] = []
+    await demo_gather(nats_server.url, tmp_path, said.append)
+    assert len(said) == 3 and "2 live node(s) can sleep" in said[0]
+    assert "9 completed" in said[1] and "#0 completed, #1 completed, #2 cancelled" in said[2], said
