@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from nxs_mesh import ConfigError, Mesh, NoCapacity
 from nxs_mesh.client.gather import Gathered, GatherProgress
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gather.py"
 
 
 async def _start(mesh: Mesh, workers, n: int, *extra: str) -> list:
@@ -123,3 +128,17 @@ async def test_demo_gather_on_running_nodes(mesh: Mesh, workers, nats_server: Na
     await demo_gather(nats_server.url, tmp_path, said.append)
     assert len(said) == 3 and "2 live node(s) can sleep" in said[0]
     assert "9 completed" in said[1] and "#0 completed, #1 completed, #2 cancelled" in said[2], said
+
+
+@pytest.mark.timeout(90)
+async def test_the_readme_gather_example_runs(mesh: Mesh, workers, nats_server: NatsServer, tmp_path: Path):
+    await _start(mesh, workers, 1)
+    example = EXAMPLE
+    env = {**os.environ, "NXS_URL": nats_server.url, "NXS_DATA_DIR": str(tmp_path / "data")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(example), env=env, cwd=tmp_path,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = out.decode().splitlines()
+    assert proc.returncode == 0, err.decode()
+    assert [line.split()[1] for line in lines[:4]] == ["completed", "completed", "completed", "cancelled"], lines
+    assert lines[4:] == ["quorum met: True", "cancelled"]
