@@ -19,7 +19,6 @@ from nxs_mesh.client.gather import Gathered, GatherProgress
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 
-
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gather.py"
 
 
