@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from node_support import DEAD_AFTER, HB, Worker, alerts_about, results_for, run_
 
 from nxs_mesh import CallEnded, Mesh, RemoteError
 from nxs_mesh.node.doctor import Doctor
+from nxs_mesh.node.node import Node, NodeOptions
+from nxs_mesh.node.provision import provision
 from nxs_mesh.node.task_states import cancel_task, task_status
 from nxs_mesh.node.tasks import TaskStore, submit_task
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.testing.secure import SecureCluster
 from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire.errors import TaskStateError
 
@@ -176,3 +180,41 @@ async def test_a_command_to_a_node_that_dies_ends_orphaned_not_at_its_timeout(me
         assert ended.value.state == "orphaned" and ended.value.node == w.node_id
     finally:
         await doctor.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_secure_only_the_submitter_or_the_admin_may_cancel(tmp_path: Path):
+    """With a trust file: a third node's cancel is refused by `mesh.cancel`, and a `cancelled` record it
+    writes itself is ignored by the worker (the task runs); the submitter's and the admin's cancels work,
+    with the permissions deploy renders (the nudge is a COMMAND, a subject every node may send)."""
+    with SecureCluster(tmp_path / "secure") as sc:
+        async with Mesh(sc.config("admin")) as admin, Mesh(sc.config("n1")) as n1, Mesh(sc.config("n2")) as n2:
+            await provision(admin, ["n1", "n2", "n3"])
+            forged_id = str(uuid.uuid4())
+            await submit_task(n1, "sleep", 0, task_id=forged_id)  # no worker yet: it waits unclaimed
+            with pytest.raises(TaskStateError, match="submitted by n1: only it or the admin may cancel"):
+                await n2.cancel(forged_id)
+            forged = {"state": "cancelled", "node": "n2", "by": "n2", "at": time.time()}
+            assert await (await n2.task_store()).cas(forged_id, forged, 0) is not None  # n2 may write the bucket
+
+            node3 = await Node(sc.config("n3"), NodeOptions(heartbeat_interval=0.5, doctor=False,
+                                                             capabilities=("sleep",))).start()
+            try:
+                async def ran() -> bool:
+                    return (await n1.task_status(forged_id))["state"] == "completed"
+
+                await eventually(ran, timeout=20, what="the task ran despite n2's cancelled record")
+                for canceller in (n1, admin):
+                    task_id = str(uuid.uuid4())
+                    waiter = asyncio.ensure_future(submit_task(n1, "sleep", 60, wait=True, timeout=80,
+                                                               task_id=task_id))
+                    assert (await _claimed(n1, task_id))["node"] == "n3"
+                    assert (await canceller.cancel(task_id))["state"] == "cancelled"
+                    with pytest.raises(CallEnded) as ended:
+                        await asyncio.wait_for(waiter, 15)
+                    assert ended.value.state == "cancelled"
+                    await eventually(lambda: node3.tasks is not None and not node3.tasks.claims, timeout=10,
+                                     what="the handler on n3 stopped")
+                assert node3.tasks is not None and node3.tasks.cancelled == 2
+            finally:
+                await node3.stop()
