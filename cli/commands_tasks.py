@@ -61,20 +61,9 @@ def task_submit(
             console.print(f"done by {out['node']}: {json.dumps(result.content, default=str)}", highlight=False)
 
 
-@task_app.command("status")
-def task_status(
-    ctx: typer.Context,
-    task_id: str = TASK_ID,
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Show a task's state (submitted, claimed, done, cancelled, ...), its node, attempts, times, result."""
-    from nxs_mesh.node.task_states import task_status
-
-    record = _on_task(ctx, task_status, task_id)
-    if as_json:
-        print_json(record)
-        return
-    for key in ("task_id", "state", "node", "delivery", "at", "finished", "by", "result", "error"):
+def _print_status(record: dict[str, Any]) -> None:
+    for key in ("task_id", "state", "node", "worker", "submitter", "delivery", "at", "finished", "by", "result",
+                "error"):
         if key in record:
             value = record[key]
             shown = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)) + " UTC" if key in ("at", "finished") \
@@ -82,21 +71,24 @@ def task_status(
             console.print(f"{'attempts' if key == 'delivery' else key:>9}: {shown}", highlight=False)
 
 
+@task_app.command("status")
+def task_status(ctx: typer.Context, task_id: str = TASK_ID, as_json: bool = JSON_OPT) -> None:
+    """Show a task's state (submitted, claimed, completed, failed, cancelled, expired, orphaned), its node
+    (and worker), attempts, times, result or error."""
+    from nxs_mesh.client.task_states import task_status
+
+    record = _on_task(ctx, task_status, task_id)
+    print_json(record) if as_json else _print_status(record)
+
+
 @task_app.command("cancel")
-def task_cancel(
-    ctx: typer.Context,
-    task_id: str = TASK_ID,
-    as_json: bool = JSON_OPT,
-) -> None:
+def task_cancel(ctx: typer.Context, task_id: str = TASK_ID, as_json: bool = JSON_OPT) -> None:
     """Cancel a task: unclaimed, it never runs; running, its handler is cancelled on its worker. Its caller
     gets one `cancelled` RESULT. With a trust file, only its submitter or the admin may cancel it."""
-    from nxs_mesh.node.task_states import cancel_task
+    from nxs_mesh.client.task_states import cancel_task
 
     record = _on_task(ctx, cancel_task, task_id)
-    if as_json:
-        print_json(record)
-    else:
-        console.print(f"task {task_id} cancelled", highlight=False)
+    print_json(record) if as_json else console.print(f"task {task_id} cancelled", highlight=False)
 
 
 @task_app.command("map")
