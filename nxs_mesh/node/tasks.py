@@ -32,6 +32,12 @@ completion is the CAS above.
 
 The guarantee is one *completion* (one ``done`` record, one RESULT); a handler may have *started*
 on a worker that then died, so its side effects should be idempotent or keyed by the task id.
+
+**Every task ends once** (``client.task_states``): ``done`` as above, ``failed`` (CAS from the token on
+the last attempt), or ended by someone else: ``cancelled`` (the canceller's CAS; its ``cancel-task``
+nudge makes this worker cancel the handler's asyncio task, ack, and publish nothing), ``expired`` or
+``orphaned`` (the Doctor's hook, ``node.task_ends``, or this worker for a delivery past
+``max_deliver``). A completion CAS that finds such an end acks with nothing published.
 """
 
 from __future__ import annotations
