@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from nxs_mesh.client.calls import Accept, await_result, build_result
+from nxs_mesh.client.calls import Accept, DeathAlarm, await_result, build_result
 from nxs_mesh.client.publishing import PublishResult
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import REQUEST_PRIORITY, result_subject
@@ -25,6 +25,8 @@ __all__ = ["Requests"]
 
 class Requests:
     """``request``, ``call`` and ``reply``; needs the ``Mesh``'s publish, send, link, security, source."""
+
+    _death_alarm: DeathAlarm | None = None  # made on the first call that watches a node
 
     if TYPE_CHECKING:
         security: MessageSecurity
@@ -77,8 +79,11 @@ class Requests:
             return await self.publish(message_type, content, correlation_id=correlation_id, reply_to=reply, **publish)
 
         check = self.security.result_check(accept)
+        if watch is not None and self._death_alarm is None:
+            self._death_alarm = DeathAlarm()
+        alarm = (self._death_alarm, watch) if watch is not None and self._death_alarm is not None else None
         ack, env = await await_result(self.link, correlation_id, send, timeout=timeout, waiting_for=waiting_for,
-                                      accept=check, watch=watch)
+                                      accept=check, watch=alarm)
         return ack, env
 
     async def reply(self, request: Envelope, content: Any = None, *, error: str | None = None,
