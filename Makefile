@@ -24,7 +24,7 @@ run: $(STAMP) ## start the embedded NATS server (JetStream, 127.0.0.1:PORT (defa
 test: $(STAMP) ## run the whole test suite against real nats-server processes
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert, an agent handoff
+demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert, a gather, an agent handoff
 	$(BIN)/nxs demo
 
 bench: $(STAMP) ## mesh vs nats-py (raw, lean, push) and Synadia's agent SDK (default scenarios), then presence at scale

@@ -1,4 +1,4 @@
-"""Node commands: node run, nodes, status, cmd, ping, task submit, alerts, doctor (check / run), top, demo."""
+"""Node commands: node run, nodes, status, cmd, ping, alerts, doctor (check / run), top, demo."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from .common import console, fail, new_typer, print_json, priority_option, run, 
 # NB: the library is imported inside the commands, so `nxs --help` stays fast.
 
 node_app = new_typer(help="The long-running worker (one per node).", no_args_is_help=True)
-task_app = new_typer(help="The shared work queue.", no_args_is_help=True)
 doctor_app = new_typer(help="Mesh health: a one-shot check, or `doctor run` to watch and alert.",
                        invoke_without_command=True)
 
@@ -217,38 +216,6 @@ def ping(
             console.print(f"pong from {node}: {t:.1f} ms", highlight=False)
 
 
-# -- tasks ---------------------------------------------------------------------------------------------
-@task_app.command("submit")
-def task_submit(
-    ctx: typer.Context,
-    capability: str = typer.Argument(..., help="Who can do it, e.g. sleep, echo, resize."),
-    payload: str = typer.Argument("null", help="The task payload (JSON, or a string)."),
-    priority: int = priority_option(),
-    ttl: int = typer.Option(3600, "--ttl", help="Seconds before it expires unstarted (0 = never)."),
-    wait: bool = typer.Option(False, "--wait", "-w", help="Wait for the result and print it."),
-    timeout: float = typer.Option(60.0, "--timeout", "-t", help="With --wait: how long (s)."),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Queue a task for any worker with CAPABILITY (exactly one of them completes it)."""
-    from nxs_mesh.node.tasks import submit_task
-
-    async def go() -> Any:
-        async with _mesh(ctx) as mesh:
-            return await submit_task(mesh, capability, _parse_value(payload), priority=priority, ttl=ttl,
-                                     wait=wait, timeout=timeout)
-
-    ack, result = run(go(), debug=settings(ctx).debug)
-    out: dict[str, Any] = {"task_id": ack.message_id, "seq": ack.seq}
-    if result is not None:
-        out.update(node=result.payload.metadata.get("node"), result=result.content)
-    if as_json:
-        print_json(out)
-    else:
-        console.print(f"task {ack.message_id} queued (seq {ack.seq})", highlight=False)
-        if result is not None:
-            console.print(f"done by {out['node']}: {json.dumps(result.content, default=str)}", highlight=False)
-
-
 # -- alerts --------------------------------------------------------------------------------------------
 def alerts(
     ctx: typer.Context,
@@ -392,7 +359,9 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
-    app.add_typer(task_app, name="task")
+    from .commands_tasks import register as register_tasks  # here: commands_tasks imports this module
+
+    register_tasks(app)
     app.add_typer(doctor_app, name="doctor")
     for fn, name in ((nodes, "nodes"), (status, "status"), (cmd, "cmd"), (ping, "ping"), (alerts, "alerts"),
                      (top, "top"), (demo, "demo")):

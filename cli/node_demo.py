@@ -1,5 +1,5 @@
 """`nxs demo`: three real worker processes, a chat, a command, a task, one node killed, the alert,
-the task finished elsewhere, then an agent handed off between two more nodes; reports the measured
+the task finished elsewhere, a scatter/gather over the survivors, then an agent handed off between two more nodes; reports the measured
 detection and redistribution times."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import console
+from .demo_gather import demo_gather
 from .demo_handoff import demo_handoff
 from .node_views import nodes_table
 
@@ -108,6 +109,7 @@ async def _scenario(url: str, work: Path, procs: dict[str, subprocess.Popen[byte
 
         victim, detection, redistribution, finished = await _kill_and_move(mesh, procs)
         console.print(nodes_table(await list_nodes(mesh)))
+        await demo_gather(url, work, say)  # on the two survivors
 
         survivors = [n for n, _ in NODES if n != victim]
         for node in survivors:

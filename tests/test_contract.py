@@ -271,7 +271,10 @@ async def test_a_node_written_from_the_schemas_alone_is_tracked_alerted_and_answ
                 rec = await mesh.last("alert", f"nxs.alert.{foreign.id}")
                 return rec if rec is not None and rec.envelope is not None else None
 
-            alert = (await eventually(alerted, timeout=15, interval=0.1, what="a death alert")).envelope
+            try:
+                alert = (await eventually(alerted, timeout=15, interval=0.1, what="a death alert")).envelope
+            except AssertionError as exc:  # seen only in some full runs: say what the server was doing
+                raise AssertionError(f"{exc}\n{await asyncio.to_thread(_server_report, nats_server)}") from None
             assert alert.content["event"] == "dead" and alert.content["node"] == foreign.id
             rule = _schema("alert")["x-nxs-message-id"]
             name = rule["name"].format(event="dead", node=foreign.id, epoch=foreign.epoch, seq=foreign.seq)
@@ -280,6 +283,24 @@ async def test_a_node_written_from_the_schemas_alone_is_tracked_alerted_and_answ
     finally:
         await foreign.close()
         await node.stop()
+
+
+def _server_report(srv: NatsServer) -> str:
+    """The server's process state (R running, S sleeping, T stopped), its monitor's view and its log tail."""
+    import urllib.request
+
+    lines = []
+    try:
+        lines.append("process state: " + Path(f"/proc/{srv.pid}/stat").read_text().split(") ")[1].split()[0])
+    except (OSError, IndexError) as exc:
+        lines.append(f"process state: unknown ({exc})")
+    for page in ("varz", "jsz", "connz?subs=1"):
+        try:
+            with urllib.request.urlopen(f"{srv.monitor_url}/{page}", timeout=2) as resp:
+                lines.append(f"/{page}: {resp.read(3000).decode(errors='replace')}")
+        except OSError as exc:
+            lines.append(f"/{page}: {exc}")
+    return "\n".join([*lines, "server log tail:", *list(srv.log)[-30:]])
 
 
 def test_the_foreign_node_uses_nothing_of_nxs_mesh():

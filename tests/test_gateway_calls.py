@@ -58,14 +58,17 @@ async def test_a_task_is_queued_then_done_and_its_status_says_so(gate: Gate, nod
 
     async def done() -> dict | None:
         body = (await gate.client.get(f"/v1/tasks/{task_id}")).json()
-        return body if body["state"] == "done" else None
+        return body if body["state"] == "completed" else None
 
-    status = await eventually(done, timeout=20, what="the task done")
+    status = await eventually(done, timeout=20, what="the task completed")
     assert status["result"] == {"n": 7} and status["node"] == node
     waited = await gate.client.post("/v1/tasks", json={"capability": "echo", "payload": "w", "wait": True, "timeout": 20})
     assert waited.status_code == 200 and waited.json()["result"] == "w" and waited.json()["node"] == node
     unknown = (await gate.client.get(f"/v1/tasks/{uuid.uuid4()}")).json()
-    assert unknown["state"] == "submitted" and "result" not in unknown  # the queue cannot say more (see claim_status)
+    assert unknown["state"] == "submitted" and "result" not in unknown  # the queue cannot say whether it was queued
+    cancelled = await gate.client.post(f"/v1/tasks/{task_id}/cancel")  # it already ended: nothing to cancel
+    assert cancelled.status_code == 409 and cancelled.json()["field"] is None, cancelled.text
+    assert (await gate.client.post("/v1/tasks/not-a-uuid/cancel")).json()["field"] == "task_id"
 
 
 async def test_an_idempotency_key_submits_a_task_once(gate: Gate, mesh: Mesh):

@@ -44,7 +44,11 @@ async def test_paused_worker_comes_back_late_and_is_fenced(mesh: Mesh, nats_serv
         async def claim() -> dict | None:
             return (await store.get(ack.message_id))[0]
 
-        first = await eventually(claim, timeout=15, what="claimed")
+        async def claimed() -> dict | None:
+            rec = await claim()
+            return rec if rec and rec["state"] == "claimed" else None  # the submitter's record comes first
+
+        first = await eventually(claimed, timeout=15, what="claimed")
         a = first["node"]
         (b,) = [i for i in ids if i != a]
         await eventually(lambda: ack.message_id in doc.peers[a].claims, timeout=5, what="claim advertised")
@@ -74,3 +78,25 @@ async def test_paused_worker_comes_back_late_and_is_fenced(mesh: Mesh, nats_serv
         await doc.stop()
         for w in procs.values():
             w.kill()
+
+
+async def test_eventually_asks_again_after_a_predicate_times_out(mesh: Mesh):
+    """A predicate's own MeshTimeout (one slow answer) does not end the wait: only the deadline does. The
+    contract test's death-alert wait failed at once on one slow `mesh.last`, reported as the deadline."""
+    calls = []
+
+    async def slow_then_true() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            await mesh.request(unique_id("nobody"), "ping", timeout=0.2)  # a real MeshTimeout from the server
+        return True
+
+    assert await eventually(slow_then_true, timeout=10, interval=0.01, what="second answer") is True
+    assert len(calls) == 2
+
+    async def always_slow() -> bool:
+        await mesh.request(unique_id("nobody"), "ping", timeout=0.1)
+        return True
+
+    with pytest.raises(AssertionError, match=r"timed out after 0.5s waiting for slow.*last error: no reply from"):
+        await eventually(always_slow, timeout=0.5, interval=0.01, what="slow")

@@ -14,6 +14,7 @@ from nxs_cli.bench.failure import bench_failure
 from nxs_cli.bench.files import bench_files
 from nxs_cli.bench.footprint import bench_footprint
 from nxs_cli.bench.gateway import bench_gateway
+from nxs_cli.bench.gather import bench_gather
 from nxs_cli.bench.handoff import bench_handoff
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
@@ -46,6 +47,7 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "files": ("file put/get through mesh.files vs nats-py's object store, MB/s", bench_files),
     "handoff": ("an agent with a 10 MB context moved between nodes, offer -> ready, p50/p99 vs files put+get",
                 bench_handoff),
+    "gather": ("mesh.gather of 100 subtasks: 3 workers vs 1, and overhead per subtask", bench_gather),
     "crypto": ("sign+verify, seal+open per message; publish/consume with signing on vs off", bench_crypto),
     "edges": ("a Mesh over the WebSocket listener vs over TCP: publish -> handler p50/p99", bench_edges),
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),

@@ -30,6 +30,7 @@ from nxs_mesh.client.publishing import PublishPath, PublishResult, encode_checke
 from nxs_mesh.client.requests import Requests
 from nxs_mesh.client.sap import SapAccess
 from nxs_mesh.client.security import MessageSecurity, outgoing_headers, screen_record
+from nxs_mesh.client.tasks import Tasks
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport import admin
 from nxs_mesh.transport.connection import ReconnectPolicy, server_path
@@ -53,7 +54,7 @@ class MeshState(enum.StrEnum):
     CLOSED = "closed"
 
 
-class Mesh(Requests, Handoffs, SapAccess):
+class Mesh(Requests, Tasks, Handoffs, SapAccess):
     """An open connection to the mesh for one agent (``instance_id``/``agent_id``)."""
 
     def __init__(

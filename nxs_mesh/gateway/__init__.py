@@ -12,10 +12,9 @@ Routes, auth and errors: ``gateway.app`` (and ``/openapi.json``); tokens: ``gate
 
 from nxs_mesh.gateway.app import API_ROUTES, create_app
 from nxs_mesh.gateway.auth import Identity, TokenTable
-from nxs_mesh.gateway.calls import claim_status
 from nxs_mesh.gateway.errors import ApiError
 from nxs_mesh.gateway.runtime import Gateway, GatewayOptions, TaskStatus
 from nxs_mesh.gateway.server import GatewayServer
 
 __all__ = ["API_ROUTES", "ApiError", "Gateway", "GatewayOptions", "GatewayServer", "Identity", "TaskStatus",
-           "TokenTable", "claim_status", "create_app"]
+           "TokenTable", "create_app"]

@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.config import DEFAULT_URL, MeshConfig
 from nxs_mesh.gateway.auth import TokenTable
-from nxs_mesh.gateway.calls import get_task, post_command, post_task
+from nxs_mesh.gateway.calls import cancel_task, get_task, post_command, post_task
 from nxs_mesh.gateway.errors import exception_handlers
 from nxs_mesh.gateway.files import delete_file, get_file, list_files, put_file
 from nxs_mesh.gateway.messages import get_messages, post_message
@@ -53,6 +53,7 @@ API_ROUTES: tuple[Route, ...] = (
     Route("/v1/nodes/{node}/commands/{command}", post_command, methods=["POST"]),
     Route("/v1/tasks", post_task, methods=["POST"]),
     Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
     Route("/v1/files", list_files, methods=["GET"]),
     Route("/v1/files/{name:path}", put_file, methods=["PUT"]),
     Route("/v1/files/{name:path}", get_file, methods=["GET"]),

@@ -1,13 +1,12 @@
 """Request/reply through the gateway: ``POST /v1/nodes/{node}/commands/{command}``, ``POST /v1/tasks``,
-``GET /v1/tasks/{id}``.
+``GET /v1/tasks/{id}``, ``POST /v1/tasks/{id}/cancel``.
 
 A command to a node that never published a status is 404 at once (nothing could answer); a listed
 node that does not answer in ``timeout`` is 504; a remote error is 502 with the node's message.
 
-``GET /v1/tasks/{id}`` reads through ``Gateway.task_status``, a ``(mesh, task_id) -> dict`` function:
-by default ``claim_status`` here (the claim record of ``node.tasks`` and the task's RESULT); the
-terminal-states work (``node.task_states.task_status``) has the same shape and replaces it by passing
-``task_status=`` to ``create_app``.
+``GET /v1/tasks/{id}`` answers ``Mesh.task_status`` (submitted, claimed, then one terminal state:
+completed, failed, expired, cancelled, orphaned), unless ``create_app(task_status=...)`` replaces it with
+another ``(mesh, task_id) -> dict`` function. A cancel of a task that already ended is 409.
 """
 
 from __future__ import annotations
@@ -26,12 +25,12 @@ from nxs_mesh.gateway.messages import idempotent_id
 from nxs_mesh.gateway.outputs import ack_json, json_response
 from nxs_mesh.gateway.runtime import gateway_of
 from nxs_mesh.node.checkup import list_nodes
-from nxs_mesh.node.tasks import TaskStore, submit_task
+from nxs_mesh.node.tasks import submit_task
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, REQUEST_PRIORITY, TASK_TTL
 from nxs_mesh.wire.envelope import BROADCAST, Envelope, check_id
 
-__all__ = ["claim_status", "get_task", "post_command", "post_task"]
+__all__ = ["cancel_task", "get_task", "post_command", "post_task"]
 
 
 async def post_command(request: Request) -> Response:
@@ -98,36 +97,28 @@ async def post_task(request: Request) -> Response:
     headers = {"Location": f"/v1/tasks/{task_id}"}
     if result is None:
         return json_response({**body, "state": "submitted"}, status=202, headers=headers)
-    return json_response({**body, "state": "done", "node": result.payload.metadata.get("node"),
+    return json_response({**body, "state": "completed", "node": result.payload.metadata.get("node"),
                           "result": result.content}, headers=headers)
-
-
-async def claim_status(mesh: Mesh, task_id: str) -> dict[str, Any]:
-    """What main knows of a task: its claim record (claimed, done) and its RESULT when one is stored
-    (a failure is known only from it). ``submitted`` when neither exists yet: the work queue does not
-    say whether a task id was ever queued."""
-    record, _ = await (await TaskStore.open(mesh)).get(task_id)
-    out: dict[str, Any] = {"task_id": task_id, "state": "submitted", **(record or {})}
-    stored = await mesh.last("result", subjects.result(task_id))
-    env = stored.envelope if stored is not None else None
-    if env is not None:
-        meta = env.payload.metadata
-        ok = meta.get("ok") is not False
-        out.update(node=meta.get("node", out.get("node")), result=env.content if ok else None)
-        if not ok:
-            out.update(state=str(meta.get("state") or "failed"), error=meta.get("error"))
-        elif out["state"] != "done":
-            out["state"] = "done"
-    return out
 
 
 async def get_task(request: Request) -> Response:
     gw = gateway_of(request)
     mesh, _ = gw.mesh_for(request)
+    task_id = _task_id(request)
+    if gw.task_status is not None:
+        return json_response(await gw.task_status(mesh, task_id))
+    return json_response(await mesh.task_status(task_id))
+
+
+async def cancel_task(request: Request) -> Response:
+    gw = gateway_of(request)
+    mesh, _ = gw.mesh_for(request)
+    return json_response(await mesh.cancel(_task_id(request)))
+
+
+def _task_id(request: Request) -> str:
     raw = request.path_params["task_id"]
     try:
-        task_id = str(uuid.UUID(raw))
+        return str(uuid.UUID(raw))
     except ValueError:
         raise ApiError(400, f"{raw!r} is not a task id (a UUID)", field="task_id") from None
-    status = gw.task_status or claim_status
-    return json_response(await status(mesh, task_id))

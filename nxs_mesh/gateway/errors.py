@@ -34,6 +34,7 @@ from nxs_mesh.wire.errors import (
     PermissionDenied,
     RemoteError,
     StreamError,
+    TaskStateError,
 )
 
 __all__ = ["ApiError", "error_response", "exception_handlers", "status_of"]
@@ -59,6 +60,7 @@ _STATUS: tuple[tuple[type[MeshError], int], ...] = (
     (FileNotFound, 404),
     (AgentNotFound, 404),
     (AgentError, 409),
+    (TaskStateError, 409),
     (MeshTimeout, 504),
     (RemoteError, 502),
     (FileCorrupt, 502),

@@ -23,7 +23,8 @@ def _ref(name: str) -> dict[str, str]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "bad input (the field is named)", 401: "missing or unknown bearer token",
-           403: "the identity's permissions refuse it", 404: "not found", 413: "body over the limit",
+           403: "the identity's permissions refuse it", 404: "not found",
+           409: "the task already ended (or the agent is not in that state)", 413: "body over the limit",
            502: "the remote side answered with an error", 503: "the mesh is not reachable",
            504: "no answer in time"}
     return {str(c): {"description": why[c], "content": {_JSON: {"schema": _ref("Error")}}} for c in codes}
@@ -85,9 +86,14 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("TaskRequest")}}},
             "responses": {**_ok(202, "queued"), **_ok(200, "done (with wait)"), **_errors(*_STD, 413, 502, 504)}}},
         "/v1/tasks/{task_id}": {"get": {
-            "summary": "A task's state (submitted, claimed, done, failed, ...) and result", "security": _AUTH,
+            "summary": "A task's state (submitted, claimed, completed, failed, expired, cancelled, orphaned) and "
+                       "result", "security": _AUTH,
             "parameters": [_q("task_id", "the task id (a UUID)", where="path")],
             "responses": {**_ok(200, "the task"), **_errors(*_STD)}}},
+        "/v1/tasks/{task_id}/cancel": {"post": {
+            "summary": "Cancel a task: unclaimed it never runs, running its handler is cancelled", "security": _AUTH,
+            "parameters": [_q("task_id", "the task id (a UUID)", where="path")],
+            "responses": {**_ok(200, "the cancelled task"), **_errors(*_STD, 409)}}},
         "/v1/files": {"get": {"summary": "Files in the Object Store", "security": _AUTH,
                               "responses": {**_ok(200, "files"), **_errors(*_STD)}}},
         "/v1/files/{name}": _file_ops(),

@@ -65,7 +65,10 @@ class Policy:
         return False
 
 
-DEFAULT_POLICY: Final = Policy((Rule("admin", ("*",), ("*",)), Rule("*", ("ping", "status", "echo"), ("*",))))
+# cancel-task is a nudge: the worker acts only on a signed ``cancelled`` record by the task's submitter or
+# the admin (``client.task_states``), so any signer may send it.
+DEFAULT_POLICY: Final = Policy((Rule("admin", ("*",), ("*",)),
+                                Rule("*", ("ping", "status", "echo", "cancel-task"), ("*",))))
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:

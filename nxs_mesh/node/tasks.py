@@ -32,6 +32,12 @@ completion is the CAS above.
 
 The guarantee is one *completion* (one ``done`` record, one RESULT); a handler may have *started*
 on a worker that then died, so its side effects should be idempotent or keyed by the task id.
+
+**Every task ends once** (``client.task_states``): ``done`` as above, ``failed`` (CAS from the token on
+the last attempt), or ended by someone else: ``cancelled`` (the canceller's CAS; its ``cancel-task``
+nudge makes this worker cancel the handler's asyncio task, ack, and publish nothing), ``expired`` or
+``orphaned`` (the Doctor's hook, ``node.task_ends``, or this worker for a delivery past
+``max_deliver``). A completion CAS that finds such an end acks with nothing published.
 """
 
 from __future__ import annotations
@@ -40,102 +46,46 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from nxs_mesh.aio.retry import retrying
-from nxs_mesh.client.admin import Bucket, BucketSpec
-from nxs_mesh.client.calls import Accept, build_result
+from nxs_mesh.client.calls import build_result, correlation_of
 from nxs_mesh.client.consumer import Consumer, durable_name
 from nxs_mesh.client.delivery import Delivery
 from nxs_mesh.client.mesh import Mesh, PublishResult
-from nxs_mesh.client.security import MessageSecurity
+from nxs_mesh.client.task_states import (
+    CANCEL_COMMAND,
+    CANCELLED,
+    ORPHANED,
+    cancel_believed,
+    end_task,
+    is_terminal,
+)
+from nxs_mesh.client.task_store import BUCKET, TERMINAL, TaskStore, state_name
+from nxs_mesh.client.task_submit import submit_task
 from nxs_mesh.node.authorize import Authorizer
 from nxs_mesh.node.handlers import Context, Registry, call_handler
 from nxs_mesh.wire import subjects
-from nxs_mesh.wire.contract import DEFAULT_PRIORITY, TASK_TTL, result_subject
+from nxs_mesh.wire.contract import result_subject
 from nxs_mesh.wire.envelope import Envelope, check_id
 from nxs_mesh.wire.errors import Abandon, ConfigError, HandlerSignal, MeshError, Reject
 from nxs_mesh.wire.ids import result_id
-from nxs_mesh.wire.signing import record_signed_by, sign_record
 
-__all__ = ["BUCKET", "TaskRunner", "TaskStore", "result_id", "submit_task"]
+__all__ = ["BUCKET", "TERMINAL", "TaskRunner", "TaskStore", "result_id", "submit_task"]
 
 log = logging.getLogger("nxs_mesh.node.tasks")
-
-BUCKET: Final = "NXS_TASKS"
-def kv_safe(value: str) -> str:
-    return value.replace(":", "=")  # ids may hold ':', KV keys may not
-
-
-class TaskStore:
-    """The NXS_TASKS key-value bucket: claim records with fencing, and doctor elections."""
-
-    def __init__(self, bucket: Bucket, security: MessageSecurity | None = None) -> None:
-        self._bucket, self._security = bucket, security
-
-    def __repr__(self) -> str:
-        return f"<TaskStore {self._bucket.name}>"
-
-    @classmethod
-    async def open(cls, mesh: Mesh, *, replicas: int | None = None) -> TaskStore:
-        spec = BucketSpec(BUCKET, ttl=86400.0, description="task claims (fencing) and doctor elections")
-        return cls(await mesh.admin.bucket(spec, replicas=replicas), mesh.security)
-
-    async def get(self, task_id: str) -> tuple[dict[str, Any] | None, int]:
-        """The claim record of ``task_id`` and its revision; a record its claimer did not sign (when the
-        mesh has a trust file: a forged claim or ``done``) reads as absent, so the next claim replaces it."""
-        entry = await self._bucket.get(f"t.{task_id}")
-        if entry is None:
-            return None, 0
-        try:
-            record = json.loads(entry.value or b"{}")
-        except ValueError:
-            return None, entry.revision
-        if not isinstance(record, dict) or not self._believes(f"t.{task_id}", record, entry.value):
-            log.warning("task %s: ignoring a claim record its claimer did not sign (%s)", task_id,
-                        record.get("node") if isinstance(record, dict) else "not an object")
-            return None, entry.revision
-        return record, entry.revision
-
-    def _believes(self, key: str, record: dict[str, Any], value: bytes) -> bool:
-        sec = self._security
-        if sec is None or sec.trust is None or ("sig" not in record and not sec.secure):
-            return True  # no keys to check against, or an unsigned record in an open mesh
-        node, signer = record.get("node"), record.get("signer")
-        return (isinstance(node, str) and isinstance(signer, str) and signer == sec.trust.signer_of(node)
-                and record_signed_by(signer, key, value))
-
-    async def cas(self, task_id: str, record: dict[str, Any], last: int) -> int | None:
-        """Write ``record`` if the key is still at revision ``last`` (0 = absent); None if not. Signed by
-        this node when it has a key (``wire.signing.sign_record``)."""
-        sec = self._security
-        signer = sec.signer if sec is not None else None
-        if signer is not None:
-            body = json.dumps({**record, "signer": signer.public}, separators=(",", ":")).encode()
-            data = sign_record(signer, f"t.{task_id}", body)
-        else:
-            data = json.dumps(record, separators=(",", ":")).encode()
-        if last == 0:
-            return await self._bucket.create(f"t.{task_id}", data)
-        return await self._bucket.update(f"t.{task_id}", data, last=last)
-
-    async def elect(self, key: str, who: str) -> bool:
-        """True for exactly one caller of ``key`` (within the bucket's ttl)."""
-        safe = kv_safe(key)
-        if await self._bucket.create(safe, who.encode()) is not None:
-            return True
-        # Ours already if an earlier attempt was stored but its answer was lost.
-        entry = await self._bucket.get(safe)
-        return entry is not None and entry.value == who.encode()
 
 
 @dataclass(frozen=True)
 class _Owner:
     node: str
     epoch: str
+
+
+class _CancelledOnRequest(Exception):
+    """The handler was cancelled because its task was (``cancel-task``): ack, publish nothing."""
 
 
 class TaskRunner:
@@ -166,13 +116,18 @@ class TaskRunner:
         self.consumers: list[Consumer] = []
         self.completed = 0
         self.fenced = 0
+        self.cancelled = 0
         self._on_claims = on_claims
         self._status = status
         self._on_change = on_change
         self.result_failures = 0
         self.authorizer = Authorizer(mesh)
+        # Handlers running now: task id -> (their asyncio task, the task's submitter); a cancel asks here.
+        self._running: dict[str, tuple[asyncio.Task[Any], str]] = {}
+        self._cancelling: set[str] = set()
 
     async def start(self) -> None:
+        self.registry.add_command(CANCEL_COMMAND, self._on_cancel)
         for cap in self.capabilities:
             check_id(cap, "capability")
             if cap not in self.registry.tasks:
@@ -198,18 +153,30 @@ class TaskRunner:
         cap = env.payload.metadata.get("capability")
         if not isinstance(cap, str) or cap not in self.registry.tasks:
             raise Reject(f"no handler for capability {cap!r} on {self.owner.node}")
-        refusal = self.authorizer.refusal("task", cap, env, delivery)
-        if refusal is not None:
-            await self._publish_result(env, None, {"node": self.owner.node}, error=refusal)
-            raise Reject(refusal)
         task_id = env.id
         record, rev = await self.store.get(task_id)
+        refusal = self.authorizer.refusal("task", cap, env, delivery)
+        if refusal is not None:  # dead-lettered, so no other worker gets it: it ends here
+            await end_task(self.mesh, self.store, task_id, "failed", record=record or self._carried(env), rev=rev,
+                           error=refusal)
+            raise Reject(refusal)
         if record is not None and record.get("state") == "done":
             # Finished before but the ack was lost: make sure the RESULT exists, then ack.
             await self._publish_result(env, record.get("result"), record)
             return
-        claim = {"state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
-                 "delivery": delivery.deliveries, "at": time.time()}
+        if is_terminal(record) and not self._forged_cancel(record, env):  # type: ignore[arg-type]
+            log.info("task %s: %s before it ran; acking it unrun", task_id, record["state"])  # type: ignore[index]
+            return  # its one RESULT was published by whoever ended it
+        if delivery.deliveries > self.mesh.config.max_deliver:
+            # Every allowed attempt went to workers that died holding it (a live failure would have ended it
+            # failed): orphaned, as the Doctor's hook would say; whichever CAS wins publishes the RESULT.
+            if await end_task(self.mesh, self.store, task_id, ORPHANED, record=record, rev=rev,
+                              error=f"task {task_id} orphaned: its workers died on all {delivery.deliveries - 1} "
+                                    "attempts") is not None:
+                log.warning("task %s: delivery %d is past max_deliver; ended it orphaned", task_id, delivery.deliveries)
+            return
+        claim = {**self._carried(env), "state": "claimed", "node": self.owner.node, "epoch": self.owner.epoch,
+                 "delivery": delivery.deliveries, "max_deliver": self.mesh.config.max_deliver, "at": time.time()}
         token = await self.store.cas(task_id, claim, rev)
         if token is None:
             log.info("task %s: claimed by someone else meanwhile; leaving it", task_id)
@@ -224,27 +191,80 @@ class TaskRunner:
                       extra={"task_id": task_id, "token": token})
         try:
             try:
-                result = await call_handler(self.registry.tasks[cap], env.content, ctx)
+                result = await self._run(task_id, env, call_handler(self.registry.tasks[cap], env.content, ctx))
+            except _CancelledOnRequest:
+                self.cancelled += 1
+                log.info("task %s: cancelled while running; its handler was stopped", task_id)
+                return  # acked: the canceller published its one RESULT
             except HandlerSignal:
                 raise
-            except Exception as exc:  # a failing handler: report on its last attempt, then let delivery retry
+            except Exception as exc:  # a failing handler: it ends failed on its last attempt, else delivery retries
                 if delivery.deliveries >= self.mesh.config.max_deliver:
-                    await self._publish_result(env, None, {"node": self.owner.node},
-                                               error=f"{type(exc).__name__}: {exc}")
+                    await end_task(self.mesh, self.store, task_id, "failed", record=claim, rev=token,
+                                   error=f"{type(exc).__name__}: {exc}")
                 raise
             await self._complete(env, claim, token, result)
         finally:
             self.claims.pop(task_id, None)
 
+    def _forged_cancel(self, record: dict[str, Any], env: Envelope) -> bool:
+        """A ``cancelled`` record written by someone who may not cancel this task (secure mode): ignored."""
+        if record.get("state") != CANCELLED or cancel_believed(self.store, record, env.source.instance_id):
+            return False
+        log.warning("task %s: ignoring a cancel by %s, neither its submitter %s nor the admin", env.id,
+                    record.get("node"), env.source.instance_id)
+        return True
+
+    @staticmethod
+    def _carried(env: Envelope) -> dict[str, Any]:
+        """What every record of the task keeps: who submitted it, where its RESULT goes, what it is."""
+        return {"submitter": env.source.instance_id, "reply": result_subject(env), "corr": correlation_of(env),
+                "capability": env.payload.metadata.get("capability")}
+
+    async def _run(self, task_id: str, env: Envelope, handler: Awaitable[Any]) -> Any:
+        """Run the handler as its own asyncio task, so that a cancel of the task stops just the handler."""
+        task = asyncio.ensure_future(handler)  # owned here: awaited below, cancelled with us
+        self._running[task_id] = (task, env.source.instance_id)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task_id in self._cancelling and (me is None or not me.cancelling()):
+                raise _CancelledOnRequest() from None
+            raise
+        finally:
+            self._running.pop(task_id, None)
+            self._cancelling.discard(task_id)
+
+    async def _on_cancel(self, args: Any, ctx: Context) -> dict[str, Any]:
+        """The ``cancel-task`` command: stop the handler of a task whose record says cancelled (the nudge
+        itself proves nothing; the signed record does)."""
+        task_id = args.get("task_id") if isinstance(args, dict) else None
+        running = self._running.get(task_id) if isinstance(task_id, str) else None
+        if running is None:
+            return {"task_id": task_id, "cancelled": False, "why": "not running here"}
+        record, _ = await self.store.get(task_id)  # type: ignore[arg-type]
+        task, submitter = running
+        if record is None or record.get("state") != CANCELLED or not cancel_believed(self.store, record, submitter):
+            return {"task_id": task_id, "cancelled": False, "why": "its record does not say cancelled"}
+        self._cancelling.add(task_id)  # type: ignore[arg-type]
+        task.cancel()
+        return {"task_id": task_id, "cancelled": True}
+
     async def _complete(self, env: Envelope, claim: dict[str, Any], token: int, result: Any) -> None:
         """Record the task done (CAS from our token, retried through elections), then publish its RESULT.
         Once done is recorded, a RESULT that cannot be stored is logged: re-running the task would not
-        mend it, and a redelivery finds the done record and publishes it again."""
+        mend it, and a redelivery finds the done record and publishes it again. A task that ended
+        meanwhile (cancelled, orphaned) is acked with nothing published; another claim fences us."""
         error = _unsendable(result)
         done = {**claim, "state": "done", "result": None if error else result, "finished": time.time(),
                 **({"error": error} if error else {})}
         won = await retrying(lambda: self.store.cas(env.id, done, token), f"task {env.id} completion", timeout=30)
         if won is None:
+            now, _ = await self.store.get(env.id)
+            if is_terminal(now) and now is not None and now.get("state") != "done":
+                log.info("task %s ended %s while it ran; dropping our result", env.id, now["state"])
+                return
             self.fenced += 1
             log.warning("task %s: fenced (another worker owns it now); dropping our stale result", env.id)
             raise Abandon()
@@ -259,9 +279,9 @@ class TaskRunner:
         self, env: Envelope, result: Any, record: dict[str, Any], *, error: str | None = None
     ) -> PublishResult:
         return await self.mesh.send(build_result(
-            env, result, source=self.mesh.source, error=error, ttl=0,
-            message_id=result_id(env.id) if error is None else None,
+            env, result, source=self.mesh.source, error=error, ttl=0, message_id=result_id(env.id),
             task_id=env.id, node=record.get("node"), capability=env.payload.metadata.get("capability"),
+            state=state_name("failed" if error else str(record.get("state", "done"))),
         ), subject=result_subject(env))
 
 
@@ -272,51 +292,3 @@ def _unsendable(result: Any) -> str | None:
     except (TypeError, ValueError) as exc:
         return f"the handler's result cannot be sent: {exc}"
     return None
-
-
-async def submit_task(
-    mesh: Mesh,
-    capability: str,
-    payload: Any,
-    *,
-    priority: int = DEFAULT_PRIORITY,
-    ttl: int = TASK_TTL,
-    wait: bool = False,
-    timeout: float = 60.0,
-    task_id: str | None = None,
-) -> tuple[PublishResult, Envelope | None]:
-    """Queue a TASK for any worker with ``capability``; with ``wait``, also wait for its RESULT.
-    ``task_id`` (a UUID; default a fresh one) makes a resubmission harmless: the same id is stored once."""
-    task_id = task_id or str(uuid.uuid4())
-    publish: dict[str, Any] = {"capability": capability, "priority": priority, "ttl": ttl, "message_id": task_id}
-    if not wait:
-        ack = await mesh.publish(
-            "TASK", payload, correlation_id=task_id, reply_to=subjects.result(task_id), **publish
-        )
-        return ack, None
-    ack, env = await mesh.call(
-        "TASK", payload, correlation_id=task_id, timeout=timeout,
-        waiting_for=f"result of task {task_id} ({capability})",
-        accept=_claimer_check(mesh, task_id) if mesh.security.secure else None, **publish,
-    )
-    return ack, env
-
-
-def _claimer_check(mesh: Mesh, task_id: str) -> Accept:
-    """A task's result is believed only from the node whose signed claim record holds the task (a
-    verified signature alone would let any node of the mesh answer for any task). A failure (``ok``
-    false: refused, no handler) comes from a worker that may hold no claim: its verified signature is
-    enough, since it carries no result to forge."""
-    store: list[TaskStore] = []
-
-    async def accept(env: Envelope, subject: str, data: bytes, headers: dict[str, str] | None) -> tuple[bool, str]:
-        if env.payload.metadata.get("ok") is False:
-            return True, ""
-        if not store:
-            store.append(await TaskStore.open(mesh))
-        record, _ = await store[0].get(task_id)
-        if record is None or record.get("node") != env.source.instance_id:
-            return False, f"no claim of task {task_id} signed by {env.source.instance_id!r}"
-        return True, ""
-
-    return accept

@@ -14,6 +14,7 @@ for more clients on the same server. ``eventually`` waits for a condition with a
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -45,11 +46,26 @@ def unique_id(prefix: str = "t") -> str:
 async def eventually(
     predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy, or fail after ``timeout``."""
+    """Poll ``predicate`` (sync or async) until it returns something truthy, or fail after ``timeout``.
+
+    A predicate that itself times out (``MeshTimeout``: one slow answer from the server) is asked again
+    until the deadline, and the deadline's failure names its last error: only the deadline ends the wait.
+    (It used to end at the first such error, reported as if the deadline had passed.)"""
+    errors: list[MeshTimeout] = []
+
+    async def attempt() -> Any:
+        try:
+            value = predicate()
+            return await value if inspect.isawaitable(value) else value
+        except MeshTimeout as exc:
+            errors.append(exc)
+            return None
+
     try:
-        return await wait_until(predicate, timeout, what, interval)
+        return await wait_until(attempt, timeout, what or str(predicate), interval)
     except MeshTimeout as exc:
-        raise AssertionError(f"condition not met: {exc}") from None
+        last = f" (last error: {errors[-1]})" if errors else ""
+        raise AssertionError(f"condition not met: {exc}{last}") from None
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ maps them where they enter).
     │   └── StreamConflict          an existing asset conflicts with the wanted config
     ├── JetStreamUnavailable        server reachable, JetStream not (no quorum, disabled)
     ├── RemoteError                 a remote handler answered with an error
+    │   └── CallEnded               a task or command ended without a result: failed, cancelled, expired, orphaned
     ├── PermissionDenied            the server refused this identity an operation (names the subject)
     ├── FileError                   an Object Store file could not be stored or read
     │   ├── FileNotFound            no such file in the bucket (or it was deleted)
@@ -28,6 +29,8 @@ maps them where they enter).
     │   └── HandoffError            a handoff did not happen; the agent stays with its last committed owner
     │       ├── HandoffRefused      the target refused the offer (capacity, capability, version)
     │       └── HandoffTimeout      a step got no answer in time (``step`` names it); rolled back
+    ├── TaskStateError              a task cannot move to the state asked (already ended, not its submitter)
+    ├── NoCapacity                  no live node has the capability a gather needs
     ├── SecurityError               message security (signatures, seals, rights)
     │   ├── VerificationError       an envelope's signature, signer or freshness does not hold
     │   ├── SealError               a sealed payload cannot be sealed or opened
@@ -54,6 +57,7 @@ __all__ = [
     "AgentOrphaned",
     "AgentOwned",
     "BrokenError",
+    "CallEnded",
     "ClosedError",
     "ConfigError",
     "ConnectError",
@@ -68,6 +72,7 @@ __all__ = [
     "JetStreamUnavailable",
     "MeshError",
     "MeshTimeout",
+    "NoCapacity",
     "PermissionDenied",
     "NoResponders",
     "NotAuthorized",
@@ -83,6 +88,7 @@ __all__ = [
     "ServerError",
     "StreamConflict",
     "StreamError",
+    "TaskStateError",
     "UnknownMessageType",
     "VerificationError",
 ]
@@ -165,6 +171,15 @@ class RemoteError(MeshError):
         super().__init__(f"{node}: {message}" if node else message)
 
 
+class CallEnded(RemoteError):
+    """A task or command ended without a result; ``state`` says how: ``failed``, ``cancelled``, ``expired``
+    or ``orphaned`` (its worker or target died with no retry left). Its caller is told once."""
+
+    def __init__(self, message: str, node: str | None = None, *, state: str, task_id: str | None = None) -> None:
+        super().__init__(message, node)
+        self.state, self.task_id = state, task_id
+
+
 class PermissionDenied(MeshError):
     """The server's permissions for this identity refuse an operation on ``subject``."""
 
@@ -221,6 +236,22 @@ class HandoffRefused(HandoffError):
 
 class HandoffTimeout(HandoffError):
     """A step of the handoff got no answer within its timeout; rolled back to the last committed owner."""
+
+
+class TaskStateError(MeshError):
+    """A task cannot move to the state asked for: it already ended, or it runs where that is unsupported."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class NoCapacity(MeshError):
+    """No live node (by the nodes' statuses and heartbeats) has the capability asked for."""
+
+    def __init__(self, capability: str) -> None:
+        super().__init__(f"no live node has capability {capability!r} (see `nxs nodes`)")
+        self.capability = capability
 
 
 class SecurityError(MeshError):
