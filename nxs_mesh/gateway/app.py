@@ -11,6 +11,7 @@ loopback). ``options.console`` serves a directory at ``/`` (the web console), af
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -63,6 +64,15 @@ API_ROUTES: tuple[Route, ...] = (
 )
 
 
+def _a2a_routes() -> list[BaseRoute]:
+    """``/a2a/<agent>``: the A2A binding (``gateway.a2a``), when the ``a2a`` extra is installed."""
+    if importlib.util.find_spec("a2a") is None:
+        return []
+    from nxs_mesh.gateway.a2a import A2A_PATH, A2AMount  # noqa: PLC0415 - the optional a2a-sdk
+
+    return [Mount(A2A_PATH, app=A2AMount(), name="a2a")]
+
+
 def create_app(
     mesh_or_config: Mesh | MeshConfig | str | None = None,
     *,
@@ -89,6 +99,7 @@ def create_app(
             await gateway.stop()
 
     routes: list[BaseRoute] = list(API_ROUTES)
+    routes.extend(_a2a_routes())
     if opts.console is not None:
         routes.append(Mount("/", app=StaticFiles(directory=opts.console, html=True), name="console"))
     middleware = [Middleware(CORSMiddleware, allow_origins=list(opts.cors), allow_methods=["GET", "POST", "PUT", "DELETE"],
