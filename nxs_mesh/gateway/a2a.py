@@ -21,7 +21,7 @@ from a2a.server.routes import DefaultServerCallContextBuilder, create_agent_card
 from a2a.server.tasks import InMemoryTaskStore
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from starlette.requests import HTTPConnection, Request
-from starlette.routing import Router, get_route_path
+from starlette.routing import Router
 from starlette.types import Receive, Scope, Send
 
 from nxs_mesh.client.agents import AgentRecord
@@ -63,7 +63,7 @@ class A2AMount:
         conn = HTTPConnection(scope)
         gw = gateway_of(conn)
         mesh, _ = gw.mesh_for(conn)
-        head, _, rest = get_route_path(scope).lstrip("/").partition("/")
+        head, _, rest = _route_path(scope).lstrip("/").partition("/")
         if not head:
             raise ApiError(404, f"say which agent: {A2A_PATH}/<agent>{AGENT_CARD_WELL_KNOWN_PATH}", field="agent")
         agent = check_id(head, "agent")
@@ -90,6 +90,12 @@ class A2AMount:
         routes = create_jsonrpc_routes(handler, rpc_url="/", context_builder=_MeshContext())
         log.info("a2a: serving agent %s", record.agent)
         return Router(routes=list(routes))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount (``/a2a``): Starlette keeps the whole path and puts the mount in root_path."""
+    path, root = str(scope["path"]), str(scope.get("root_path", ""))
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 async def _record(mesh: Mesh, agent: str) -> AgentRecord:
