@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,3 +154,17 @@ async def test_an_unknown_agent_is_a_clear_404(gate: Gate, node: str):
     with pytest.raises(A2AClientError, match="404"):
         async with httpx.AsyncClient(timeout=10) as http:
             await create_client(f"{gate.server.url}/a2a/agent:nobody", ClientConfig(httpx_client=http))
+
+
+async def test_the_readme_example_runs_as_written(gate: Gate, node: str, tmp_path):
+    """examples/a2a_client.py (the README's "Use it from an A2A client") against this gateway and agent."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "a2a_client.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), AGENT, cwd=tmp_path, env={**os.environ, "NXS_GATEWAY": gate.server.url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert "command:prompt" in lines[0] and "task:echo" in lines[0], lines
+    assert f"answer: {node} heard 'hello' in my-conversation (args say my-conversation)" in lines, lines
+    assert lines[-1] == "state: TASK_STATE_COMPLETED", lines
