@@ -37,6 +37,7 @@ from a2a.types import (  # noqa: E402
 pytestmark = pytest.mark.timeout(90)
 
 AGENT = "agent:helper"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "a2a_client.py"
 
 
 @pytest.fixture
@@ -158,9 +159,8 @@ async def test_an_unknown_agent_is_a_clear_404(gate: Gate, node: str):
 
 async def test_the_readme_example_runs_as_written(gate: Gate, node: str, tmp_path):
     """examples/a2a_client.py (the README's "Use it from an A2A client") against this gateway and agent."""
-    example = Path(__file__).resolve().parent.parent / "examples" / "a2a_client.py"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(example), AGENT, cwd=tmp_path, env={**os.environ, "NXS_GATEWAY": gate.server.url},
+        sys.executable, str(EXAMPLE), AGENT, cwd=tmp_path, env={**os.environ, "NXS_GATEWAY": gate.server.url},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
