@@ -41,18 +41,20 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "a2a_client.py"
 
 
 @pytest.fixture
-async def gate(mesh: Mesh, mesh_config: MeshConfig) -> AsyncIterator[Gate]:
-    async with running_gateway(mesh_config.replace(instance_id="gw")) as g:
-        yield g
-
-
-@pytest.fixture
 async def node(mesh: Mesh, workers: Callable[..., Worker]) -> str:
+    """A worker running AGENT (with tests/a2a_agent.py's ``prompt``) and the ``echo`` task capability."""
     node_id = unique_id("w")
     workers(node_id, "--agent", AGENT, "-C", "echo", "--handlers", "tests.a2a_agent:registry")
     await wait_state(mesh, node_id, "running")
     await eventually(lambda: mesh.agents.get(AGENT), timeout=20, what=f"{AGENT} registered")
     return node_id
+
+
+@pytest.fixture
+async def gate(mesh_config: MeshConfig, node: str) -> AsyncIterator[Gate]:
+    """The gateway, started once the agent is registered (every test here needs both)."""
+    async with running_gateway(mesh_config.replace(instance_id=f"gw-{node}")) as g:
+        yield g
 
 
 @contextlib.asynccontextmanager

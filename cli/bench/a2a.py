@@ -15,11 +15,9 @@ from typing import Any
 
 from nxs_cli.bench.gateway import _gateway_process
 from nxs_cli.bench.report import Row, skipped
-from nxs_cli.bench.sap import _timed
+from nxs_cli.bench.sap import _timed, echo_prompt_node, prompt_load
 from nxs_cli.bench.session import BenchSession
 from nxs_cli.bench.stats import percentile
-
-from nxs_mesh.node.node import Node, NodeOptions
 
 __all__ = ["bench_a2a"]
 
@@ -42,15 +40,9 @@ async def bench_a2a(session: BenchSession) -> list[Row]:
         from a2a.client import ClientConfig, create_client
     except ImportError:
         return [skipped("a2a prompt", "-", "the A2A SDK is not installed: pip install 'nxs-mesh[a2a]'")]
-    n = max(10, session.options.latency_samples // 4)
-    text = "x" * min(session.options.size, 1024)
+    n, text = prompt_load(session)
     node_id = session.unique("a2a")
-    node = Node(session.mesh_config(node_id), NodeOptions(agents=(AGENT,), doctor=False, fetch_timeout=1.0))
-
-    @node.command("prompt")
-    async def prompt(args: Any) -> Any:
-        return args["prompt"] if isinstance(args, dict) else args
-
+    node = echo_prompt_node(session, node_id, AGENT)
     async with node, _gateway_process(session.url) as base, httpx.AsyncClient(timeout=30) as http:
         client = await create_client(f"{base}/a2a/{AGENT}", ClientConfig(streaming=False, httpx_client=http))
         mesh = await session.mesh()
