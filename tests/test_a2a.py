@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_support import Gate, assert_json_error, running_gateway
-from node_support import Worker, wait_state
+from node_support import Worker, results_for, wait_state
 
 from nxs_mesh import Mesh, MeshConfig
+from nxs_mesh.gateway import TokenTable
 from nxs_mesh.testing import eventually, unique_id
 
 a2a_client = pytest.importorskip("a2a.client", reason="the A2A tests need the `a2a` extra (a2a-sdk)")
@@ -170,3 +171,22 @@ async def test_the_readme_example_runs_as_written(gate: Gate, node: str, tmp_pat
     assert "command:prompt" in lines[0] and "task:echo" in lines[0], lines
     assert f"answer: {node} heard 'hello' in my-conversation (args say my-conversation)" in lines, lines
     assert lines[-1] == "state: TASK_STATE_COMPLETED", lines
+
+
+async def test_with_tokens_a2a_needs_a_bearer_token_and_acts_as_its_identity(
+        mesh: Mesh, mesh_config: MeshConfig, node: str, tmp_path: Path):
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[[token]]\ntoken = "a2a-token-0123456789"\nidentity = "a2a-caller"\n')
+    async with running_gateway(mesh_config.replace(instance_id="gw-tokens"),
+                               tokens=TokenTable.load(tokens, mesh_config)) as g:
+        card_path = f"/a2a/{AGENT}/.well-known/agent-card.json"
+        assert_json_error(await g.client.get(card_path), 401, "Authorization")
+        assert_json_error(await g.client.post(f"/a2a/{AGENT}", json={}), 401, "Authorization")
+        headers = {"Authorization": "Bearer a2a-token-0123456789"}
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            client = await create_client(f"{g.server.url}/a2a/{AGENT}", ClientConfig(streaming=False, httpx_client=http))
+            task, _ = await last_task(client, ask("who is it", context_id="conv-t"))
+            await client.close()
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+    [result] = await results_for(mesh, task.id)  # the A2A task id is the COMMAND's correlation id
+    assert result.target.instance_id == "a2a-caller"  # the RESULT answers the token's identity
