@@ -190,3 +190,22 @@ async def test_with_tokens_a2a_needs_a_bearer_token_and_acts_as_its_identity(
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
     [result] = await results_for(mesh, task.id)  # the A2A task id is the COMMAND's correlation id
     assert result.target.instance_id == "a2a-caller"  # the RESULT answers the token's identity
+
+
+def sdk_tasks() -> list[asyncio.Task]:
+    """The A2A SDK's asyncio tasks in this loop (its executors and their consumers)."""
+    sdk_dir = str(Path(a2a_client.__file__).resolve().parent.parent)
+    codes = [(t, getattr(t.get_coro(), "cr_code", None)) for t in asyncio.all_tasks() if not t.done()]
+    return [t for t, code in codes if code is not None and code.co_filename.startswith(sdk_dir)]
+
+
+async def test_a_stopped_gateway_leaves_no_executor_behind(mesh_config: MeshConfig, node: str):
+    async with running_gateway(mesh_config.replace(instance_id=f"gw-stop-{node}")) as g, a2a(g, streaming=True) as client:
+        stream = client.send_message(ask("hold"))
+        first = await anext(stream)
+        await stream.aclose()  # the caller went away; the task still waits for its answer
+        task_id = first.task.id if first.HasField("task") else first.status_update.task_id
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING), task
+        assert sdk_tasks(), "the executor should be running now"
+    assert sdk_tasks() == []

@@ -53,6 +53,7 @@ class A2AMount:
     def __init__(self, *, cancel: TaskCancel | None = None) -> None:
         self._cancel = cancel
         self._agents: dict[str, Router] = {}
+        self._handlers: list[DefaultRequestHandler] = []
 
     def __repr__(self) -> str:
         return f"<A2AMount [{len(self._agents)} agents served]>"
@@ -82,11 +83,20 @@ class A2AMount:
             router = self._agents[agent] = await self._build(mesh, record, base_url, gw.options.max_timeout)
         await router(inner, receive, send)
 
+    async def aclose(self) -> None:
+        """Drain every agent's SDK handler (the app's lifespan, before the meshes close): executors
+        still waiting for an answer are cancelled, so a stopped gateway leaves no task behind."""
+        handlers, self._handlers = self._handlers, []
+        self._agents.clear()
+        for handler in handlers:
+            await handler.aclose()
+
     async def _build(self, mesh: Mesh, record: AgentRecord, base_url: str, timeout: float) -> Router:
         card = await agent_card(mesh, record, base_url)
         handler = DefaultRequestHandler(agent_executor=MeshAgentExecutor(record.agent, timeout=timeout,
                                                                          cancel=self._cancel),
                                         task_store=InMemoryTaskStore(), agent_card=card)
+        self._handlers.append(handler)
         routes = create_jsonrpc_routes(handler, rpc_url="/", context_builder=_MeshContext())
         log.info("a2a: serving agent %s", record.agent)
         return Router(routes=list(routes))
