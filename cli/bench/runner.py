@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
+from nxs_cli.bench.a2a import bench_a2a
 from nxs_cli.bench.codec import bench_codec
 from nxs_cli.bench.crypto import bench_crypto
 from nxs_cli.bench.edges import bench_edges
@@ -53,10 +54,12 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "scale": ("N nodes several per process: traffic, CPU, kill -9 of a process -> alerts", bench_scale),
     "sap": ("Synadia front door prompt round trip vs Mesh.request and a plain SDK agent", bench_sap),
     "gateway": ("HTTP gateway publish and SSE tail vs Mesh.publish / Mesh.tail", bench_gateway),
+    "a2a": ("A2A SendMessage through the gateway (a2a-sdk client) vs Mesh.request, prompt round trip", bench_a2a),
 }
 # Run by name only: scale takes minutes at its default sizes (`nxs bench scale`, `make bench`); sap needs
-# the optional SDKs (the `sap` extra, `nxs bench sap`); gateway starts `nxs gateway` (`nxs bench gateway`).
-DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap", "gateway"))
+# the optional SDKs (the `sap` extra, `nxs bench sap`); gateway starts `nxs gateway` (`nxs bench gateway`);
+# a2a needs the `a2a` extra and starts `nxs gateway` (`nxs bench a2a`).
+DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap", "gateway", "a2a"))
 
 
 @dataclass(frozen=True)

@@ -67,20 +67,30 @@ async def _plain_sdk(session: BenchSession, n: int, text: str) -> list[float]:
         await service.stop()
 
 
-async def bench_sap(session: BenchSession) -> list[Row]:
-    try:
-        from synadia_ai.agents import Agents
-    except ImportError:
-        return [skipped("sap prompt", "-", "the Synadia SDKs are not installed: pip install 'nxs-mesh[sap]'")]
-    n = max(10, session.options.latency_samples // 4)
-    text = "x" * min(session.options.size, 1024)
-    node_id = session.unique("sap")
-    node = Node(session.mesh_config(node_id), NodeOptions(agents=("bench-agent",), doctor=False, fetch_timeout=1.0))
+def prompt_load(session: BenchSession) -> tuple[int, str]:
+    """How many prompts one at a time, and the prompt (the session's size, at most 1 KiB)."""
+    return max(10, session.options.latency_samples // 4), "x" * min(session.options.size, 1024)
+
+
+def echo_prompt_node(session: BenchSession, node_id: str, agent: str) -> Node:
+    """An in-process node running ``agent`` whose ``prompt`` command echoes the prompt (also `nxs bench a2a`'s)."""
+    node = Node(session.mesh_config(node_id), NodeOptions(agents=(agent,), doctor=False, fetch_timeout=1.0))
 
     @node.command("prompt")
     async def prompt(args: Any) -> Any:
         return args["prompt"] if isinstance(args, dict) else args
 
+    return node
+
+
+async def bench_sap(session: BenchSession) -> list[Row]:
+    try:
+        from synadia_ai.agents import Agents
+    except ImportError:
+        return [skipped("sap prompt", "-", "the Synadia SDKs are not installed: pip install 'nxs-mesh[sap]'")]
+    n, text = prompt_load(session)
+    node_id = session.unique("sap")
+    node = echo_prompt_node(session, node_id, "bench-agent")
     SapFrontDoor.attach(node)
     async with node:
         client = await session.mesh()

@@ -11,7 +11,9 @@ loopback). ``options.console`` serves a directory at ``/`` (the web console), af
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,6 +35,9 @@ from nxs_mesh.gateway.outputs import json_response
 from nxs_mesh.gateway.runtime import Gateway, GatewayOptions, TaskStatus
 from nxs_mesh.gateway.stream import get_stream
 from nxs_mesh.gateway.views import get_alerts, get_health, get_nodes
+
+if TYPE_CHECKING:
+    from nxs_mesh.gateway.a2a import A2AMount
 
 __all__ = ["API_ROUTES", "create_app"]
 
@@ -64,6 +69,15 @@ API_ROUTES: tuple[Route, ...] = (
 )
 
 
+def _a2a_mount() -> A2AMount | None:
+    """``/a2a/<agent>``: the A2A binding (``gateway.a2a``), when the ``a2a`` extra is installed."""
+    if importlib.util.find_spec("a2a") is None:
+        return None
+    from nxs_mesh.gateway.a2a import A2AMount  # noqa: PLC0415 - the optional a2a-sdk
+
+    return A2AMount()
+
+
 def create_app(
     mesh_or_config: Mesh | MeshConfig | str | None = None,
     *,
@@ -80,6 +94,7 @@ def create_app(
         source = mesh_or_config
     opts = options or GatewayOptions()
     gateway = Gateway(source, tokens=tokens, options=opts, task_status=task_status)
+    a2a = _a2a_mount()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -87,9 +102,13 @@ def create_app(
         try:
             yield
         finally:
+            if a2a is not None:
+                await a2a.aclose()  # its executors end while the meshes they wait on are still open
             await gateway.stop()
 
     routes: list[BaseRoute] = list(API_ROUTES)
+    if a2a is not None:
+        routes.append(Mount("/a2a", app=a2a, name="a2a"))
     if opts.console is not None:
         routes.append(Mount("/", app=StaticFiles(directory=opts.console, html=True), name="console"))
     middleware = [Middleware(CORSMiddleware, allow_origins=list(opts.cors), allow_methods=["GET", "POST", "PUT", "DELETE"],
