@@ -68,7 +68,7 @@ async def collect(agent: Any, prompt: Any, **kw: Any) -> tuple[list[str], list[s
 async def test_the_sdk_discovers_a_mesh_agent_and_its_reply_streams(mesh_config: MeshConfig):
     node, runs = sap_node(mesh_config, "helper:Main")
     async with node, sdk_client(mesh_config) as agents:
-        door = node.parts[0]
+        [door] = [p for p in node.parts if isinstance(p, SapFrontDoor)]
         assert repr(door) == "<SapFrontDoor [helper:Main] 0 open, 0 handled>"
         found = await agents.discover()
         [agent] = [a for a in found if a.metadata.get("nxs_node") == node.node_id]
