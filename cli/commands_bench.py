@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from nxs_cli.bench import DEFAULT_SCENARIOS, BenchOptions, BenchReport, Row, run_bench
 from nxs_cli.bench.report import ANCHORS
-from nxs_cli.bench.runner import check_names
+from nxs_cli.bench.runner import SCENARIOS, check_names
 from rich.console import Console
 from rich.table import Table
 
@@ -101,7 +101,8 @@ def register(app: typer.Typer) -> None:
     def bench(
         ctx: typer.Context,
         scenarios: list[str] = typer.Argument(
-            None, help=f"Scenarios to run (default: all of {', '.join(DEFAULT_SCENARIOS)}); by name only: scale.",
+            None, help=f"Scenarios to run (default: all of {', '.join(DEFAULT_SCENARIOS)}); by name only: "
+                       f"{', '.join(n for n in SCENARIOS if n not in DEFAULT_SCENARIOS)}.",
             show_default=False
         ),
         messages: int = typer.Option(20_000, "--messages", "-n", min=10, help="Messages per throughput run."),
