@@ -5,13 +5,15 @@
 
 With ``tokens`` (``TokenTable.load``) every caller needs a bearer token and acts as its identity,
 through that identity's own ``Mesh``; without, everyone shares the one mesh (development on
-loopback). ``options.console`` serves a directory at ``/`` (the web console), after the API routes.
+loopback). ``options.console`` serves a directory at ``/`` (the web console), after the API routes;
+``CONSOLE_DIR`` is the console shipped in the package (``nxs gateway`` serves it by default).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,7 +36,10 @@ from nxs_mesh.gateway.runtime import Gateway, GatewayOptions, TaskStatus
 from nxs_mesh.gateway.stream import get_stream
 from nxs_mesh.gateway.views import get_alerts, get_health, get_nodes
 
-__all__ = ["API_ROUTES", "create_app"]
+__all__ = ["API_ROUTES", "CONSOLE_DIR", "create_app"]
+
+#: The web console shipped in the package: static files, no build step (``gateway/console/``).
+CONSOLE_DIR = str(Path(__file__).with_name("console"))
 
 # Headers a browser on another origin may send and read (CORS).
 _ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")

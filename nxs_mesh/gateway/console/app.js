@@ -1,0 +1,143 @@
+// The nxs-mesh console: reads the gateway that serves this page, nothing else.
+//   GET /v1/nodes          every second (heartbeat ages tick, a silent node turns suspect, then dead)
+//   SSE /v1/stream?kind=…  alerts and chat as they are stored (EventSource resumes by Last-Event-ID)
+//   POST /v1/messages      the chat form (the gateway's short form)
+// With gateway tokens, open the page as /#token=<token>: it is kept in sessionStorage, sent as a bearer
+// header, and as ?access_token= to /v1/stream only (EventSource cannot send headers).
+"use strict";
+
+const NODES_EVERY_MS = 1000;
+const KEEP = 200; // entries kept per list
+
+const token = (() => {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("nxs-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search); // keep it out of the address bar
+  }
+  return sessionStorage.getItem("nxs-token");
+})();
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+
+async function api(path, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const res = await fetch(path, { ...init, headers });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error ? `${res.status}: ${body.error}` : `HTTP ${res.status}`);
+  return body;
+}
+
+function stream(query, onRecord) {
+  const q = new URLSearchParams(query);
+  if (token) q.set("access_token", token);
+  const source = new EventSource(`/v1/stream?${q}`);
+  source.onmessage = (ev) => onRecord(JSON.parse(ev.data));
+  source.addEventListener("mesh-error", (ev) => setLink("down", JSON.parse(ev.data).error));
+  source.onerror = () => setLink("connecting", "reconnecting…");
+  source.onopen = () => setLink("live", "live");
+  return source;
+}
+
+function setLink(state, text) {
+  const pill = $("#link");
+  pill.dataset.state = state;
+  pill.textContent = text;
+}
+
+const fmt = {
+  age: (s) => (s == null ? "–" : s < 60 ? `${s.toFixed(1)} s` : `${Math.round(s / 60)} min`),
+  load: (x) => (x == null ? "–" : Number(x).toFixed(2)),
+  time: (iso) => new Date(iso).toLocaleTimeString(),
+  text: (c) => (typeof c === "string" ? c : JSON.stringify(c)),
+};
+
+// ---- nodes ----
+function renderNodes(nodes) {
+  const rows = nodes.map((n) => el("tr", { "data-node": n.node, "data-state": n.state },
+    el("td", { class: "node" }, n.node),
+    el("td", {}, el("span", { class: "state", "data-state": n.state }, n.state)),
+    el("td", { class: "age" }, fmt.age(n.heartbeat_age)),
+    el("td", {}, fmt.load(n.load)),
+    el("td", { class: "server" }, n.server || "–"),
+    el("td", {}, n.location || "–"),
+    el("td", {}, n.version || "–")));
+  $("#nodes tbody").replaceChildren(...rows);
+  const live = nodes.filter((n) => n.state !== "dead" && n.state !== "stopped").length;
+  $("#nodes-summary").textContent = `${live} live of ${nodes.length}`;
+  $("#node-ids").replaceChildren(...nodes.map((n) => el("option", { value: n.node })));
+}
+
+async function pollNodes() {
+  try {
+    renderNodes((await api("/v1/nodes")).nodes);
+    $("#nodes-error").hidden = true;
+  } catch (err) {
+    $("#nodes-error").textContent = `nodes: ${err.message}`;
+    $("#nodes-error").hidden = false;
+  } finally {
+    setTimeout(pollNodes, NODES_EVERY_MS);
+  }
+}
+
+function prepend(list, item) {
+  list.querySelector(".empty")?.remove();
+  list.prepend(item);
+  while (list.children.length > KEEP) list.lastElementChild.remove();
+}
+
+// ---- alerts ----
+function showAlert(rec) {
+  const env = rec.envelope;
+  if (!env) return;
+  const a = env.payload.content || {};
+  const what = a.event ? `${a.node} is ${a.event}` : fmt.text(a);
+  const by = a.detected_by ? ` (seen by ${a.detected_by})` : "";
+  prepend($("#alerts"), el("li", { class: "alert", "data-event": a.event || "", "data-node": a.node || "" },
+    el("span", { class: "when" }, fmt.time(rec.stored_at)), el("span", { class: "what" }, what + by)));
+}
+
+// ---- chat ----
+function showChat(rec) {
+  const env = rec.envelope;
+  if (!env) return;
+  const from = env.source.agent_id && env.source.agent_id !== "*" ? `${env.source.instance_id}/${env.source.agent_id}` : env.source.instance_id;
+  const to = env.target.broadcast ? "everyone" : env.target.instance_id + (env.target.agent_id !== "*" ? `/${env.target.agent_id}` : "");
+  prepend($("#chat"), el("li", { class: "chat", "data-seq": String(rec.seq), "data-to": env.target.instance_id },
+    el("span", { class: "when" }, fmt.time(rec.stored_at)),
+    el("span", { class: "who" }, `${from} → ${to}`),
+    el("span", { class: "text" }, fmt.text(env.payload.content))));
+}
+
+async function sendChat(ev) {
+  ev.preventDefault();
+  const text = $("#chat-text");
+  const body = { type: "CHAT", content: text.value };
+  const to = $("#chat-to").value.trim();
+  const agent = $("#chat-agent").value.trim();
+  if (to) body.to = to;
+  if (agent) body.agent = agent;
+  try {
+    const ack = await api("/v1/messages", { method: "POST", headers: { "Content-Type": "application/json" },
+                                            body: JSON.stringify(body) });
+    $("#chat-status").textContent = `stored in ${ack.stream} as #${ack.seq}`;
+    $("#chat-status").className = "muted";
+    text.value = "";
+  } catch (err) {
+    $("#chat-status").textContent = `not sent: ${err.message}`;
+    $("#chat-status").className = "error";
+  }
+}
+
+$("#chat-form").addEventListener("submit", sendChat);
+pollNodes();
+stream({ kind: "alert", last: "50" }, showAlert);
+stream({ kind: "chat", last: "50" }, showChat);

@@ -1,0 +1,100 @@
+"""The web console (issue 13 part 4) in a real headless browser: Debian's chromium driven by Playwright,
+against a real gateway over a real nats-server with real `nxs node run` worker processes.
+
+Every wait is on a page condition (Playwright's ``expect``, which polls the DOM) or on the mesh
+(``eventually``); nothing sleeps. Set ``NXS_CONSOLE_SCREENSHOT=docs/console.png`` to keep the screenshot
+the scenario takes at its end (that is how the README's picture is made).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_support import running_gateway
+from node_support import Worker, run_cli, wait_state
+from test_gateway_cli import NXS, _env, _start
+
+from nxs_mesh import Mesh
+from nxs_mesh.gateway import CONSOLE_DIR
+from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.transport.server import NatsServer
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="the test extra's playwright is not installed")
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Playwright's own browser download cannot work here; Debian's package can (`.ci/run` installs it).
+CHROMIUM = os.environ.get("NXS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (or set NXS_CHROMIUM)")
+WAIT_MS = 20_000  # a page condition's deadline: nodes die after 1 s, a loaded machine needs margin
+
+
+@needs_chromium
+async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_sends_chat(
+    mesh: Mesh, nats_server: NatsServer, workers: Callable[..., Worker], tmp_path: Path,
+) -> None:
+    ids = [unique_id("web") for _ in range(3)]
+    procs = [workers(node) for node in ids]
+    for node in ids:
+        await wait_state(mesh, node, "running")
+    expect = playwright_api.expect
+    async with running_gateway(mesh, console=CONSOLE_DIR) as gate, playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(gate.server.url + "/")
+            await expect(page).to_have_title("nxs-mesh console")
+
+            # three live nodes, each with its heartbeat age, load and server
+            for node in ids:
+                row = page.locator(f'#nodes tr[data-node="{node}"]')
+                await expect(row.locator(".state")).to_have_text("running", timeout=WAIT_MS)
+                await expect(row.locator(".age")).to_have_text(re.compile(r"^\d+\.\d s$"))
+                await expect(row.locator(".server")).to_contain_text("nats://127.0.0.1")
+            await expect(page.locator("#link")).to_have_text("live", timeout=WAIT_MS)  # the SSE streams are open
+
+            # kill -9 one: the page shows it dead, and the Doctor's alert arrives on the page by itself
+            victim = ids[1]
+            procs[1].signal(signal.SIGKILL)
+            await expect(page.locator(f'#nodes tr[data-node="{victim}"] .state')).to_have_text("dead", timeout=WAIT_MS)
+            alert = page.locator(f'#alerts li[data-event="dead"][data-node="{victim}"]')
+            await expect(alert).to_have_count(1, timeout=WAIT_MS)
+            await expect(alert).to_contain_text(f"{victim} is dead")
+            for node in (ids[0], ids[2]):  # the others stay up
+                await expect(page.locator(f'#nodes tr[data-node="{node}"] .state')).to_have_text("running")
+
+            # a message typed in the chat view is stored, shows in the chat list, and in the mesh
+            text = f"hello from the browser {unique_id('c')}"
+            await page.fill("#chat-to", ids[0])
+            await page.fill("#chat-text", text)
+            await page.click("#chat-form button[type=submit]")
+            await expect(page.locator("#chat-status")).to_contain_text("stored in NXS_CHAT as #", timeout=WAIT_MS)
+            await expect(page.locator("#chat li .text", has_text=text)).to_have_count(1, timeout=WAIT_MS)
+            await expect(page.locator("#chat-text")).to_have_value("")
+
+            shot = tmp_path / "console.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            assert errors == [], errors
+        finally:
+            await browser.close()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if target := os.environ.get("NXS_CONSOLE_SCREENSHOT"):
+        shutil.copyfile(shot, target)
+
+    async def stored() -> list[str]:
+        return [r.envelope.source.instance_id async for r in mesh.tail("chat", instance=ids[0])
+                if r.envelope is not None and r.envelope.payload.content == text]
+
+    assert await eventually(stored, timeout=10, what="the browser's chat message in NXS_CHAT") == [mesh.config.instance_id]
+    code, out, err = await run_cli(nats_server.url, "tail", "chat", "--node", ids[0], "--json")
+    assert code == 0 and text in out, (code, out, err)
