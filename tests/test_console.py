@@ -98,3 +98,29 @@ async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_se
     assert await eventually(stored, timeout=10, what="the browser's chat message in NXS_CHAT") == [mesh.config.instance_id]
     code, out, err = await run_cli(nats_server.url, "tail", "chat", "--node", ids[0], "--json")
     assert code == 0 and text in out, (code, out, err)
+
+
+def test_nxs_gateway_serves_the_shipped_console_by_default(nats_server: NatsServer, tmp_path: Path) -> None:
+    """`nxs gateway` serves the package's console at /; `--console DIR` serves DIR instead; `--no-console`
+    serves the API only (/ is a JSON 404, the API still answers)."""
+    env = _env(tmp_path, nats_server.url)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("<title>my console</title>")
+    for extra, title in (((), "nxs-mesh console"), (("--console", str(mine)), "my console"), (("--no-console",), None)):
+        proc, url = _start([NXS, "gateway", "--listen", "127.0.0.1:0", *extra], env, tmp_path)
+        try:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                page = client.get("/")
+                assert client.get("/v1/health").status_code == 200
+                if title is None:
+                    assert page.status_code == 404 and "error" in page.json(), page.text
+                    continue
+                assert page.status_code == 200 and f"<title>{title}</title>" in page.text, (extra, page.text[:200])
+                if not extra:
+                    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+                        got = client.get(f"/{name}")
+                        assert got.status_code == 200 and kind in got.headers["content-type"], (name, got.headers)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
