@@ -8,12 +8,14 @@ the scenario takes at its end (that is how the README's picture is made).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +24,8 @@ from node_support import Worker, run_cli, wait_state
 from test_gateway_cli import NXS, _env, _start
 
 from nxs_mesh import Mesh
-from nxs_mesh.gateway import CONSOLE_DIR
+from nxs_mesh.config import MeshConfig
+from nxs_mesh.gateway import CONSOLE_DIR, TokenTable
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.server import NatsServer
 
@@ -37,6 +40,23 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 WAIT_MS = 20_000  # a page condition's deadline: nodes die after 1 s, a loaded machine needs margin
 
 
+@contextlib.asynccontextmanager
+async def console_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """A headless Chromium page opened at ``url``, and the script errors it raised (none, at the end)."""
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(url)
+            await playwright_api.expect(page).to_have_title("nxs-mesh console")
+            yield page, errors
+            assert errors == [], errors
+        finally:
+            await browser.close()
+
+
 @needs_chromium
 async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_sends_chat(
     mesh: Mesh, nats_server: NatsServer, workers: Callable[..., Worker], tmp_path: Path,
@@ -46,47 +66,36 @@ async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_se
     for node in ids:
         await wait_state(mesh, node, "running")
     expect = playwright_api.expect
-    async with running_gateway(mesh, console=CONSOLE_DIR) as gate, playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 860})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(gate.server.url + "/")
-            await expect(page).to_have_title("nxs-mesh console")
+    async with running_gateway(mesh, console=CONSOLE_DIR) as gate, console_page(gate.server.url + "/") as (page, _):
+        # three live nodes, each with its heartbeat age, load and server
+        for node in ids:
+            row = page.locator(f'#nodes tr[data-node="{node}"]')
+            await expect(row.locator(".state")).to_have_text("running", timeout=WAIT_MS)
+            await expect(row.locator(".age")).to_have_text(re.compile(r"^\d+\.\d s$"))
+            await expect(row.locator(".server")).to_contain_text("nats://127.0.0.1")
+        await expect(page.locator("#link")).to_have_text("live", timeout=WAIT_MS)  # the SSE streams are open
 
-            # three live nodes, each with its heartbeat age, load and server
-            for node in ids:
-                row = page.locator(f'#nodes tr[data-node="{node}"]')
-                await expect(row.locator(".state")).to_have_text("running", timeout=WAIT_MS)
-                await expect(row.locator(".age")).to_have_text(re.compile(r"^\d+\.\d s$"))
-                await expect(row.locator(".server")).to_contain_text("nats://127.0.0.1")
-            await expect(page.locator("#link")).to_have_text("live", timeout=WAIT_MS)  # the SSE streams are open
+        # kill -9 one: the page shows it dead, and the Doctor's alert arrives on the page by itself
+        victim = ids[1]
+        procs[1].signal(signal.SIGKILL)
+        await expect(page.locator(f'#nodes tr[data-node="{victim}"] .state')).to_have_text("dead", timeout=WAIT_MS)
+        alert = page.locator(f'#alerts li[data-event="dead"][data-node="{victim}"]')
+        await expect(alert).to_have_count(1, timeout=WAIT_MS)
+        await expect(alert).to_contain_text(f"{victim} is dead")
+        for node in (ids[0], ids[2]):  # the others stay up
+            await expect(page.locator(f'#nodes tr[data-node="{node}"] .state')).to_have_text("running")
 
-            # kill -9 one: the page shows it dead, and the Doctor's alert arrives on the page by itself
-            victim = ids[1]
-            procs[1].signal(signal.SIGKILL)
-            await expect(page.locator(f'#nodes tr[data-node="{victim}"] .state')).to_have_text("dead", timeout=WAIT_MS)
-            alert = page.locator(f'#alerts li[data-event="dead"][data-node="{victim}"]')
-            await expect(alert).to_have_count(1, timeout=WAIT_MS)
-            await expect(alert).to_contain_text(f"{victim} is dead")
-            for node in (ids[0], ids[2]):  # the others stay up
-                await expect(page.locator(f'#nodes tr[data-node="{node}"] .state')).to_have_text("running")
+        # a message typed in the chat view is stored, shows in the chat list, and in the mesh
+        text = f"hello from the browser {unique_id('c')}"
+        await page.fill("#chat-to", ids[0])
+        await page.fill("#chat-text", text)
+        await page.click("#chat-form button[type=submit]")
+        await expect(page.locator("#chat-status")).to_contain_text("stored in NXS_CHAT as #", timeout=WAIT_MS)
+        await expect(page.locator("#chat li .text", has_text=text)).to_have_count(1, timeout=WAIT_MS)
+        await expect(page.locator("#chat-text")).to_have_value("")
 
-            # a message typed in the chat view is stored, shows in the chat list, and in the mesh
-            text = f"hello from the browser {unique_id('c')}"
-            await page.fill("#chat-to", ids[0])
-            await page.fill("#chat-text", text)
-            await page.click("#chat-form button[type=submit]")
-            await expect(page.locator("#chat-status")).to_contain_text("stored in NXS_CHAT as #", timeout=WAIT_MS)
-            await expect(page.locator("#chat li .text", has_text=text)).to_have_count(1, timeout=WAIT_MS)
-            await expect(page.locator("#chat-text")).to_have_value("")
-
-            shot = tmp_path / "console.png"
-            await page.screenshot(path=str(shot), full_page=True)
-            assert errors == [], errors
-        finally:
-            await browser.close()
+        shot = tmp_path / "console.png"
+        await page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if target := os.environ.get("NXS_CONSOLE_SCREENSHOT"):
         shutil.copyfile(shot, target)
@@ -98,6 +107,36 @@ async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_se
     assert await eventually(stored, timeout=10, what="the browser's chat message in NXS_CHAT") == [mesh.config.instance_id]
     code, out, err = await run_cli(nats_server.url, "tail", "chat", "--node", ids[0], "--json")
     assert code == 0 and text in out, (code, out, err)
+
+
+@needs_chromium
+async def test_console_with_tokens_reads_the_token_from_the_address_and_acts_as_its_identity(
+    mesh: Mesh, mesh_config: MeshConfig, tmp_path: Path,
+) -> None:
+    """Opened as /#token=T the page sends T as a bearer header, and to /v1/stream as ?access_token=
+    (EventSource sends no headers), so its streams are live and its chat is sent as T's identity;
+    the token leaves the address bar. Without a token it says the stream was refused."""
+    token, identity = "console-token-0123456789", unique_id("person")
+    (tmp_path / "tokens.toml").write_text(f'[[token]]\ntoken = "{token}"\nidentity = "{identity}"\n')
+    table = TokenTable.load(tmp_path / "tokens.toml", mesh_config)
+    expect = playwright_api.expect
+    async with running_gateway(mesh_config.replace(instance_id="gw"), tokens=table, console=CONSOLE_DIR) as gate:
+        async with console_page(gate.server.url + "/") as (page, _):
+            await expect(page.locator("#link")).to_have_text(re.compile("^stream refused"), timeout=WAIT_MS)
+            await expect(page.locator("#nodes-error")).to_contain_text("401", timeout=WAIT_MS)
+        async with console_page(f"{gate.server.url}/#token={token}") as (page, _):
+            await expect(page.locator("#link")).to_have_text("live", timeout=WAIT_MS)
+            assert "token" not in page.url, page.url
+            await page.fill("#chat-to", "n2")
+            await page.fill("#chat-text", "sent with a token")
+            await page.click("#chat-form button[type=submit]")
+            await expect(page.locator("#chat li .who", has_text=f"{identity}/main → n2")).to_have_count(1, timeout=WAIT_MS)
+
+    async def sender() -> list[str]:
+        return [r.envelope.source.instance_id async for r in mesh.tail("chat", instance="n2")
+                if r.envelope is not None and r.envelope.payload.content == "sent with a token"]
+
+    assert await eventually(sender, timeout=10, what="the chat sent with a token") == [identity]
 
 
 def test_nxs_gateway_serves_the_shipped_console_by_default(nats_server: NatsServer, tmp_path: Path) -> None:

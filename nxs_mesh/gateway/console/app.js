@@ -42,7 +42,10 @@ function stream(query, onRecord) {
   const source = new EventSource(`/v1/stream?${q}`);
   source.onmessage = (ev) => onRecord(JSON.parse(ev.data));
   source.addEventListener("mesh-error", (ev) => setLink("down", JSON.parse(ev.data).error));
-  source.onerror = () => setLink("connecting", "reconnecting…");
+  // A refused stream (401/403: a missing or wrong token) is closed for good; anything else is retried.
+  source.onerror = () => (source.readyState === EventSource.CLOSED
+    ? setLink("down", "stream refused: open /#token=<token>")
+    : setLink("connecting", "reconnecting…"));
   source.onopen = () => setLink("live", "live");
   return source;
 }
