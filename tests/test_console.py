@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from gateway_support import running_gateway
 from node_support import Worker, run_cli, wait_state
-from test_gateway_cli import NXS, _env, _start
+from test_gateway_cli import NXS, ROOT, _env, _free_port, _start
 
 from nxs_mesh import Mesh
 from nxs_mesh.config import MeshConfig
@@ -163,3 +164,14 @@ def test_nxs_gateway_serves_the_shipped_console_by_default(nats_server: NatsServ
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
+
+
+def test_the_readme_console_example_runs_as_written(nats_server: NatsServer, tmp_path: Path) -> None:
+    section = (ROOT / "README.md").read_text().split("### Web console", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"^```bash\n(.*?)^```", section, re.S | re.M)
+    assert found, "the README's web console section has a bash block"
+    script = found.group(1).replace("8080", str(_free_port()))  # 8080 may be taken on a shared machine
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                       env=_env(tmp_path, nats_server.url), timeout=60)
+    assert r.stdout.splitlines()[-1] == "<title>nxs-mesh console</title>", r.stdout + r.stderr  # after the listening line
+    assert "Traceback" not in r.stderr, r.stderr
