@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import running_gateway
+from gateway_support import assert_json_error, running_gateway
 from node_support import Worker, run_cli, wait_state
 from test_gateway_cli import NXS, ROOT, _env, _free_port, _start
 
-from nxs_mesh import Mesh
+from nxs_mesh import Mesh, Reject
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.gateway import CONSOLE_DIR, TokenTable
 from nxs_mesh.testing import eventually, unique_id
@@ -138,6 +138,35 @@ async def test_console_with_tokens_reads_the_token_from_the_address_and_acts_as_
                 if r.envelope is not None and r.envelope.payload.content == "sent with a token"]
 
     assert await eventually(sender, timeout=10, what="the chat sent with a token") == [identity]
+
+
+@needs_chromium
+async def test_console_lists_a_dead_letter_with_its_reason_and_its_replay_button_puts_it_back(mesh: Mesh) -> None:
+    calls: list[str] = []
+
+    async def handler(env: Any) -> None:
+        calls.append(env.content)
+        if len(calls) == 1:
+            raise Reject("missing context")
+
+    consumer = await mesh.consume("chat", handler)
+    await mesh.publish("CHAT", "needs a second try", to=mesh.config.instance_id)
+    await eventually(lambda: consumer.stats.dead_lettered == 1, what="the chat dead-lettered")
+    expect = playwright_api.expect
+    async with running_gateway(mesh, console=CONSOLE_DIR) as gate:
+        [dead] = (await gate.client.get("/v1/dlq")).json()["dead_letters"]
+        async with console_page(gate.server.url + "/") as (page, _):
+            row = page.locator(f'#dlq tr[data-id="{dead["id"]}"]')
+            await expect(row.locator(".reason")).to_have_text("rejected by handler: missing context", timeout=WAIT_MS)
+            await expect(row.locator(".subject")).to_have_text(f"nxs.chat.{mesh.config.instance_id}._all")
+            await row.locator("button.replay").click()
+            await expect(page.locator("#dlq-status")).to_contain_text(f"#{dead['id']} replayed to nxs.chat.", timeout=WAIT_MS)
+            await expect(page.locator("#dlq tbody tr")).to_have_count(0, timeout=WAIT_MS)
+        await eventually(lambda: consumer.stats.acked == 1, what="the replayed chat handled")
+        assert calls == ["needs a second try", "needs a second try"]
+        assert (await gate.client.get("/v1/dlq")).json() == {"dead_letters": [], "count": 0}
+        assert_json_error(await gate.client.post(f"/v1/dlq/{dead['id']}/replay"), 404, "dlq_id")  # gone
+        assert_json_error(await gate.client.post("/v1/dlq/x1/replay"), 400, "dlq_id")
 
 
 def test_nxs_gateway_serves_the_shipped_console_by_default(nats_server: NatsServer, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.config import DEFAULT_URL, MeshConfig
 from nxs_mesh.gateway.auth import TokenTable
 from nxs_mesh.gateway.calls import get_task, post_command, post_task
+from nxs_mesh.gateway.dlq import get_dead_letters, replay_dead_letter_route
 from nxs_mesh.gateway.errors import exception_handlers
 from nxs_mesh.gateway.files import delete_file, get_file, list_files, put_file
 from nxs_mesh.gateway.messages import get_messages, post_message
@@ -63,6 +64,8 @@ API_ROUTES: tuple[Route, ...] = (
     Route("/v1/files/{name:path}", get_file, methods=["GET"]),
     Route("/v1/files/{name:path}", delete_file, methods=["DELETE"]),
     Route("/v1/alerts", get_alerts, methods=["GET"]),
+    Route("/v1/dlq", get_dead_letters, methods=["GET"]),
+    Route("/v1/dlq/{dlq_id}/replay", replay_dead_letter_route, methods=["POST"]),
     Route("/v1/health", get_health, methods=["GET"]),
     Route("/openapi.json", _openapi, methods=["GET"]),
 )

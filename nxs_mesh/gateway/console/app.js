@@ -2,11 +2,13 @@
 //   GET /v1/nodes          every second (heartbeat ages tick, a silent node turns suspect, then dead)
 //   SSE /v1/stream?kind=…  alerts and chat as they are stored (EventSource resumes by Last-Event-ID)
 //   POST /v1/messages      the chat form (the gateway's short form)
+//   GET /v1/dlq            every few seconds; each dead letter's Replay button: POST /v1/dlq/{id}/replay
 // With gateway tokens, open the page as /#token=<token>: it is kept in sessionStorage, sent as a bearer
 // header, and as ?access_token= to /v1/stream only (EventSource cannot send headers).
 "use strict";
 
 const NODES_EVERY_MS = 1000;
+const DLQ_EVERY_MS = 3000;
 const KEEP = 200; // entries kept per list
 
 const token = (() => {
@@ -140,7 +142,43 @@ async function sendChat(ev) {
   }
 }
 
+// ---- dead letters ----
+function renderDeadLetters(items) {
+  const rows = items.map((d) => {
+    const replay = el("button", { type: "button", class: "replay" }, "Replay");
+    replay.addEventListener("click", () => replayDeadLetter(d.id, replay));
+    return el("tr", { "data-id": String(d.id) },
+      el("td", {}, String(d.id)), el("td", {}, fmt.time(d.time)), el("td", { class: "subject" }, d.subject),
+      el("td", { class: "reason" }, d.reason), el("td", { class: "preview" }, d.preview.slice(0, 60)), el("td", {}, replay));
+  });
+  $("#dlq tbody").replaceChildren(...rows);
+  $("#dlq-summary").textContent = items.length ? `${items.length} waiting` : "none";
+}
+
+async function pollDeadLetters() {
+  try {
+    renderDeadLetters((await api("/v1/dlq")).dead_letters);
+  } catch (err) {
+    $("#dlq-status").textContent = `dead letters: ${err.message}`;
+  } finally {
+    setTimeout(pollDeadLetters, DLQ_EVERY_MS);
+  }
+}
+
+async function replayDeadLetter(id, button) {
+  button.disabled = true;
+  try {
+    const done = await api(`/v1/dlq/${id}/replay`, { method: "POST" });
+    $("#dlq-status").textContent = `#${id} replayed to ${done.subject} (${done.stream} #${done.seq})`;
+    $(`#dlq tr[data-id="${id}"]`)?.remove();
+  } catch (err) {
+    $("#dlq-status").textContent = `#${id} not replayed: ${err.message}`;
+    button.disabled = false;
+  }
+}
+
 $("#chat-form").addEventListener("submit", sendChat);
 pollNodes();
+pollDeadLetters();
 stream({ kind: "alert", last: "50" }, showAlert);
 stream({ kind: "chat", last: "50" }, showChat);
