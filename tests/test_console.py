@@ -59,11 +59,11 @@ async def console_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
 
 
 @needs_chromium
-async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_sends_chat(
+async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_chat_and_a_task(
     mesh: Mesh, nats_server: NatsServer, workers: Callable[..., Worker], tmp_path: Path,
 ) -> None:
     ids = [unique_id("web") for _ in range(3)]
-    procs = [workers(node) for node in ids]
+    procs = [workers(node, "-C", "echo") for node in ids]  # -C: the capabilities they take tasks for
     for node in ids:
         await wait_state(mesh, node, "running")
     expect = playwright_api.expect
@@ -94,6 +94,15 @@ async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_and_se
         await expect(page.locator("#chat-status")).to_contain_text("stored in NXS_CHAT as #", timeout=WAIT_MS)
         await expect(page.locator("#chat li .text", has_text=text)).to_have_count(1, timeout=WAIT_MS)
         await expect(page.locator("#chat-text")).to_have_value("")
+
+        # a task submitted from the page is followed to its final state, with the node that did it
+        await page.fill("#task-capability", "echo")
+        await page.fill("#task-payload", '{"n": 7}')
+        await page.click("#task-form button[type=submit]")
+        task = page.locator("#tasks tbody tr").first
+        await expect(task.locator(".state")).to_have_text("done", timeout=WAIT_MS)
+        await expect(task.locator(".result")).to_have_text('{"n":7}')
+        assert await task.locator(".node").text_content() in (ids[0], ids[2])  # a live node did it
 
         shot = tmp_path / "console.png"
         await page.screenshot(path=str(shot), full_page=True)

@@ -2,6 +2,7 @@
 //   GET /v1/nodes          every second (heartbeat ages tick, a silent node turns suspect, then dead)
 //   SSE /v1/stream?kind=…  alerts and chat as they are stored (EventSource resumes by Last-Event-ID)
 //   POST /v1/messages      the chat form (the gateway's short form)
+//   POST /v1/tasks         the task form; GET /v1/tasks/{id} every second until the task's state is final
 //   GET /v1/dlq            every few seconds; each dead letter's Replay button: POST /v1/dlq/{id}/replay
 // With gateway tokens, open the page as /#token=<token>: it is kept in sessionStorage, sent as a bearer
 // header, and as ?access_token= to /v1/stream only (EventSource cannot send headers).
@@ -9,6 +10,8 @@
 
 const NODES_EVERY_MS = 1000;
 const DLQ_EVERY_MS = 3000;
+const TASK_EVERY_MS = 1000;
+const FINAL_TASK_STATES = new Set(["done", "failed", "expired", "cancelled", "canceled", "timed_out", "dead"]);
 const KEEP = 200; // entries kept per list
 
 const token = (() => {
@@ -142,6 +145,53 @@ async function sendChat(ev) {
   }
 }
 
+// ---- tasks ----
+function parsePayload(text) {
+  if (text.trim() === "") return null;
+  try { return JSON.parse(text); } catch { return text; } // plain text is a string payload
+}
+
+function taskRow(taskId, capability) {
+  const row = el("tr", { "data-task": taskId },
+    el("td", { class: "task" }, taskId.slice(0, 8)), el("td", {}, capability),
+    el("td", {}, el("span", { class: "state", "data-state": "submitted" }, "submitted")),
+    el("td", { class: "node" }, "–"), el("td", { class: "result" }, ""));
+  prepend($("#tasks tbody"), row);
+  return row;
+}
+
+async function followTask(taskId, row) {
+  let t;
+  try {
+    t = await api(`/v1/tasks/${taskId}`);
+  } catch (err) {
+    row.querySelector(".result").textContent = err.message;
+    setTimeout(() => followTask(taskId, row), TASK_EVERY_MS);
+    return;
+  }
+  const state = row.querySelector(".state");
+  state.textContent = state.dataset.state = t.state;
+  row.dataset.state = t.state;
+  row.querySelector(".node").textContent = t.node || "–";
+  row.querySelector(".result").textContent = t.error ? String(t.error) : t.result === undefined ? "" : fmt.text(t.result);
+  if (!FINAL_TASK_STATES.has(t.state)) setTimeout(() => followTask(taskId, row), TASK_EVERY_MS);
+}
+
+async function submitTask(ev) {
+  ev.preventDefault();
+  const capability = $("#task-capability").value.trim();
+  try {
+    const t = await api("/v1/tasks", { method: "POST", headers: { "Content-Type": "application/json" },
+                                       body: JSON.stringify({ capability, payload: parsePayload($("#task-payload").value) }) });
+    $("#task-status").textContent = `task ${t.task_id} queued in ${t.stream} as #${t.seq}`;
+    $("#task-status").className = "muted";
+    followTask(t.task_id, taskRow(t.task_id, capability));
+  } catch (err) {
+    $("#task-status").textContent = `not submitted: ${err.message}`;
+    $("#task-status").className = "error";
+  }
+}
+
 // ---- dead letters ----
 function renderDeadLetters(items) {
   const rows = items.map((d) => {
@@ -178,6 +228,7 @@ async function replayDeadLetter(id, button) {
 }
 
 $("#chat-form").addEventListener("submit", sendChat);
+$("#task-form").addEventListener("submit", submitTask);
 pollNodes();
 pollDeadLetters();
 stream({ kind: "alert", last: "50" }, showAlert);
