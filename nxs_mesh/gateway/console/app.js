@@ -11,7 +11,7 @@
 const NODES_EVERY_MS = 1000;
 const DLQ_EVERY_MS = 3000;
 const TASK_EVERY_MS = 1000;
-const FINAL_TASK_STATES = new Set(["done", "failed", "expired", "cancelled", "canceled", "timed_out", "dead"]);
+const FINAL_TASK_STATES = new Set(["done", "failed", "expired", "cancelled", "orphaned"]); // the mesh's terminal states
 const KEEP = 200; // entries kept per list
 
 const token = (() => {
