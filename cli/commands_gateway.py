@@ -73,12 +73,14 @@ def gateway(
     cors: list[str] = typer.Option(None, "--cors", help="Allow browsers on this origin (repeatable), e.g. https://console.example."),
     max_body: int = typer.Option(1 << 20, "--max-body", min=1, help="Largest JSON body in bytes (413 above)."),
     max_file: int = typer.Option(None, "--max-file", min=1, help="Largest file upload in bytes (default: no limit; streamed)."),
-    console_dir: Path = typer.Option(None, "--console", help="Serve this directory at / (the web console)."),
+    console_dir: Path = typer.Option(None, "--console", help="Serve this directory at / instead of the shipped web console."),
+    no_console: bool = typer.Option(False, "--no-console", help="Serve no web console at / (the API only)."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn's access log)."),
 ) -> None:
     """Serve the mesh over HTTP: publish, replay, Server-Sent Events, commands, tasks, files, nodes, alerts.
 
-    The OpenAPI document is at /openapi.json. Without --tokens everyone acts as this gateway's own
+    The web console is at / (nodes, alerts, chat; open /#token=TOKEN with --tokens), the OpenAPI
+    document at /openapi.json. Without --tokens everyone acts as this gateway's own
     identity, so it then listens on loopback only; with --tokens each caller acts as its identity,
     with that identity's credentials and server permissions.
     """
@@ -96,8 +98,8 @@ def gateway(
     try:
         explicit = tuple(cfg.servers) if url or st.sources.get("servers") != "default" else None
         table = gw.TokenTable.load(tokens, cfg, servers=explicit) if tokens is not None else None
-        options = gw.GatewayOptions(cors=tuple(cors or ()), max_body=max_body, max_file=max_file,
-                                    console=str(console_dir) if console_dir else None)
+        console = None if no_console else str(console_dir) if console_dir else gw.CONSOLE_DIR
+        options = gw.GatewayOptions(cors=tuple(cors or ()), max_body=max_body, max_file=max_file, console=console)
         app = gw.create_app(cfg, tokens=table, options=options)
     except MeshError as exc:
         fail(str(exc), debug=st.debug, exc=exc)

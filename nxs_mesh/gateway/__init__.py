@@ -10,11 +10,11 @@ sse-starlette); ``nxs_mesh`` itself never imports this package.
 Routes, auth and errors: ``gateway.app`` (and ``/openapi.json``); tokens: ``gateway.auth``.
 """
 
-from nxs_mesh.gateway.app import API_ROUTES, create_app
+from nxs_mesh.gateway.app import API_ROUTES, CONSOLE_DIR, create_app
 from nxs_mesh.gateway.auth import Identity, TokenTable
 from nxs_mesh.gateway.errors import ApiError
 from nxs_mesh.gateway.runtime import Gateway, GatewayOptions, TaskStatus
 from nxs_mesh.gateway.server import GatewayServer
 
-__all__ = ["API_ROUTES", "ApiError", "Gateway", "GatewayOptions", "GatewayServer", "Identity", "TaskStatus",
-           "TokenTable", "create_app"]
+__all__ = ["API_ROUTES", "CONSOLE_DIR", "ApiError", "Gateway", "GatewayOptions", "GatewayServer", "Identity",
+           "TaskStatus", "TokenTable", "create_app"]

@@ -5,7 +5,8 @@
 
 With ``tokens`` (``TokenTable.load``) every caller needs a bearer token and acts as its identity,
 through that identity's own ``Mesh``; without, everyone shares the one mesh (development on
-loopback). ``options.console`` serves a directory at ``/`` (the web console), after the API routes.
+loopback). ``options.console`` serves a directory at ``/`` (the web console), after the API routes;
+``CONSOLE_DIR`` is the console shipped in the package (``nxs gateway`` serves it by default).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -27,6 +29,7 @@ from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.config import DEFAULT_URL, MeshConfig
 from nxs_mesh.gateway.auth import TokenTable
 from nxs_mesh.gateway.calls import cancel_task, get_task, post_command, post_task
+from nxs_mesh.gateway.dlq import get_dead_letters, replay_dead_letter_route
 from nxs_mesh.gateway.errors import exception_handlers
 from nxs_mesh.gateway.files import delete_file, get_file, list_files, put_file
 from nxs_mesh.gateway.messages import get_messages, post_message
@@ -39,7 +42,10 @@ from nxs_mesh.gateway.views import get_alerts, get_health, get_nodes
 if TYPE_CHECKING:
     from nxs_mesh.gateway.a2a import A2AMount
 
-__all__ = ["API_ROUTES", "create_app"]
+__all__ = ["API_ROUTES", "CONSOLE_DIR", "create_app"]
+
+#: The web console shipped in the package: static files, no build step (``gateway/console/``).
+CONSOLE_DIR = str(Path(__file__).with_name("console"))
 
 # Headers a browser on another origin may send and read (CORS).
 _ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
@@ -64,6 +70,8 @@ API_ROUTES: tuple[Route, ...] = (
     Route("/v1/files/{name:path}", get_file, methods=["GET"]),
     Route("/v1/files/{name:path}", delete_file, methods=["DELETE"]),
     Route("/v1/alerts", get_alerts, methods=["GET"]),
+    Route("/v1/dlq", get_dead_letters, methods=["GET"]),
+    Route("/v1/dlq/{dlq_id}/replay", replay_dead_letter_route, methods=["POST"]),
     Route("/v1/health", get_health, methods=["GET"]),
     Route("/openapi.json", _openapi, methods=["GET"]),
 )

@@ -24,7 +24,8 @@ def _ref(name: str) -> dict[str, str]:
 def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "bad input (the field is named)", 401: "missing or unknown bearer token",
            403: "the identity's permissions refuse it", 404: "not found",
-           409: "the task already ended (or the agent is not in that state)", 413: "body over the limit",
+           409: "it cannot be done to this one (the task already ended, the dead letter cannot go back)",
+           413: "body over the limit",
            502: "the remote side answered with an error", 503: "the mesh is not reachable",
            504: "no answer in time"}
     return {str(c): {"description": why[c], "content": {_JSON: {"schema": _ref("Error")}}} for c in codes}
@@ -101,10 +102,23 @@ def _paths() -> dict[str, Any]:
                                "parameters": [_q("node", "only alerts about this node"), _REPLAY[3], _REPLAY[4],
                                               _q("limit", "at most this many (default 100)", "integer")],
                                "responses": {**_ok(200, "alerts"), **_errors(*_STD)}}},
+        **_dlq_ops(),
         "/v1/health": {"get": {"summary": "The gateway's connections (no token needed); deep=1 adds the mesh check",
                                "parameters": [_q("deep", "1: also run the mesh check (needs a token)")],
                                "responses": {**_ok(200, "up"), **_errors(401, 503)}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": _ok(200, "OpenAPI 3.1")}},
+    }
+
+
+def _dlq_ops() -> dict[str, Any]:
+    return {
+        "/v1/dlq": {"get": {"summary": "Dead letters with their reason (as `nxs dlq list`)", "security": _AUTH,
+                            "parameters": [_q("last", "the last N (1..1000, default 100)", "integer")],
+                            "responses": {**_ok(200, "dead letters"), **_errors(*_STD)}}},
+        "/v1/dlq/{dlq_id}/replay": {"post": {
+            "summary": "Publish a dead letter back to its original subject and remove it", "security": _AUTH,
+            "parameters": [_q("dlq_id", "the dead letter's id (its NXS_DLQ sequence)", where="path")],
+            "responses": {**_ok(200, "where it went: id, subject, stream, seq"), **_errors(*_STD, 404, 409)}}},
     }
 
 
