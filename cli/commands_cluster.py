@@ -43,7 +43,8 @@ def deploy_render(
     tls_key: str = typer.Option(None, "--tls-key"),
     tls_ca: str = typer.Option(None, "--tls-ca"),
     route_tls: bool = typer.Option(False, "--route-tls", help="TLS on routes too (needs --tls-cert/--tls-key)."),
-    relay: str = typer.Option(None, "--relay", help="A fallback URL listed last for clients (wss:// or tls://)."),
+    relay: str = typer.Option(None, "--relay", help="HOST:PORT or wss://HOST:PORT: also renders relay-hub.conf, a hub "
+                                                     "leafnode-connected to every host, listed last for clients."),
     secure: str = typer.Option(None, "--secure", help="A `nxs deploy secure init` directory: mTLS with pinned "
                                                        "certificates and nkey users with least privilege."),
     install_dir: str = typer.Option(None, "--install-dir", help="With --secure: where each node's directory "
@@ -56,7 +57,7 @@ def deploy_render(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
-    from nxs_mesh.deploy.render import DeployOptions, render, write_configs
+    from nxs_mesh.deploy.render import HUB_FILE, DeployOptions, check_config, render, write_configs
 
     debug = settings(ctx).debug
     try:
@@ -70,15 +71,20 @@ def deploy_render(
         paths = write_configs(hosts, out, opts)
         if check:
             _check(hosts, paths, opts)
+            if opts.relay:
+                check_config(out / HUB_FILE)
         rendered = {r.host.name: r for r in render(hosts, opts)}
     except MeshError as exc:
         fail(str(exc), debug=debug, exc=exc)
     offline = [h.name for h in hosts if not h.online]
     rows = [_row(h, p, rendered[h.name].servers, opts, check=check) for h, p in zip(hosts, paths, strict=True)]
+    hub = {"config": str(out / HUB_FILE), "url": opts.relay_hub.url} if opts.relay_hub else None
     if as_json:
-        print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
+        print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline, "relay": hub})
         return
     _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
+    if hub:
+        console.print(f"relay hub: {hub['config']} (clients fall back to {hub['url']})")
 
 
 def _row(h: Any, conf: Path, servers: tuple[str, ...], opts: Any, *, check: bool) -> dict[str, Any]:

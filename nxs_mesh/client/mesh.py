@@ -182,7 +182,7 @@ class Mesh(Requests, Handoffs, SapAccess):
         """"local", "peer", "relay" or "disconnected": which path this client uses now."""
         if not self.is_connected:
             return "disconnected"
-        return server_path(self.config.servers, self.connected_url)
+        return server_path(self.config.servers, self.connected_url, jetstream=self.server_info().jetstream)
 
     def server_info(self) -> ServerInfo:
         return self.link.server_info()

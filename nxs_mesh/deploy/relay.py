@@ -1,0 +1,114 @@
+"""The relay path (issue 13 part 5): a hub nats-server that clients reach over WebSocket/TLS when their
+direct routes fail, joined to the mesh with nats-server's own leafnodes.
+
+    relay = parse_relay("relay.example.net:443")          # or a URL: wss://relay.example.net:443
+    hub = hub_config(relay, members, opts)                # hub.conf: websocket {} + leafnodes { remotes }
+    lines = member_leaf_block(opts, bind="0.0.0.0")        # each member: leafnodes { listen: ...:7422 }
+
+Which side dials. The hub is the leaf: its one ``leafnodes.remotes`` entry lists every member's
+leafnode port, nats-server keeps one connection to one of them and moves to another when it drops.
+The other way round (each member a remote of the hub, so three leafnode connections from one cluster)
+stored every message published on the hub twice in our check (50 publishes, stream sequence 100), so
+it is not rendered.
+
+JetStream. The hub runs without JetStream and without a domain: a leafnode server with no JetStream
+of its own forwards ``$JS.API.>`` and stream subjects over its leafnode connection in the same
+account, so a client on the hub uses the cluster's streams, consumers and dedup unchanged. That is
+also how a client tells it is on the relay (``transport.connection.server_path``): the server it is
+connected to says ``jetstream: false`` in its INFO while the mesh's members all run JetStream.
+
+The hub's WebSocket listener faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to
+loopback. ``--secure`` relays (nkey credentials on the leafnode) are not rendered yet: refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from nxs_mesh.deploy.listeners import Listener, check_plaintext, is_loopback
+from nxs_mesh.wire.errors import ConfigError
+
+__all__ = ["LEAF_PORT", "Relay", "hub_config", "member_leaf_block", "parse_relay"]
+
+#: nats-server's default leafnode port; the members listen on it for the hub.
+LEAF_PORT = 7422
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    scheme: str = "wss"  # ws only on loopback (development)
+
+    @property
+    def url(self) -> str:
+        """The URL clients list last, e.g. ``wss://relay.example.net:443``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_relay(text: str, *, tls: bool) -> Relay:
+    """``HOST:PORT`` or a ``ws://``/``wss://`` URL for ``--relay``; plain ws only on loopback."""
+    u = urlparse(text if "://" in text else f"{'wss' if tls or not _loopback_text(text) else 'ws'}://{text}")
+    if u.scheme not in ("ws", "wss"):
+        raise ConfigError("--relay", f"{text!r}: the relay is a WebSocket listener: HOST:PORT, ws:// or wss://")
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    if not u.hostname or port is None:
+        raise ConfigError("--relay", f"{text!r}: give HOST:PORT, e.g. relay.example.net:443")
+    if u.scheme == "ws" and not is_loopback(u.hostname):
+        raise ConfigError("--relay", f"{text!r}: ws:// without TLS is for loopback only; use wss:// with "
+                                     "--tls-cert/--tls-key")
+    if u.scheme == "wss" and not tls:
+        raise ConfigError("--relay", f"{text!r}: a wss:// relay needs --tls-cert/--tls-key for the hub")
+    return Relay(u.hostname, port, u.scheme)
+
+
+def _loopback_text(text: str) -> bool:
+    return is_loopback(text.rpartition(":")[0].strip("[]"))
+
+
+def member_leaf_block(bind: str, tls: list[str] | None, port: int = LEAF_PORT) -> list[str]:
+    """``leafnodes { listen }`` on a member: where the hub's leafnode connection comes in."""
+    return ["leafnodes {", f"  listen: {json.dumps(f'{bind}:{port}')}", *(tls or []), "}", ""]
+
+
+def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, tls_ca: str | None,
+               monitor_port: int = 8222) -> str:
+    """The hub's nats-server config: a WebSocket listener for clients and one leafnode remote listing
+    every member's leafnode port (``members``: ``ADDRESS:PORT`` each; no JetStream: it uses the
+    cluster's through the leafnode)."""
+    if not members:
+        raise ConfigError("hosts", "a relay needs at least one mesh host to connect to")
+    listener = Listener("websocket", relay.port, "0.0.0.0" if tls else relay.host)
+    scheme = "tls" if tls else "nats"
+    urls = ", ".join(json.dumps(f"{scheme}://{a}") for a in members)
+    lines = [
+        "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here over WebSocket",
+        '# when their direct routes fail; no JetStream here, the leafnode brings the cluster\'s.',
+        'server_name: "nxs-relay"',
+        'listen: "127.0.0.1:4222"  # plain clients: local tools only',
+        f'http: "127.0.0.1:{monitor_port}"',
+        "",
+        "websocket {",
+        f"  listen: {json.dumps(f'{listener.bind(relay.host)}:{relay.port}')}",
+    ]
+    if tls is None:
+        check_plaintext(listener, relay.host, hint="--relay wss://HOST:PORT with --tls-cert/--tls-key")
+        lines.append("  no_tls: true  # loopback only (checked when rendered)")
+    else:
+        lines += tls
+    lines += ["}", "", "leafnodes {", "  reconnect: \"1s\"  # between attempts: move to another member fast",
+              "  remotes [", "    {", f"      urls: [{urls}]"]
+    if tls_ca:
+        lines += ["      tls {", f"        ca_file: {json.dumps(tls_ca)}", "      }"]
+    lines += ["    }", "  ]", "}", ""]
+    return "\n".join(lines)
+
+
+
