@@ -17,8 +17,12 @@ account, so a client on the hub uses the cluster's streams, consumers and dedup 
 also how a client tells it is on the relay (``transport.connection.server_path``): the server it is
 connected to says ``jetstream: false`` in its INFO while the mesh's members all run JetStream.
 
-The hub's WebSocket listener faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to
-loopback. ``--secure`` relays (nkey credentials on the leafnode) are not rendered yet: refused.
+WebSocket or TLS. ``--relay wss://HOST:PORT`` (or just HOST:PORT) gives the hub a WebSocket listener,
+for clients behind proxies that pass only HTTPS; ``--relay tls://HOST:PORT`` gives it a TLS client
+port instead. nats-py keeps one transport per connection (``transport.connection.transport_groups``):
+a client that joined over TCP reconnects among the TCP URLs only, so it reaches a ``wss://`` relay
+when it (re)starts, and a ``tls://`` relay also by reconnecting mid-session, like any other member.
+The hub faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to loopback. ``--secure`` relays (nkey credentials on the leafnode) are not rendered yet: refused.
 """
 
 from __future__ import annotations
@@ -51,10 +55,10 @@ class Relay:
 
 
 def parse_relay(text: str, *, tls: bool) -> Relay:
-    """``HOST:PORT`` or a ``ws://``/``wss://`` URL for ``--relay``; plain ws only on loopback."""
+    """``HOST:PORT`` (wss, or ws on loopback) or a ``ws://``/``wss://``/``tls://`` URL for ``--relay``."""
     u = urlparse(text if "://" in text else f"{'wss' if tls or not _loopback_text(text) else 'ws'}://{text}")
-    if u.scheme not in ("ws", "wss"):
-        raise ConfigError("--relay", f"{text!r}: the relay is a WebSocket listener: HOST:PORT, ws:// or wss://")
+    if u.scheme not in ("ws", "wss", "tls"):
+        raise ConfigError("--relay", f"{text!r}: give HOST:PORT, or a wss://, ws:// (loopback) or tls:// URL")
     try:
         port = u.port
     except ValueError:
@@ -64,8 +68,8 @@ def parse_relay(text: str, *, tls: bool) -> Relay:
     if u.scheme == "ws" and not is_loopback(u.hostname):
         raise ConfigError("--relay", f"{text!r}: ws:// without TLS is for loopback only; use wss:// with "
                                      "--tls-cert/--tls-key")
-    if u.scheme == "wss" and not tls:
-        raise ConfigError("--relay", f"{text!r}: a wss:// relay needs --tls-cert/--tls-key for the hub")
+    if u.scheme in ("wss", "tls") and not tls:
+        raise ConfigError("--relay", f"{text!r}: a {u.scheme}:// relay needs --tls-cert/--tls-key for the hub")
     return Relay(u.hostname, port, u.scheme)
 
 
@@ -80,30 +84,22 @@ def member_leaf_block(bind: str, tls: list[str] | None, port: int = LEAF_PORT) -
 
 def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, tls_ca: str | None,
                monitor_port: int = 8222) -> str:
-    """The hub's nats-server config: a WebSocket listener for clients and one leafnode remote listing
-    every member's leafnode port (``members``: ``ADDRESS:PORT`` each; no JetStream: it uses the
+    """The hub's nats-server config: where clients come in (``_client_side``) and one leafnode remote
+    listing every member's leafnode port (``members``: ``ADDRESS:PORT`` each; no JetStream: it uses the
     cluster's through the leafnode)."""
     if not members:
         raise ConfigError("hosts", "a relay needs at least one mesh host to connect to")
-    listener = Listener("websocket", relay.port, "0.0.0.0" if tls else relay.host)
     scheme = "tls" if tls else "nats"
     urls = ", ".join(json.dumps(f"{scheme}://{a}") for a in members)
     lines = [
-        "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here over WebSocket",
-        '# when their direct routes fail; no JetStream here, the leafnode brings the cluster\'s.',
+        "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here when their",
+        "# direct routes fail; no JetStream here, the leafnode brings the cluster's.",
         'server_name: "nxs-relay"',
-        'listen: "127.0.0.1:4222"  # plain clients: local tools only',
+        *_client_side(relay, tls),
         f'http: "127.0.0.1:{monitor_port}"',
         "",
-        "websocket {",
-        f"  listen: {json.dumps(f'{listener.bind(relay.host)}:{relay.port}')}",
     ]
-    if tls is None:
-        check_plaintext(listener, relay.host, hint="--relay wss://HOST:PORT with --tls-cert/--tls-key")
-        lines.append("  no_tls: true  # loopback only (checked when rendered)")
-    else:
-        lines += tls
-    lines += ["}", "", "leafnodes {", "  reconnect: \"1s\"  # between attempts: move to another member fast",
+    lines += ["leafnodes {", "  reconnect: \"1s\"  # between attempts: move to another member fast",
               "  remotes [", "    {", f"      urls: [{urls}]"]
     if tls_ca:
         lines += ["      tls {", f"        ca_file: {json.dumps(tls_ca)}", "      }"]
@@ -111,4 +107,17 @@ def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, t
     return "\n".join(lines)
 
 
-
+def _client_side(relay: Relay, tls: list[str] | None) -> list[str]:
+    """Where clients come in: the client port with TLS (a tls:// relay), else a WebSocket listener."""
+    if relay.scheme == "tls":
+        assert tls is not None  # parse_relay: tls:// needs --tls-cert/--tls-key
+        return [f'listen: "0.0.0.0:{relay.port}"', "tls {", *(line[2:] for line in tls[1:-1]), "}"]
+    listener = Listener("websocket", relay.port, "0.0.0.0" if tls else relay.host)
+    lines = ['listen: "127.0.0.1:4222"  # plain clients: local tools only', "websocket {",
+             f"  listen: {json.dumps(f'{listener.bind(relay.host)}:{relay.port}')}"]
+    if tls is None:
+        check_plaintext(listener, relay.host, hint="--relay wss://HOST:PORT with --tls-cert/--tls-key")
+        lines.append("  no_tls: true  # loopback only (checked when rendered)")
+    else:
+        lines += tls
+    return [*lines, "}"]
