@@ -57,7 +57,7 @@ def deploy_render(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
-    from nxs_mesh.deploy.render import HUB_FILE, DeployOptions, check_config, render, write_configs
+    from nxs_mesh.deploy.render import HUB_FILE, DeployOptions, render, write_configs
 
     debug = settings(ctx).debug
     try:
@@ -71,8 +71,6 @@ def deploy_render(
         paths = write_configs(hosts, out, opts)
         if check:
             _check(hosts, paths, opts)
-            if opts.relay:
-                check_config(out / HUB_FILE)
         rendered = {r.host.name: r for r in render(hosts, opts)}
     except MeshError as exc:
         fail(str(exc), debug=debug, exc=exc)
@@ -82,9 +80,7 @@ def deploy_render(
     if as_json:
         print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline, "relay": hub})
         return
-    _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
-    if hub:
-        console.print(f"relay hub: {hub['config']} (clients fall back to {hub['url']})")
+    _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval, hub=hub)
 
 
 def _row(h: Any, conf: Path, servers: tuple[str, ...], opts: Any, *, check: bool) -> dict[str, Any]:
@@ -102,8 +98,10 @@ def _check(hosts: list[Any], paths: list[Path], opts: Any) -> None:
     import dataclasses
     import tempfile
 
-    from nxs_mesh.deploy.render import check_config, write_configs
+    from nxs_mesh.deploy.render import HUB_FILE, check_config, write_configs
 
+    if opts.relay:  # --relay: the hub's config, next to the hosts'
+        check_config(paths[0].parent / HUB_FILE)
     if not (opts.secure_dir and opts.install_dir):
         for p in paths:
             check_config(p)
@@ -130,7 +128,7 @@ def _select_hosts(host: list[str] | None, tailscale_status: str | None, tag: str
 
 
 def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: bool, cluster_name: str,
-                   sync_interval: str) -> None:
+                   sync_interval: str, hub: dict[str, str] | None) -> None:
     hosts = rows  # one row per host
     console.print(fitted(
         [Col("host"), Col("address"), Col("config", wrap=True), Col("checked", drop=1)],
@@ -143,6 +141,8 @@ def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: boo
         n = len(hosts)
         err_console.print(f"note: {n} hosts tolerate {(n - 1) // 2} failure(s), no more than {n - 1} would; "
                           "prefer 3 or 5")
+    if hub:
+        console.print(f"relay hub: {hub['config']} (clients fall back to {hub['url']})")
 
 
 def _read(path: str) -> str:

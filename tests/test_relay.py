@@ -14,7 +14,7 @@ import pytest
 from nxs_cli.app import app
 from typer.testing import CliRunner
 
-from nxs_mesh import Mesh, MeshConfig
+from nxs_mesh import Mesh, MeshConfig, MeshError
 from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
 from nxs_mesh.deploy.render import DeployOptions
 from nxs_mesh.testing import eventually, unique_id
@@ -48,12 +48,18 @@ def test_render_relay_with_tls_uses_wss_and_tls_leafnodes(tmp_path: Path) -> Non
     assert opts.relay_hub == Relay("relay.example.net", 443, "wss")
     hub = hub_config(opts.relay_hub, ["100.64.0.1:7422"], tls=['  tls { cert_file: "c" }'], tls_ca="/ca.pem")
     assert 'listen: "0.0.0.0:443"' in hub and '"tls://100.64.0.1:7422"' in hub and '"/ca.pem"' in hub
+    # tls://: the hub's client port with TLS instead of a WebSocket listener (reached by reconnects too)
+    tls_relay = DeployOptions(relay="tls://relay.example.net:4443", tls_cert="/c.pem", tls_key="/k.pem").relay_hub
+    assert tls_relay is not None and tls_relay.url == "tls://relay.example.net:4443"
+    hub = hub_config(tls_relay, ["100.64.0.1:7422"], tls=["  tls {", '    cert_file: "c"', "  }"], tls_ca=None)
+    assert 'listen: "0.0.0.0:4443"\ntls {\n  cert_file: "c"\n}' in hub and "websocket" not in hub
 
 
 @pytest.mark.parametrize(("relay", "extra", "says"), [
     ("relay.example.net:443", {}, "needs --tls-cert"),
     ("ws://100.64.0.9:80", {}, "loopback only"),
-    ("nats://relay.example.net:4222", {}, "WebSocket listener"),
+    ("nats://relay.example.net:4222", {}, "or tls:// URL"),
+    ("tls://relay.example.net:4443", {}, "needs --tls-cert"),
     ("relay.example.net", {}, "HOST:PORT"),
     ("127.0.0.1:8443", {"secure_dir": "/tmp/nowhere"}, "not rendered yet"),
 ])
@@ -127,7 +133,8 @@ async def test_a_client_on_the_hub_uses_the_clusters_jetstream_and_says_relay(
 
 async def _publish(mesh: Mesh, to: str, i: int) -> object:
     """One publish; None (try again) while the cluster re-elects after a member stopped."""
+    message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{to}/{i}"))  # the same id on a retry: stored once
     try:
-        return await mesh.publish("CHAT", {"i": i}, to=to, message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{to}/{i}")))
-    except Exception as exc:  # noqa: BLE001 - JetStream electing after the member stopped: retried by eventually()
+        return await mesh.publish("CHAT", {"i": i}, to=to, message_id=message_id)
+    except MeshError:  # JetStream electing after the member stopped: retried by eventually()
         return None

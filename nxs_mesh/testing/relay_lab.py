@@ -4,7 +4,8 @@ every host over ``eth1``, so cutting a host's ``eth0`` (its direct links) leaves
     with NetnsLab(3) as lab, RelayLink(lab) as link:
         link.address(lab.hosts[0])      # 100.64.<r>.1, the host's address on the relay LAN
         link.hub_address                # 100.64.<r>.254, where the hub listens
-        tls = lab_certificate(tmp_path, [link.hub_address])   # (cert, key): wss needs TLS off loopback
+        cert, key = lab_certificate(tmp_path, link.addresses())  # TLS: the hub is not on loopback
+        servers = relay_servers(lab, link, cert, tmp_path, cluster="c1")  # members + hub, not started
 
 Everything stays inside the lab's namespaces (100.64.x.y addresses only); ``close()`` deletes the relay
 namespace, and the veths go with it (the hosts' ends too).
@@ -16,9 +17,13 @@ import random
 import subprocess
 from pathlib import Path
 
+from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
 from nxs_mesh.testing.netns import NetnsHost, NetnsLab, _ip
+from nxs_mesh.transport.server import NatsServer
 
-__all__ = ["RelayLink", "lab_certificate"]
+__all__ = ["CLIENT", "RELAY", "RelayLink", "lab_certificate", "relay_servers"]
+
+CLIENT, MONITOR, ROUTE, LEAF, RELAY = 4222, 8222, 6222, 7422, 4443
 
 
 class RelayLink:
@@ -31,6 +36,10 @@ class RelayLink:
 
     def address(self, host: NetnsHost) -> str:
         return f"100.64.{self.subnet}.{self.lab.hosts.index(host) + 1}"
+
+    def addresses(self) -> list[str]:
+        """The hub's and every host's address on the relay LAN (for the lab certificate)."""
+        return [self.hub_address, *(self.address(h) for h in self.lab.hosts)]
 
     def start(self) -> RelayLink:
         try:
@@ -76,3 +85,26 @@ def lab_certificate(directory: Path, addresses: list[str]) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=30,
     )
     return cert, key
+
+
+def _tls(cert: Path) -> list[str]:
+    return ["  tls {", f'    cert_file: "{cert}"', f'    key_file: "{cert.with_suffix(".key")}"', "  }"]
+
+
+def relay_servers(lab: NetnsLab, link: RelayLink, cert: Path, store: Path, *, cluster: str) -> list[NatsServer]:
+    """The members (routes on eth0, a TLS leafnode port on eth1) and, last, the hub (``tls://`` client
+    port, no JetStream) from ``deploy.relay``. The hub dials h1 and h2, the sites it can reach; the
+    last host is the one behind the failing links. Not started."""
+    leaf = "\n".join(member_leaf_block("0.0.0.0", _tls(cert), LEAF))
+    servers = [NatsServer(host=h.address, port=CLIENT, monitor_port=MONITOR, store_dir=store / h.name,
+                          name=h.name, cluster_name=cluster, cluster_port=ROUTE, netns=h.ns, extra_conf=leaf,
+                          routes=[f"nats://{o.address}:{ROUTE}" for o in lab.hosts if o is not h])
+               for h in lab.hosts]
+    conf = store / "relay-hub.conf"
+    store.mkdir(parents=True, exist_ok=True)
+    conf.write_text(hub_config(Relay(link.hub_address, RELAY, "tls"), [f"{link.address(h)}:{LEAF}"
+                                                                      for h in lab.hosts[:-1]],
+                               tls=_tls(cert), tls_ca=str(cert)))
+    servers.append(NatsServer(host=link.hub_address, port=RELAY, monitor_port=MONITOR, name="nxs-relay",
+                              jetstream=False, config_file=conf, netns=link.ns))
+    return servers
