@@ -18,6 +18,7 @@ from nxs_mesh import Mesh, MeshConfig, MeshError
 from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
 from nxs_mesh.deploy.render import DeployOptions
 from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.testing.relay_lab import member_jetstream
 from nxs_mesh.transport.connection import server_path
 from nxs_mesh.transport.server import NatsServer, free_port
 from nxs_mesh.wire.errors import ConfigError
@@ -34,24 +35,29 @@ def test_render_relay_writes_the_hub_and_a_leafnode_port_on_every_host(tmp_path:
     assert doc["relay"] == {"config": str(out / "relay-hub.conf"), "url": "ws://127.0.0.1:8443"}
     hub = (out / "relay-hub.conf").read_text()  # checked by `nats-server -t` (--check is the default)
     assert '"nats://100.64.0.1:7422", "nats://100.64.0.2:7422", "nats://100.64.0.3:7422"' in hub
-    assert "jetstream" not in hub and 'listen: "127.0.0.1:8443"' in hub
+    assert "jetstream {" not in hub and 'listen: "127.0.0.1:8443"' in hub
+    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>" }' in hub
     for name in ("n1", "n2", "n3"):
-        assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n}' in (out / f"{name}.conf").read_text()
+        conf = (out / f"{name}.conf").read_text()
+        assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n}' in conf and '  domain: "nxs"' in conf
         assert (out / f"{name}.env").read_text().splitlines()[1].endswith(",ws://127.0.0.1:8443")
     plain = CliRunner().invoke(app, ["deploy", "render", *HOSTS, "-o", str(tmp_path / "plain")])
-    assert plain.exit_code == 0 and "leafnodes" not in (tmp_path / "plain" / "n1.conf").read_text()
+    plain_conf = (tmp_path / "plain" / "n1.conf").read_text()
+    assert plain.exit_code == 0 and "leafnodes" not in plain_conf and "domain" not in plain_conf
 
 
 def test_render_relay_with_tls_uses_wss_and_tls_leafnodes(tmp_path: Path) -> None:
     opts = DeployOptions(relay="relay.example.net:443", tls_cert="/etc/nxs/c.pem", tls_key="/etc/nxs/k.pem",
                          tls_ca="/etc/nxs/ca.pem")
     assert opts.relay_hub == Relay("relay.example.net", 443, "wss")
-    hub = hub_config(opts.relay_hub, ["100.64.0.1:7422"], tls=['  tls { cert_file: "c" }'], tls_ca="/ca.pem")
+    hub = hub_config(opts.relay_hub, ["100.64.0.1:7422"], tls=['  tls { cert_file: "c" }'], tls_ca="/ca.pem",
+                     domain="nxs")
     assert 'listen: "0.0.0.0:443"' in hub and '"tls://100.64.0.1:7422"' in hub and '"/ca.pem"' in hub
     # tls://: the hub's client port with TLS instead of a WebSocket listener (reached by reconnects too)
     tls_relay = DeployOptions(relay="tls://relay.example.net:4443", tls_cert="/c.pem", tls_key="/k.pem").relay_hub
     assert tls_relay is not None and tls_relay.url == "tls://relay.example.net:4443"
-    hub = hub_config(tls_relay, ["100.64.0.1:7422"], tls=["  tls {", '    cert_file: "c"', "  }"], tls_ca=None)
+    hub = hub_config(tls_relay, ["100.64.0.1:7422"], tls=["  tls {", '    cert_file: "c"', "  }"], tls_ca=None,
+                     domain="nxs")
     assert 'listen: "0.0.0.0:4443"\ntls {\n  cert_file: "c"\n}' in hub and "websocket" not in hub
 
 
@@ -85,12 +91,13 @@ def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]
     routes = [free_port() for _ in range(3)]
     members = [NatsServer(name=f"n{i + 1}", store_dir=tmp_path / f"n{i + 1}", cluster_name=cluster,
                           cluster_port=routes[i], routes=[f"nats://127.0.0.1:{p}" for p in routes if p != routes[i]],
-                          extra_conf="\n".join(member_leaf_block("127.0.0.1", None, leaf_ports[i])))
+                          jetstream=False, extra_conf=member_jetstream(tmp_path / f"n{i + 1}", cluster)
+                          + "\n".join(member_leaf_block("127.0.0.1", None, leaf_ports[i])))
                for i in range(3)]
     ws_port = free_port()
     conf = tmp_path / "relay-hub.conf"
     conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports],
-                               tls=None, tls_ca=None))
+                               tls=None, tls_ca=None, domain=cluster))
     hub = NatsServer(name="nxs-relay", jetstream=False, config_file=conf)
     started: list[NatsServer] = []
     try:
@@ -125,6 +132,15 @@ async def test_a_client_on_the_hub_uses_the_clusters_jetstream_and_says_relay(
             assert far.connected_url == ws_url and far.server_path == "relay"
             acks = [await eventually(lambda i=i: _publish(far, to, i), timeout=20, what=f"publish {i} via relay")
                     for i in range(30)]
+            # The JetStream API crosses too (the hub maps $JS.API to the members' domain): it consumes.
+            mine: list[object] = []
+
+            async def on_mine(env: object) -> None:
+                mine.append(env)
+
+            await far.consume("chat", on_mine)
+            await far.publish("CHAT", "to myself", to=relay_cfg.instance_id)
+            await eventually(lambda: len(mine) == 1, timeout=20, what="a consumer on the relay hub gets it")
         assert [a.duplicate for a in acks] == [False] * 30
         await eventually(lambda: sorted(got) == list(range(30)), timeout=20, what="all 30 delivered")
         stored = collections.Counter([rec.envelope.id async for rec in direct.tail("chat", instance=to)])

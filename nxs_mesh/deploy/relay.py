@@ -11,9 +11,12 @@ The other way round (each member a remote of the hub, so three leafnode connecti
 stored every message published on the hub twice in our check (50 publishes, stream sequence 100), so
 it is not rendered.
 
-JetStream. The hub runs without JetStream and without a domain: a leafnode server with no JetStream
-of its own forwards ``$JS.API.>`` and stream subjects over its leafnode connection in the same
-account, so a client on the hub uses the cluster's streams, consumers and dedup unchanged. That is
+JetStream. The hub runs without JetStream. Stream subjects cross the leafnode as they are (a publish
+on the hub is stored and acknowledged by the cluster), but the plain ``$JS.API.>`` does not: without
+a domain a client on the hub could publish and not consume (checked: consumer creation answered 503).
+So with ``--relay`` the members' JetStream gets ``domain: <cluster name>`` (their own clients keep
+using ``$JS.API``) and the hub maps ``$JS.API.>`` to ``$JS.<domain>.API.>``, which crosses leafnodes:
+a client on the hub uses the cluster's streams, consumers and dedup unchanged. That is
 also how a client tells it is on the relay (``transport.connection.server_path``): the server it is
 connected to says ``jetstream: false`` in its INFO while the mesh's members all run JetStream.
 
@@ -35,7 +38,7 @@ from urllib.parse import urlparse
 from nxs_mesh.deploy.listeners import Listener, check_plaintext, is_loopback
 from nxs_mesh.wire.errors import ConfigError
 
-__all__ = ["LEAF_PORT", "Relay", "hub_config", "member_leaf_block", "parse_relay"]
+__all__ = ["LEAF_PORT", "Relay", "hub_config", "jetstream_domain", "member_leaf_block", "parse_relay"]
 
 #: nats-server's default leafnode port; the members listen on it for the hub.
 LEAF_PORT = 7422
@@ -77,13 +80,18 @@ def _loopback_text(text: str) -> bool:
     return is_loopback(text.rpartition(":")[0].strip("[]"))
 
 
+def jetstream_domain(domain: str) -> str:
+    """The line a member's ``jetstream {}`` gets with a relay (its clients' ``$JS.API`` is unchanged)."""
+    return f"  domain: {json.dumps(domain)}  # the relay hub maps its clients' $JS.API here"
+
+
 def member_leaf_block(bind: str, tls: list[str] | None, port: int = LEAF_PORT) -> list[str]:
     """``leafnodes { listen }`` on a member: where the hub's leafnode connection comes in."""
     return ["leafnodes {", f"  listen: {json.dumps(f'{bind}:{port}')}", *(tls or []), "}", ""]
 
 
 def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, tls_ca: str | None,
-               monitor_port: int = 8222) -> str:
+               domain: str, monitor_port: int = 8222) -> str:
     """The hub's nats-server config: where clients come in (``_client_side``) and one leafnode remote
     listing every member's leafnode port (``members``: ``ADDRESS:PORT`` each; no JetStream: it uses the
     cluster's through the leafnode)."""
@@ -95,6 +103,8 @@ def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, t
         "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here when their",
         "# direct routes fail; no JetStream here, the leafnode brings the cluster's.",
         'server_name: "nxs-relay"',
+        "# the cluster's JetStream API, reached over the leafnode in the members' domain",
+        f"mappings {{ \"$JS.API.>\": {json.dumps(f'$JS.{domain}.API.>')} }}",
         *_client_side(relay, tls),
         f'http: "127.0.0.1:{monitor_port}"',
         "",

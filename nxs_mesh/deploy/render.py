@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener, secure_mqtt_refusal
-from nxs_mesh.deploy.relay import LEAF_PORT, Relay, hub_config, member_leaf_block, parse_relay
+from nxs_mesh.deploy.relay import LEAF_PORT, Relay, hub_config, jetstream_domain, member_leaf_block, parse_relay
 from nxs_mesh.deploy.secure_conf import SecureRender, secure_render
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.transport.connection import server_list
@@ -149,6 +149,8 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     ]
     if opts.max_file_store:
         lines.append(f"  max_file_store: {opts.max_file_store}")
+    if opts.relay:
+        lines.append(jetstream_domain(opts.cluster_name))
     lines += ["}", ""]
     if sec is not None:
         lines += sec.client_blocks(host.name)
@@ -229,7 +231,7 @@ def render_hub(hosts: Sequence[MeshHost], opts: DeployOptions) -> str | None:
         return None
     tls = _tls_block(opts, "  ", verify=False) if opts.tls_cert else None
     members = [f"{h.address(opts.route_by)}:{LEAF_PORT}" for h in hosts]
-    return hub_config(relay, members, tls=tls, tls_ca=opts.tls_ca)
+    return hub_config(relay, members, tls=tls, tls_ca=opts.tls_ca, domain=opts.cluster_name)
 
 
 def check_config(path: str | os.PathLike[str], *, timeout: float = 20.0) -> None:

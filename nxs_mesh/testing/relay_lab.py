@@ -17,11 +17,11 @@ import random
 import subprocess
 from pathlib import Path
 
-from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
+from nxs_mesh.deploy.relay import Relay, hub_config, jetstream_domain, member_leaf_block
 from nxs_mesh.testing.netns import NetnsHost, NetnsLab, _ip
 from nxs_mesh.transport.server import NatsServer
 
-__all__ = ["CLIENT", "RELAY", "RelayLink", "lab_certificate", "relay_servers"]
+__all__ = ["CLIENT", "RELAY", "RelayLink", "lab_certificate", "member_jetstream", "relay_servers"]
 
 CLIENT, MONITOR, ROUTE, LEAF, RELAY = 4222, 8222, 6222, 7422, 4443
 
@@ -91,20 +91,27 @@ def _tls(cert: Path) -> list[str]:
     return ["  tls {", f'    cert_file: "{cert}"', f'    key_file: "{cert.with_suffix(".key")}"', "  }"]
 
 
+def member_jetstream(store: Path, domain: str) -> str:
+    """A member's ``jetstream {}`` with the relay's domain (``NatsServer`` renders none: jetstream=False
+    there, this block instead)."""
+    return f'jetstream {{\n  store_dir: "{store}"\n{jetstream_domain(domain)}\n}}\n'
+
+
 def relay_servers(lab: NetnsLab, link: RelayLink, cert: Path, store: Path, *, cluster: str) -> list[NatsServer]:
     """The members (routes on eth0, a TLS leafnode port on eth1) and, last, the hub (``tls://`` client
     port, no JetStream) from ``deploy.relay``. The hub dials h1 and h2, the sites it can reach; the
     last host is the one behind the failing links. Not started."""
     leaf = "\n".join(member_leaf_block("0.0.0.0", _tls(cert), LEAF))
     servers = [NatsServer(host=h.address, port=CLIENT, monitor_port=MONITOR, store_dir=store / h.name,
-                          name=h.name, cluster_name=cluster, cluster_port=ROUTE, netns=h.ns, extra_conf=leaf,
+                          name=h.name, cluster_name=cluster, cluster_port=ROUTE, netns=h.ns,
+                          jetstream=False, extra_conf=member_jetstream(store / h.name, cluster) + leaf,
                           routes=[f"nats://{o.address}:{ROUTE}" for o in lab.hosts if o is not h])
                for h in lab.hosts]
     conf = store / "relay-hub.conf"
     store.mkdir(parents=True, exist_ok=True)
     conf.write_text(hub_config(Relay(link.hub_address, RELAY, "tls"), [f"{link.address(h)}:{LEAF}"
                                                                       for h in lab.hosts[:-1]],
-                               tls=_tls(cert), tls_ca=str(cert)))
+                               tls=_tls(cert), tls_ca=str(cert), domain=cluster))
     servers.append(NatsServer(host=link.hub_address, port=RELAY, monitor_port=MONITOR, name="nxs-relay",
                               jetstream=False, config_file=conf, netns=link.ns))
     return servers
