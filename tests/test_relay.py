@@ -126,9 +126,10 @@ async def test_a_client_on_the_hub_uses_the_clusters_jetstream_and_says_relay(
 
         await direct.consume("chat", handler)
         assert direct.server_path == "local"
-        relay_cfg = MeshConfig(servers=(members[1].url, ws_url), instance_id=unique_id("far"), replicas=3)
+        # No replicas set: on the hub (a "cluster of one" by its INFO) ensure-on-connect must not resize.
+        relay_cfg = MeshConfig(servers=(members[1].url, ws_url), instance_id=unique_id("far"))
         members[1].stop()  # this client's direct server is gone: it falls back to the relay listed last
-        async with Mesh(relay_cfg, ensure=False) as far:
+        async with Mesh(relay_cfg) as far:
             assert far.connected_url == ws_url and far.server_path == "relay"
             acks = [await eventually(lambda i=i: _publish(far, to, i), timeout=20, what=f"publish {i} via relay")
                     for i in range(30)]
@@ -142,6 +143,8 @@ async def test_a_client_on_the_hub_uses_the_clusters_jetstream_and_says_relay(
             await far.publish("CHAT", "to myself", to=relay_cfg.instance_id)
             await eventually(lambda: len(mine) == 1, timeout=20, what="a consumer on the relay hub gets it")
         assert [a.duplicate for a in acks] == [False] * 30
+        info = await direct.admin.stream("NXS_CHAT")
+        assert info is not None and info.replicas == 3  # not shrunk to the hub's "cluster of one"
         await eventually(lambda: sorted(got) == list(range(30)), timeout=20, what="all 30 delivered")
         stored = collections.Counter([rec.envelope.id async for rec in direct.tail("chat", instance=to)])
         assert sorted(stored) == sorted(a.message_id for a in acks) and set(stored.values()) == {1}
@@ -154,3 +157,4 @@ async def _publish(mesh: Mesh, to: str, i: int) -> object:
         return await mesh.publish("CHAT", {"i": i}, to=to, message_id=message_id)
     except MeshError:  # JetStream electing after the member stopped: retried by eventually()
         return None
+

@@ -197,6 +197,8 @@ class Mesh(Requests, Handoffs, SapAccess):
         return await ensure_streams(self.link, replicas=min(3, n))
 
     async def _ensure_on_connect(self) -> None:
+        if self.server_path == "relay":  # the hub looks like a cluster of one: never resize the members' streams
+            return
         if not self.config.secure:
             await self.ensure_streams()
             return
