@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener, secure_mqtt_refusal
-from nxs_mesh.deploy.relay import LEAF_PORT, Relay, hub_config, jetstream_domain, member_leaf_block, parse_relay
+from nxs_mesh.deploy.relay import (
+    LEAF_PORT,
+    Relay,
+    hub_config,
+    jetstream_domain,
+    member_leaf_block,
+    parse_relay,
+)
 from nxs_mesh.deploy.secure_conf import SecureRender, secure_render
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.transport.connection import server_list
