@@ -1,9 +1,9 @@
 """The relay path (issue 13 part 5): a hub nats-server that clients reach over WebSocket/TLS when their
 direct routes fail, joined to the mesh with nats-server's own leafnodes.
 
-    relay = parse_relay("relay.example.net:443")          # or a URL: wss://relay.example.net:443
-    hub = hub_config(relay, members, opts)                # hub.conf: websocket {} + leafnodes { remotes }
-    lines = member_leaf_block(opts, bind="0.0.0.0")        # each member: leafnodes { listen: ...:7422 }
+    relay = parse_relay("relay.example.net:443", tls=True)   # or wss://HOST:PORT, tls://HOST:PORT
+    hub = hub_config(relay, ["100.64.0.1:7422"], tls=tls_lines, tls_ca=ca, domain="nxs")  # relay-hub.conf
+    lines = member_leaf_block("0.0.0.0", tls_lines)          # each member: leafnodes { listen: ...:7422 }
 
 Which side dials. The hub is the leaf: its one ``leafnodes.remotes`` entry lists every member's
 leafnode port, nats-server keeps one connection to one of them and moves to another when it drops.
@@ -25,7 +25,8 @@ for clients behind proxies that pass only HTTPS; ``--relay tls://HOST:PORT`` giv
 port instead. nats-py keeps one transport per connection (``transport.connection.transport_groups``):
 a client that joined over TCP reconnects among the TCP URLs only, so it reaches a ``wss://`` relay
 when it (re)starts, and a ``tls://`` relay also by reconnecting mid-session, like any other member.
-The hub faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to loopback. ``--secure`` relays (nkey credentials on the leafnode) are not rendered yet: refused.
+The hub faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to loopback. ``--secure``
+relays (nkey credentials on the leafnode) are not rendered yet: refused.
 """
 
 from __future__ import annotations
