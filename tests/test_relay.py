@@ -78,7 +78,8 @@ def test_a_bad_relay_is_refused_naming_it(relay: str, extra: dict[str, str], say
 def test_the_path_comes_from_the_servers_info() -> None:
     servers = ("nats://127.0.0.1:4222", "nats://100.64.0.2:4222", "wss://relay.example.net:443")
     assert server_path(servers, servers[2], jetstream=False) == "relay"
-    assert server_path(servers, servers[0], jetstream=False) == "relay"  # whatever the URL
+    assert server_path(servers, servers[1], jetstream=False) == "relay"  # whatever the URL
+    assert server_path(servers, servers[0], jetstream=False) == "local"  # the local one, misconfigured
     assert server_path(servers, servers[2], jetstream=True) == "peer"  # a member's own websocket
     assert server_path(servers, servers[0], jetstream=True) == "local"
     assert server_path(servers, None, jetstream=True) == "disconnected"

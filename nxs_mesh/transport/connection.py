@@ -55,22 +55,25 @@ def server_path(servers: Sequence[str], connected: str | None, *, jetstream: boo
 
     ``jetstream`` is what the connected server's INFO says. Every mesh member runs JetStream; the relay
     hub (``deploy.relay``) does not and reaches the cluster's JetStream over its leafnode connection,
-    so ``jetstream=False`` is the relay whatever the URL. Without the INFO (None), a ws/wss URL, or a
-    tls URL listed last of several, is taken for the relay."""
+    so ``jetstream=False`` on any server but the first listed is the relay (the local server without
+    JetStream is a local one misconfigured, which the client leaves). Without the INFO (None), a ws/wss
+    URL, or a tls URL listed last of several, is taken for the relay."""
     if not connected:
         return "disconnected"
-    if jetstream is False:
-        return "relay"
     c = urlparse(connected)
     for i, url in enumerate(servers):
         u = urlparse(url)
         if (u.hostname, u.port or 4222) == (c.hostname, c.port or 4222):
             if i == 0:
                 return "local"
+            if jetstream is False:
+                return "relay"
             if jetstream is None and (u.scheme in ("ws", "wss") or (u.scheme == "tls" and i == len(servers) - 1)):
                 return "relay"
             return "peer"
-    return "relay" if jetstream is None and c.scheme in ("ws", "wss") else "peer"  # a member learnt from INFO
+    if jetstream is False or (jetstream is None and c.scheme in ("ws", "wss")):
+        return "relay"
+    return "peer"  # a member learnt from the cluster's INFO
 
 
 class ReconnectPolicy:
