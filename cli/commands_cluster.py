@@ -43,7 +43,8 @@ def deploy_render(
     tls_key: str = typer.Option(None, "--tls-key"),
     tls_ca: str = typer.Option(None, "--tls-ca"),
     route_tls: bool = typer.Option(False, "--route-tls", help="TLS on routes too (needs --tls-cert/--tls-key)."),
-    relay: str = typer.Option(None, "--relay", help="A fallback URL listed last for clients (wss:// or tls://)."),
+    relay: str = typer.Option(None, "--relay", help="HOST:PORT or wss://HOST:PORT: also renders relay-hub.conf, a hub "
+                                                     "leafnode-connected to every host, listed last for clients."),
     secure: str = typer.Option(None, "--secure", help="A `nxs deploy secure init` directory: mTLS with pinned "
                                                        "certificates and nkey users with least privilege."),
     install_dir: str = typer.Option(None, "--install-dir", help="With --secure: where each node's directory "
@@ -56,7 +57,7 @@ def deploy_render(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write one nats-server config (and a client .env) per mesh host."""
-    from nxs_mesh.deploy.render import DeployOptions, render, write_configs
+    from nxs_mesh.deploy.render import HUB_FILE, DeployOptions, render, write_configs
 
     debug = settings(ctx).debug
     try:
@@ -75,10 +76,11 @@ def deploy_render(
         fail(str(exc), debug=debug, exc=exc)
     offline = [h.name for h in hosts if not h.online]
     rows = [_row(h, p, rendered[h.name].servers, opts, check=check) for h, p in zip(hosts, paths, strict=True)]
+    hub = {"config": str(out / HUB_FILE), "url": opts.relay_hub.url} if opts.relay_hub else None
     if as_json:
-        print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline})
+        print_json({"hosts": rows, "sync_interval": sync_interval, "offline": offline, "relay": hub})
         return
-    _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval)
+    _show_rendered(rows, offline, check=check, cluster_name=cluster_name, sync_interval=sync_interval, hub=hub)
 
 
 def _row(h: Any, conf: Path, servers: tuple[str, ...], opts: Any, *, check: bool) -> dict[str, Any]:
@@ -96,8 +98,10 @@ def _check(hosts: list[Any], paths: list[Path], opts: Any) -> None:
     import dataclasses
     import tempfile
 
-    from nxs_mesh.deploy.render import check_config, write_configs
+    from nxs_mesh.deploy.render import HUB_FILE, check_config, write_configs
 
+    if opts.relay:  # --relay: the hub's config, next to the hosts'
+        check_config(paths[0].parent / HUB_FILE)
     if not (opts.secure_dir and opts.install_dir):
         for p in paths:
             check_config(p)
@@ -124,7 +128,7 @@ def _select_hosts(host: list[str] | None, tailscale_status: str | None, tag: str
 
 
 def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: bool, cluster_name: str,
-                   sync_interval: str) -> None:
+                   sync_interval: str, hub: dict[str, str] | None) -> None:
     hosts = rows  # one row per host
     console.print(fitted(
         [Col("host"), Col("address"), Col("config", wrap=True), Col("checked", drop=1)],
@@ -137,6 +141,8 @@ def _show_rendered(rows: list[dict[str, Any]], offline: list[str], *, check: boo
         n = len(hosts)
         err_console.print(f"note: {n} hosts tolerate {(n - 1) // 2} failure(s), no more than {n - 1} would; "
                           "prefer 3 or 5")
+    if hub:
+        console.print(f"relay hub: {hub['config']} (clients fall back to {hub['url']})")
 
 
 def _read(path: str) -> str:

@@ -55,7 +55,9 @@ async def test_the_websocket_relay_listed_last_is_used_when_the_tcp_servers_are_
 ):
     down = f"nats://127.0.0.1:{free_port()}"
     async with Mesh(_config(down, tmp_path, ws_server.ws_url)) as mesh:
-        assert mesh.connected_url == ws_server.ws_url and mesh.server_path == "relay"
+        # A member's own WebSocket listener: still a mesh member (JetStream in its INFO), so "peer"; only a
+        # server without JetStream reached over a leafnode is the relay (tests/test_relay.py).
+        assert mesh.connected_url == ws_server.ws_url and mesh.server_path == "peer"
         assert (await mesh.publish("CHAT", "via relay", to="n2")).seq == 1
     # With the local server up, the listed order wins: local first, the relay stays the fallback.
     async with Mesh(_config(ws_server.url, tmp_path, ws_server.ws_url)) as mesh:

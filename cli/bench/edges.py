@@ -45,8 +45,9 @@ async def bench_edges(session: BenchSession) -> list[Row]:
     return rows
 
 
-async def _latency(session: BenchSession, url: str, tmp: Path) -> list[float]:
-    """publish -> handler, one at a time, through one Mesh on ``url`` (publisher and consumer, as an agent)."""
+async def _latency(session: BenchSession, url: str, tmp: Path, *, ensure: bool = True) -> list[float]:
+    """publish -> handler, one at a time, through one Mesh on ``url`` (publisher and consumer, as an agent).
+    ``ensure=False``: the streams exist already (a client on the relay hub sees a cluster of one)."""
     opts = session.options
     content = content_of(opts.size)
     to = session.unique("edge")
@@ -56,7 +57,7 @@ async def _latency(session: BenchSession, url: str, tmp: Path) -> list[float]:
     async def handler(env: Envelope) -> None:
         arrived.put_nowait(time.perf_counter())
 
-    async with Mesh(cfg) as mesh:
+    async with Mesh(cfg, ensure=ensure) as mesh:
         await mesh.consume("chat", handler, durable=to, filters=[subjects.chat(to)], batch=opts.batch)
         samples = []
         for _ in range(min(WARMUP, opts.latency_samples) + opts.latency_samples):

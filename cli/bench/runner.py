@@ -19,6 +19,7 @@ from nxs_cli.bench.gather import bench_gather
 from nxs_cli.bench.handoff import bench_handoff
 from nxs_cli.bench.latency import bench_latency, bench_request
 from nxs_cli.bench.once import bench_once
+from nxs_cli.bench.relay import bench_relay
 from nxs_cli.bench.report import Row, machine_info, skipped
 from nxs_cli.bench.sap import bench_sap
 from nxs_cli.bench.scale import bench_scale
@@ -55,11 +56,13 @@ SCENARIOS: Final[dict[str, tuple[str, Scenario]]] = {
     "sap": ("Synadia front door prompt round trip vs Mesh.request and a plain SDK agent", bench_sap),
     "gateway": ("HTTP gateway publish and SSE tail vs Mesh.publish / Mesh.tail", bench_gateway),
     "a2a": ("A2A SendMessage through the gateway (a2a-sdk client) vs Mesh.request, prompt round trip", bench_a2a),
+    "relay": ("netns lab: publish -> handler through the relay hub vs the direct route, p50/p99", bench_relay),
 }
 # Run by name only: scale takes minutes at its default sizes (`nxs bench scale`, `make bench`); sap needs
 # the optional SDKs (the `sap` extra, `nxs bench sap`); gateway starts `nxs gateway` (`nxs bench gateway`);
-# a2a needs the `a2a` extra and starts `nxs gateway` (`nxs bench a2a`).
-DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap", "gateway", "a2a"))
+# a2a needs the `a2a` extra and starts `nxs gateway` (`nxs bench a2a`); relay builds a netns lab (needs
+# root): `nxs bench relay`.
+DEFAULT_SCENARIOS: Final = tuple(n for n in SCENARIOS if n not in ("scale", "sap", "gateway", "a2a", "relay"))
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class Mesh(Requests, Tasks, Handoffs, SapAccess):
         """"local", "peer", "relay" or "disconnected": which path this client uses now."""
         if not self.is_connected:
             return "disconnected"
-        return server_path(self.config.servers, self.connected_url)
+        return server_path(self.config.servers, self.connected_url, jetstream=self.server_info().jetstream)
 
     def server_info(self) -> ServerInfo:
         return self.link.server_info()
@@ -198,6 +198,8 @@ class Mesh(Requests, Tasks, Handoffs, SapAccess):
         return await ensure_streams(self.link, replicas=min(3, n))
 
     async def _ensure_on_connect(self) -> None:
+        if self.server_path == "relay":  # the hub looks like a cluster of one: never resize the members' streams
+            return
         if not self.config.secure:
             await self.ensure_streams()
             return

@@ -23,15 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener, secure_mqtt_refusal
+from nxs_mesh.deploy.relay import (
+    LEAF_PORT,
+    Relay,
+    hub_config,
+    jetstream_domain,
+    member_leaf_block,
+    parse_relay,
+)
 from nxs_mesh.deploy.secure_conf import SecureRender, secure_render
 from nxs_mesh.deploy.tailscale import MeshHost
 from nxs_mesh.transport.connection import server_list
 from nxs_mesh.transport.server import find_nats_server
 from nxs_mesh.wire.errors import ConfigError, ServerError
 
-__all__ = ["DeployOptions", "RenderedHost", "check_config", "client_servers", "render", "render_config",
-           "write_configs"]
+__all__ = ["HUB_FILE", "DeployOptions", "RenderedHost", "check_config", "client_servers", "render", "render_config",
+           "render_hub", "write_configs"]
 
+#: The relay hub's config file, next to the hosts' (``--relay``).
+HUB_FILE = "relay-hub.conf"
 _SYNC_RE = re.compile(r"^(always|\d+(ms|s|m|h))$")
 
 
@@ -81,6 +91,16 @@ class DeployOptions:
             raise ConfigError("ports", f"every listener needs its own port: {ports}")
         if self.mqtt and self.secure_dir:
             raise secure_mqtt_refusal()
+        if self.relay and self.secure_dir:
+            raise ConfigError("--relay", "a relay hub for --secure (nkey credentials on the leafnode) is not "
+                                         "rendered yet: leave out --relay or --secure")
+        if self.relay:
+            self.relay_hub  # noqa: B018 -- parse now: a bad --relay is an error before anything is written
+
+    @property
+    def relay_hub(self) -> Relay | None:
+        """The relay asked for with ``--relay`` (``deploy.relay``), or None."""
+        return parse_relay(self.relay, tls=bool(self.tls_cert)) if self.relay else None
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -136,6 +156,8 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     ]
     if opts.max_file_store:
         lines.append(f"  max_file_store: {opts.max_file_store}")
+    if opts.relay:
+        lines.append(jetstream_domain(opts.cluster_name))
     lines += ["}", ""]
     if sec is not None:
         lines += sec.client_blocks(host.name)
@@ -144,6 +166,8 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
         lines.append("")
     for listener in opts.listeners:
         lines += listener_block(listener, bind=bind, tls=_listener_tls(host, opts, sec))
+    if opts.relay:  # the relay hub's leafnode connection comes in here
+        lines += member_leaf_block(bind, _listener_tls(host, opts, sec))
     if not others:  # one server: no cluster block (a JetStream cluster of one would wait for routes)
         return "\n".join(lines)
     lines += [
@@ -176,7 +200,8 @@ def client_servers(host: MeshHost, members: Sequence[MeshHost], opts: DeployOpti
     local = f"{scheme}://127.0.0.1:{opts.client_port}" if opts.listen == "0.0.0.0" else \
         f"{scheme}://{host.address('ip')}:{opts.client_port}"
     peers = [f"{scheme}://{m.address(opts.route_by)}:{opts.client_port}" for m in members if m.name != host.name]
-    return server_list(local, peers, opts.relay)
+    relay = opts.relay_hub
+    return server_list(local, peers, relay.url if relay else None)
 
 
 def render(hosts: Sequence[MeshHost], opts: DeployOptions) -> list[RenderedHost]:
@@ -189,7 +214,8 @@ def render(hosts: Sequence[MeshHost], opts: DeployOptions) -> list[RenderedHost]
 
 
 def write_configs(hosts: Sequence[MeshHost], out_dir: str | os.PathLike[str], opts: DeployOptions) -> list[Path]:
-    """Write ``<name>.conf`` (nats-server) and ``<name>.env`` (NXS_URL for the worker) per host."""
+    """Write ``<name>.conf`` (nats-server) and ``<name>.env`` (NXS_URL for the worker) per host, and
+    ``relay-hub.conf`` last with ``--relay``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -201,7 +227,18 @@ def write_configs(hosts: Sequence[MeshHost], out_dir: str | os.PathLike[str], op
             f"NXS_URL={','.join(r.servers)}\nNXS_INSTANCE_ID={r.host.name}\n"
         )
         paths.append(conf)
+    if (hub := render_hub(hosts, opts)) is not None:
+        (out / HUB_FILE).write_text(hub)
     return paths
+
+
+def render_hub(hosts: Sequence[MeshHost], opts: DeployOptions) -> str | None:
+    """The relay hub's config (``--relay``), leafnode-connected to ``hosts``; None without a relay."""
+    if (relay := opts.relay_hub) is None:
+        return None
+    tls = _tls_block(opts, "  ", verify=False) if opts.tls_cert else None
+    members = [f"{h.address(opts.route_by)}:{LEAF_PORT}" for h in hosts]
+    return hub_config(relay, members, tls=tls, tls_ca=opts.tls_ca, domain=opts.cluster_name)
 
 
 def check_config(path: str | os.PathLike[str], *, timeout: float = 20.0) -> None:

@@ -50,9 +50,14 @@ def server_list(local: str | None, peers: Sequence[str] = (), relay: str | None 
     return tuple(out)
 
 
-def server_path(servers: Sequence[str], connected: str | None) -> str:
-    """Which path a connection uses: "local" (first listed), "peer", "relay" (ws/wss, or last of
-    several when marked by a ws/wss/tls scheme) or "disconnected"."""
+def server_path(servers: Sequence[str], connected: str | None, *, jetstream: bool | None = None) -> str:
+    """Which path a connection uses: "local" (first listed), "peer", "relay" or "disconnected".
+
+    ``jetstream`` is what the connected server's INFO says. Every mesh member runs JetStream; the relay
+    hub (``deploy.relay``) does not and reaches the cluster's JetStream over its leafnode connection,
+    so ``jetstream=False`` on any server but the first listed is the relay (the local server without
+    JetStream is a local one misconfigured, which the client leaves). Without the INFO (None), a ws/wss
+    URL, or a tls URL listed last of several, is taken for the relay."""
     if not connected:
         return "disconnected"
     c = urlparse(connected)
@@ -61,10 +66,14 @@ def server_path(servers: Sequence[str], connected: str | None) -> str:
         if (u.hostname, u.port or 4222) == (c.hostname, c.port or 4222):
             if i == 0:
                 return "local"
-            if u.scheme in ("ws", "wss") or (u.scheme == "tls" and i == len(servers) - 1 and i > 0):
+            if jetstream is False:
+                return "relay"
+            if jetstream is None and (u.scheme in ("ws", "wss") or (u.scheme == "tls" and i == len(servers) - 1)):
                 return "relay"
             return "peer"
-    return "relay" if c.scheme in ("ws", "wss") else "peer"  # a member learnt from the cluster's INFO
+    if jetstream is False or (jetstream is None and c.scheme in ("ws", "wss")):
+        return "relay"
+    return "peer"  # a member learnt from the cluster's INFO
 
 
 class ReconnectPolicy:

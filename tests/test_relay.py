@@ -1,0 +1,161 @@
+"""The relay path (issue 13 part 5): `nxs deploy render --relay` renders a hub that joins the mesh with
+nats-server's own leafnodes; a client on the hub uses the cluster's JetStream (each message stored once)
+and knows it is on the relay from the server's INFO. The netns scenario is in test_relay_netns.py."""
+
+from __future__ import annotations
+
+import collections
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nxs_cli.app import app
+from typer.testing import CliRunner
+
+from nxs_mesh import Mesh, MeshConfig, MeshError
+from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
+from nxs_mesh.deploy.render import DeployOptions
+from nxs_mesh.testing import eventually, unique_id
+from nxs_mesh.testing.relay_lab import member_jetstream
+from nxs_mesh.transport.connection import server_path
+from nxs_mesh.transport.server import NatsServer, free_port
+from nxs_mesh.wire.errors import ConfigError
+
+HOSTS = ["--host", "n1=100.64.0.1", "--host", "n2=100.64.0.2", "--host", "n3=100.64.0.3"]
+
+
+def test_render_relay_writes_the_hub_and_a_leafnode_port_on_every_host(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    result = CliRunner().invoke(app, ["deploy", "render", *HOSTS, "--relay", "127.0.0.1:8443", "-o", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["relay"] == {"config": str(out / "relay-hub.conf"), "url": "ws://127.0.0.1:8443"}
+    hub = (out / "relay-hub.conf").read_text()  # checked by `nats-server -t` (--check is the default)
+    assert '"nats://100.64.0.1:7422", "nats://100.64.0.2:7422", "nats://100.64.0.3:7422"' in hub
+    assert "jetstream {" not in hub and 'listen: "127.0.0.1:8443"' in hub
+    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>" }' in hub
+    for name in ("n1", "n2", "n3"):
+        conf = (out / f"{name}.conf").read_text()
+        assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n}' in conf and '  domain: "nxs"' in conf
+        assert (out / f"{name}.env").read_text().splitlines()[1].endswith(",ws://127.0.0.1:8443")
+    plain = CliRunner().invoke(app, ["deploy", "render", *HOSTS, "-o", str(tmp_path / "plain")])
+    plain_conf = (tmp_path / "plain" / "n1.conf").read_text()
+    assert plain.exit_code == 0 and "leafnodes" not in plain_conf and "domain" not in plain_conf
+
+
+def test_render_relay_with_tls_uses_wss_and_tls_leafnodes(tmp_path: Path) -> None:
+    opts = DeployOptions(relay="relay.example.net:443", tls_cert="/etc/nxs/c.pem", tls_key="/etc/nxs/k.pem",
+                         tls_ca="/etc/nxs/ca.pem")
+    assert opts.relay_hub == Relay("relay.example.net", 443, "wss")
+    hub = hub_config(opts.relay_hub, ["100.64.0.1:7422"], tls=['  tls { cert_file: "c" }'], tls_ca="/ca.pem",
+                     domain="nxs")
+    assert 'listen: "0.0.0.0:443"' in hub and '"tls://100.64.0.1:7422"' in hub and '"/ca.pem"' in hub
+    # tls://: the hub's client port with TLS instead of a WebSocket listener (reached by reconnects too)
+    tls_relay = DeployOptions(relay="tls://relay.example.net:4443", tls_cert="/c.pem", tls_key="/k.pem").relay_hub
+    assert tls_relay is not None and tls_relay.url == "tls://relay.example.net:4443"
+    hub = hub_config(tls_relay, ["100.64.0.1:7422"], tls=["  tls {", '    cert_file: "c"', "  }"], tls_ca=None,
+                     domain="nxs")
+    assert 'listen: "0.0.0.0:4443"\ntls {\n  cert_file: "c"\n}' in hub and "websocket" not in hub
+
+
+@pytest.mark.parametrize(("relay", "extra", "says"), [
+    ("relay.example.net:443", {}, "needs --tls-cert"),
+    ("ws://100.64.0.9:80", {}, "loopback only"),
+    ("nats://relay.example.net:4222", {}, "or tls:// URL"),
+    ("tls://relay.example.net:4443", {}, "needs --tls-cert"),
+    ("relay.example.net", {}, "HOST:PORT"),
+    ("127.0.0.1:8443", {"secure_dir": "/tmp/nowhere"}, "not rendered yet"),
+])
+def test_a_bad_relay_is_refused_naming_it(relay: str, extra: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        DeployOptions(relay=relay, **extra)  # type: ignore[arg-type]
+    assert exc.value.setting == "--relay" and says in str(exc.value)
+
+
+def test_the_path_comes_from_the_servers_info() -> None:
+    servers = ("nats://127.0.0.1:4222", "nats://100.64.0.2:4222", "wss://relay.example.net:443")
+    assert server_path(servers, servers[2], jetstream=False) == "relay"
+    assert server_path(servers, servers[1], jetstream=False) == "relay"  # whatever the URL
+    assert server_path(servers, servers[0], jetstream=False) == "local"  # the local one, misconfigured
+    assert server_path(servers, servers[2], jetstream=True) == "peer"  # a member's own websocket
+    assert server_path(servers, servers[0], jetstream=True) == "local"
+    assert server_path(servers, None, jetstream=True) == "disconnected"
+
+
+@pytest.fixture
+def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]]:
+    """Three members on loopback, each with a leafnode port, and a hub rendered by ``hub_config``."""
+    cluster, leaf_ports = unique_id("rl"), [free_port() for _ in range(3)]
+    routes = [free_port() for _ in range(3)]
+    members = [NatsServer(name=f"n{i + 1}", store_dir=tmp_path / f"n{i + 1}", cluster_name=cluster,
+                          cluster_port=routes[i], routes=[f"nats://127.0.0.1:{p}" for p in routes if p != routes[i]],
+                          jetstream=False, extra_conf=member_jetstream(tmp_path / f"n{i + 1}", cluster)
+                          + "\n".join(member_leaf_block("127.0.0.1", None, leaf_ports[i])))
+               for i in range(3)]
+    ws_port = free_port()
+    conf = tmp_path / "relay-hub.conf"
+    conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports],
+                               tls=None, tls_ca=None, domain=cluster))
+    hub = NatsServer(name="nxs-relay", jetstream=False, config_file=conf)
+    started: list[NatsServer] = []
+    try:
+        for srv in [*members, hub]:
+            srv.start()
+            started.append(srv)
+        yield members, hub, f"ws://127.0.0.1:{ws_port}"
+    finally:
+        for srv in started:
+            srv.stop()
+
+
+async def test_a_client_on_the_hub_uses_the_clusters_jetstream_and_says_relay(
+    relayed: tuple[list[NatsServer], NatsServer, str], tmp_path: Path
+) -> None:
+    members, _hub, ws_url = relayed
+    for srv in members:
+        srv.wait_healthy(30)
+    to = unique_id("to")
+    direct_cfg = MeshConfig(servers=(members[0].url,), instance_id=to, replicas=3)
+    async with Mesh(direct_cfg) as direct:
+        got: list[int] = []
+
+        async def handler(env: object) -> None:
+            got.append(env.content["i"])  # type: ignore[attr-defined]
+
+        await direct.consume("chat", handler)
+        assert direct.server_path == "local"
+        # No replicas set: on the hub (a "cluster of one" by its INFO) ensure-on-connect must not resize.
+        relay_cfg = MeshConfig(servers=(members[1].url, ws_url), instance_id=unique_id("far"))
+        members[1].stop()  # this client's direct server is gone: it falls back to the relay listed last
+        async with Mesh(relay_cfg) as far:
+            assert far.connected_url == ws_url and far.server_path == "relay"
+            acks = [await eventually(lambda i=i: _publish(far, to, i), timeout=20, what=f"publish {i} via relay")
+                    for i in range(30)]
+            # The JetStream API crosses too (the hub maps $JS.API to the members' domain): it consumes.
+            mine: list[object] = []
+
+            async def on_mine(env: object) -> None:
+                mine.append(env)
+
+            await far.consume("chat", on_mine)
+            await far.publish("CHAT", "to myself", to=relay_cfg.instance_id)
+            await eventually(lambda: len(mine) == 1, timeout=20, what="a consumer on the relay hub gets it")
+        assert [a.duplicate for a in acks] == [False] * 30
+        info = await direct.admin.stream("NXS_CHAT")
+        assert info is not None and info.replicas == 3  # not shrunk to the hub's "cluster of one"
+        await eventually(lambda: sorted(got) == list(range(30)), timeout=20, what="all 30 delivered")
+        stored = collections.Counter([rec.envelope.id async for rec in direct.tail("chat", instance=to)])
+        assert sorted(stored) == sorted(a.message_id for a in acks) and set(stored.values()) == {1}
+
+
+async def _publish(mesh: Mesh, to: str, i: int) -> object:
+    """One publish; None (try again) while the cluster re-elects after a member stopped."""
+    message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{to}/{i}"))  # the same id on a retry: stored once
+    try:
+        return await mesh.publish("CHAT", {"i": i}, to=to, message_id=message_id)
+    except MeshError:  # JetStream electing after the member stopped: retried by eventually()
+        return None
+
