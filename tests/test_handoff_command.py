@@ -11,7 +11,11 @@ from node_support import Worker, wait_state
 
 from nxs_mesh import Mesh
 from nxs_mesh.client.agents import AgentState
+from nxs_mesh.node.handoff import HandoffService
+from nxs_mesh.node.node import Node, NodeOptions
+from nxs_mesh.node.provision import provision
 from nxs_mesh.testing import unique_id
+from nxs_mesh.testing.secure import SecureCluster
 from nxs_mesh.wire.errors import RemoteError
 
 
@@ -63,3 +67,28 @@ async def test_the_handoff_command_answers_refusals_and_bad_args_as_the_results_
     with pytest.raises(RemoteError, match="bad handoff args: .*timeout"):
         await mesh.request(a, "handoff", {"agent": AGENT, "to": b, "timeout": -1}, timeout=30)
     await record_is(mesh, AGENT, a, AgentState.ACTIVE, 1)  # nothing moved
+
+
+@pytest.mark.timeout(120)
+async def test_on_a_secure_mesh_the_handoff_command_obeys_the_command_policy(tmp_path):
+    agent = "agent:secret"
+    with SecureCluster(tmp_path) as sc:
+        async with Mesh(sc.config("admin")) as admin:
+            await provision(admin, ["n1", "n2", "n3"], agents=[agent])
+            nodes = []
+            for name, agents in (("n1", (agent,)), ("n2", ())):
+                node = Node(sc.config(name), NodeOptions(heartbeat_interval=0.2, dead_after=1.0, outbox=False,
+                                                         doctor=False, agents=agents))
+                node.parts.append(HandoffService())
+                nodes.append(await node.start())
+            try:
+                async with Mesh(sc.config("n3")) as other:  # a trusted node, but not the admin: default policy
+                    with pytest.raises(RemoteError, match="not authorized: node 'n3' may not run command 'handoff'"):
+                        await other.request("n1", "handoff", {"agent": agent, "to": "n2"}, timeout=20)
+                assert (rec := await admin.agents.get(agent)) is not None and rec.owner == "n1"
+                done = await admin.request("n1", "handoff", {"agent": agent, "to": "n2", "timeout": 10}, timeout=60)
+                assert (done.content["to"], done.content["epoch"]) == ("n2", 2)
+                await record_is(admin, agent, "n2", AgentState.ACTIVE, 2)
+            finally:
+                for node in nodes:
+                    await node.stop()
