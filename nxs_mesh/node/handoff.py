@@ -49,6 +49,7 @@ from nxs_mesh.client.handoff import (
 from nxs_mesh.client.mesh import Mesh
 from nxs_mesh.node.agent_context import AgentFiles, HandoffContext
 from nxs_mesh.node.agents import move_record, stand_by_agents
+from nxs_mesh.node.handoff_command import add_handoff_command
 from nxs_mesh.node.parts import NodeHost
 from nxs_mesh.node.pause import pause_at
 from nxs_mesh.wire import subjects
@@ -136,6 +137,7 @@ class HandoffService:
         if node.mesh is None:
             raise ClosedError("the node has no connection")
         self._node, self._mesh = node, node.mesh
+        add_handoff_command(node.registry)  # the protocol as one COMMAND, for clients that do not speak it
         self.files = AgentFiles(Path(node.config.data_dir) / "agents" / node.node_id)
         for agent in node.options.agents:  # registered by the node just before its parts start
             rec = await self.mesh.agents.get(agent)

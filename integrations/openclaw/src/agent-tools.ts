@@ -3,7 +3,7 @@
  * declared in openclaw.plugin.json ``contracts.tools``. Parameters are plain JSON Schema.
  */
 import type { NxsChannel } from "./channel.js";
-import { delegate, submitTask, type DelegateArgs, type TaskArgs } from "./tools.js";
+import { delegate, handoff, submitTask, type DelegateArgs, type HandoffArgs, type TaskArgs } from "./tools.js";
 
 interface ToolApi {
   registerTool(tool: {
@@ -40,4 +40,11 @@ export function registerTools(api: ToolApi, channelFor: (account?: string | null
       capability: { type: "string", description: "the capability a node must have (e.g. resize)" },
       payload: { description: "the task's input (any JSON)" },
     }, (ch, p) => submitTask(ch.link, p as unknown as TaskArgs));
+  meshTool("nxs_handoff", "Hand a conversation (a mesh agent, with its context) off to another node, and wait until the new owner says it is ready.",
+    ["agent", "to"], {
+      agent: { type: "string", description: "the agent id to move (e.g. agent:research)" },
+      to: { type: "string", description: "the node (instance id) that takes it over" },
+      context: { description: "the context to hand over (any JSON; default: what the current owner packages)" },
+      via: { type: "string", description: "the node that runs the handoff (default: the agent's current owner, from the registry)" },
+    }, (ch, p) => handoff(ch.link, p as unknown as HandoffArgs));
 }

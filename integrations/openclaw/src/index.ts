@@ -1,6 +1,6 @@
 /**
  * The OpenClaw entry: channel ``nxs`` (accounts under ``channels.nxs.accounts.<id>``) and the agent
- * tools ``nxs_delegate`` / ``nxs_task``. Everything mesh-side lives in ``channel.ts``; this file only
+ * tools ``nxs_delegate`` / ``nxs_task`` / ``nxs_handoff``. Everything mesh-side lives in ``channel.ts``; this file only
  * maps it onto the plugin SDK:
  *
  * - ``gateway.startAccount`` starts an ``NxsChannel`` per account and runs until the gateway aborts it;

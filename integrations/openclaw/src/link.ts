@@ -108,6 +108,20 @@ export class Link {
     }
   }
 
+  /** The current value of ``key`` in KV bucket ``bucket`` (read as its stream's last message), or undefined
+   *  when absent or deleted. A read, not a watch: no @nats-io/kv dependency for one lookup. */
+  async kvGet(bucket: string, key: string): Promise<Uint8Array | undefined> {
+    const jsm = await jetstreamManager(this.nc);
+    let stored;
+    try {
+      stored = await jsm.streams.getMessage(`KV_${bucket}`, { last_by_subj: `$KV.${bucket}.${key}` });
+    } catch {
+      return undefined; // no such bucket or key
+    }
+    const op = stored?.header?.get("KV-Operation");
+    return !stored || op === "DEL" || op === "PURGE" ? undefined : stored.data;
+  }
+
   async close(): Promise<void> {
     if (!this.nc.isClosed()) await this.nc.drain();
   }

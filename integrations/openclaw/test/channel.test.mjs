@@ -9,7 +9,7 @@ import { rmSync } from "node:fs";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { NxsChannel } from "../dist/channel.js";
 import { resolveAccountConfig, ConfigError } from "../dist/config.js";
-import { delegate, submitTask } from "../dist/tools.js";
+import { agentOwner, delegate, handoff, submitTask } from "../dist/tools.js";
 import { RemoteError } from "../dist/link.js";
 import { eventually, peer, servePeer, startNats, tempDir, unique } from "./support.mjs";
 
@@ -218,6 +218,33 @@ test("agent tools: delegate a COMMAND to a Python node and a TASK to a capabilit
   } finally {
     await ch.stop();
     await node.stop();
+  }
+});
+
+test("agent tool nxs_handoff: the agent's owner (from the registry) hands it to another Python node", async () => {
+  const [a, b, agent] = [unique("node-a"), unique("node-b"), `agent:${unique("talk")}`];
+  const nodeA = await servePeer(nats.url, a, "--handoff", "--agent", agent);
+  const nodeB = await servePeer(nats.url, b, "--handoff");
+  const ch = await NxsChannel.start(account(), fakeOpenClaw().dispatch, quiet);
+  try {
+    assert.equal(await agentOwner(ch.link, agent), a);
+    const moved = await handoff(ch.link, { agent, to: b, context: { history: ["hi"] }, timeoutSeconds: 60 });
+    assert.equal(moved.from.split("/")[0], a); // the owner ran it: resolved from NXS_AGENTS
+    assert.deepEqual([moved.content.from, moved.content.to, moved.content.epoch, moved.content.released], [a, b, 2, true]);
+    assert.match(moved.content.ready, /^I'm ready\./);
+    assert.deepEqual(await peer("agent", nats.url, agent), { owner: b, state: "active", epoch: 2 }); // the Python mesh agrees
+    assert.equal(await agentOwner(ch.link, agent), b);
+    // back again, asked of the new owner, which the tool finds by itself now
+    const back = await handoff(ch.link, { agent, to: a, timeoutSeconds: 60 });
+    assert.deepEqual([back.from.split("/")[0], back.content.to, back.content.epoch], [b, a, 3]);
+    await assert.rejects(handoff(ch.link, { agent, to: a, timeoutSeconds: 20 }), (e) => e instanceof RemoteError && /already lives on/.test(e.message));
+    await assert.rejects(handoff(ch.link, { agent: "agent:nobody", to: b }), /not in the mesh's registry/);
+    await assert.rejects(handoff(ch.link, { agent: "agent:nobody", to: b, via: a, timeoutSeconds: 20 }), /AgentNotFound/);
+    await assert.rejects(handoff(ch.link, { agent, to: "bad id" }), /to: must match/);
+  } finally {
+    await ch.stop();
+    await nodeA.stop();
+    await nodeB.stop();
   }
 });
 

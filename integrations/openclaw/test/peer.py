@@ -2,7 +2,10 @@
 
     peer.py ask URL FROM TO_INSTANCE TO_AGENT TEXT [--timeout S] [--keys DIR]   one CHAT, waits for its RESULT
     peer.py chat URL FROM TO_INSTANCE TO_AGENT TEXT                            one CHAT, no reply wanted
-    peer.py serve URL INSTANCE [--keys DIR]     a Node: command "echo", task capability "upper"; "ready" when up
+    peer.py serve URL INSTANCE [--keys DIR] [--handoff] [--agent ID]...
+                                                a Node: command "echo", task capability "upper"; "ready" when up;
+                                                --handoff: with a HandoffService (and its "handoff" command)
+    peer.py agent URL AGENT                     the agent's registry record (owner, state, epoch)
     peer.py init URL                            the mesh's streams (what `nxs init` does)
     peer.py keys DIR NODE...                    mesh keys (trust.json, nodes/<id>/node.nk) for secure tests
 
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from nxs_mesh import Mesh, MeshConfig, Node
+from nxs_mesh.node.handoff import HandoffService
+from nxs_mesh.node.options import NodeOptions
 from nxs_mesh.testing.keys import MeshKeys, write_mesh_keys
 from nxs_mesh.wire.errors import MeshError
 
@@ -57,7 +62,9 @@ async def chat(a: argparse.Namespace) -> None:
 
 
 async def serve(a: argparse.Namespace) -> None:
-    node = Node(config(a.url, a.instance, a.keys))
+    node = Node(config(a.url, a.instance, a.keys), NodeOptions(agents=tuple(a.agent)))
+    if a.handoff:
+        node.parts.append(HandoffService())
 
     @node.command("echo")
     async def echo(args: Any, ctx: Any) -> Any:
@@ -70,6 +77,12 @@ async def serve(a: argparse.Namespace) -> None:
     async with node:
         out({"ready": a.instance})
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+
+
+async def agent(a: argparse.Namespace) -> None:
+    async with Mesh(config(a.url, "openclaw-test-agent", None)) as mesh:
+        rec = await mesh.agents.get(a.agent)
+        out({} if rec is None else {"owner": rec.owner, "state": str(rec.state), "epoch": rec.epoch})
 
 
 async def init(a: argparse.Namespace) -> None:
@@ -95,6 +108,11 @@ def main() -> None:
     s.add_argument("url")
     s.add_argument("instance")
     s.add_argument("--keys")
+    s.add_argument("--handoff", action="store_true")
+    s.add_argument("--agent", action="append", default=[])
+    s = sub.add_parser("agent")
+    s.add_argument("url")
+    s.add_argument("agent")
     sub.add_parser("init").add_argument("url")
     s = sub.add_parser("keys")
     s.add_argument("dir")
@@ -104,7 +122,7 @@ def main() -> None:
         keys(a)
         return
     with tempfile.TemporaryDirectory(prefix="nxs-openclaw-peer-") as DATA["dir"]:
-        asyncio.run({"ask": ask, "chat": chat, "serve": serve, "init": init}[a.cmd](a))
+        asyncio.run({"ask": ask, "chat": chat, "serve": serve, "agent": agent, "init": init}[a.cmd](a))
 
 
 if __name__ == "__main__":
