@@ -66,6 +66,16 @@ def _ip(*args: str) -> str:
     return proc.stdout
 
 
+def veth_to_bridge(host_ns: str, ifname: str, cidr: str, bridge_ns: str, bridge: str, port: str) -> None:
+    """A veth pair: ``ifname`` in ``host_ns`` (up, with ``cidr``) and its peer ``port`` on ``bridge``
+    in ``bridge_ns``: how a test host joins a LAN."""
+    _ip("link", "add", ifname, "netns", host_ns, "type", "veth", "peer", "name", port, "netns", bridge_ns)
+    _ip("-n", bridge_ns, "link", "set", port, "master", bridge)
+    _ip("-n", bridge_ns, "link", "set", port, "up")
+    _ip("-n", host_ns, "addr", "add", cidr, "dev", ifname)
+    _ip("-n", host_ns, "link", "set", ifname, "up")
+
+
 @dataclass(frozen=True)
 class NetnsHost:
     name: str  # short name, e.g. h1
@@ -99,13 +109,8 @@ class NetnsLab:
             _ip("-n", self.hub, "link", "set", "br0", "up")
             for i, h in enumerate(self.hosts, 1):
                 self._add_ns(h.ns)
-                port = f"p{i}"
-                _ip("link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", "name", port, "netns", self.hub)
-                _ip("-n", self.hub, "link", "set", port, "master", "br0")
-                _ip("-n", self.hub, "link", "set", port, "up")
-                _ip("-n", h.ns, "addr", "add", f"{h.address}/24", "dev", "eth0")
                 _ip("-n", h.ns, "link", "set", "lo", "up")
-                _ip("-n", h.ns, "link", "set", "eth0", "up")
+                veth_to_bridge(h.ns, "eth0", f"{h.address}/24", self.hub, "br0", f"p{i}")
         except BaseException:
             self.close()
             raise

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from nxs_mesh.deploy.relay import Relay, hub_config, jetstream_domain, member_leaf_block
-from nxs_mesh.testing.netns import NetnsHost, NetnsLab, _ip
+from nxs_mesh.testing.netns import NetnsHost, NetnsLab, _ip, veth_to_bridge
 from nxs_mesh.transport.server import NatsServer
 
 __all__ = ["CLIENT", "RELAY", "RelayLink", "lab_certificate", "member_jetstream", "relay_servers"]
@@ -50,12 +50,7 @@ class RelayLink:
             _ip("-n", self.ns, "link", "set", "br1", "up")
             _ip("-n", self.ns, "link", "set", "lo", "up")
             for i, h in enumerate(self.lab.hosts, 1):
-                port = f"r{i}"
-                _ip("link", "add", "eth1", "netns", h.ns, "type", "veth", "peer", "name", port, "netns", self.ns)
-                _ip("-n", self.ns, "link", "set", port, "master", "br1")
-                _ip("-n", self.ns, "link", "set", port, "up")
-                _ip("-n", h.ns, "addr", "add", f"{self.address(h)}/24", "dev", "eth1")
-                _ip("-n", h.ns, "link", "set", "eth1", "up")
+                veth_to_bridge(h.ns, "eth1", f"{self.address(h)}/24", self.ns, "br1", f"r{i}")
         except BaseException:
             self.close()
             raise
