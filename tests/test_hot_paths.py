@@ -72,7 +72,7 @@ async def test_stop_with_a_prefetched_batch_loses_nothing(mesh: Mesh):
         first.append(env.content)
         if len(first) >= 25:
             enough.set()
-        await asyncio.sleep(0)  # yield so the prefetched request's deliveries arrive meanwhile
+        await asyncio.sleep(0)  # sleep-ok: a bare yield (0 s), so the prefetched request's deliveries arrive meanwhile
 
     consumer = await mesh.consume("chat", slow_start, durable="hot-prefetch", batch=10, ack_wait=30.0)
     await asyncio.wait_for(enough.wait(), 15)
