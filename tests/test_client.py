@@ -45,6 +45,17 @@ async def test_lifecycle_states(mesh_config):
         await m.connect()
 
 
+async def test_a_stopped_consumer_is_not_kept_by_the_mesh(mesh: Mesh):
+    async def handler(env):
+        return None
+
+    first = await mesh.consume("chat", handler, durable="kept-first")
+    await first.stop()
+    second = await mesh.consume("chat", handler, durable="kept-second")
+    assert "1 consumers" in repr(mesh)  # the stopped one was dropped, the running one kept
+    await second.stop()
+
+
 async def test_publish_rejects_bad_input_naming_the_field(mesh: Mesh):
     with pytest.raises(EnvelopeError, match="target.instance_id"):
         await mesh.publish("CHAT", "x", to="no spaces allowed")

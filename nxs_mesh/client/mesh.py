@@ -345,6 +345,8 @@ class Mesh(Requests, Tasks, Handoffs, SapAccess):
             handler, on_change=on_change, once=once, security=self.security,
         )
         await consumer.start()
+        # A stopped consumer (e.g. an agent's, after a handoff) is forgotten here, not kept until close.
+        self._consumers = [c for c in self._consumers if c.state != "stopped"]  # ConsumerState
         self._consumers.append(consumer)
         return consumer
 
