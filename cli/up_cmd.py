@@ -93,6 +93,10 @@ def _servers(
     return server, [server]
 
 
+DEVICE_OPT = typer.Option(None, "--device", help="With --secure: an MQTT device identity to create (a client "
+                                                 "certificate in STORE/secure/devices/ID); repeat.")
+
+
 def up(
     ctx: typer.Context,
     port: int = port_option(None, "--port", "-p", help="Client port [4222; env NXS_PORT]."),
@@ -111,8 +115,7 @@ def up(
                                                            "with --secure) on this port."),
     mqtt: int = port_option(None, "--mqtt", help="Also listen for MQTT clients on this port (mqtt:// on loopback; "
                                                  "with --secure mqtts:// for the --device identities)."),
-    device: list[str] = typer.Option(None, "--device", help="With --secure: an MQTT device identity to create (a "
-                                                            "client certificate in STORE/secure/devices/ID); repeat."),
+    device: list[str] = DEVICE_OPT,
 ) -> None:
     """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM.
 
@@ -124,9 +127,6 @@ def up(
     cfg = s.config
     port = _configured_port(s, "port", port)
     store_dir = Path(store or cfg.data_dir)
-    if device and not secure:
-        raise typer.BadParameter("device identities are for --secure (an open server takes any MQTT client)",
-                                 param_hint="--device")
     handle, servers = _choose(s, secure, node, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
                               store_dir=store_dir, edges=Edges(websocket, mqtt, tuple(device or ())))
     stop = threading.Event()
@@ -166,6 +166,9 @@ def _choose(s: Settings, secure: bool, nodes: list[str] | None, *, port: int, mo
     if secure and cluster > 1:
         raise typer.BadParameter("--secure runs one server; for a secure cluster use `nxs deploy render --secure`",
                                  param_hint="--cluster")
+    if edges.devices and not secure:
+        raise typer.BadParameter("device identities are for --secure (an open server takes any MQTT client)",
+                                 param_hint="--device")
     try:
         edges.check(host, secure=secure, cluster=cluster, port=port)
         if secure:

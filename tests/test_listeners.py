@@ -207,12 +207,12 @@ async def test_up_secure_serves_a_mesh_identity_over_wss_and_refuses_a_stranger(
         proc.kill()
 
 
-async def test_up_secure_serves_an_mqtt_device_over_mqtts(tmp_path: Path):
+def test_up_secure_serves_an_mqtt_device_over_mqtts(tmp_path: Path):
     port, mqtt_port = free_port(), free_port()
     proc = Proc("up", "--secure", "--node", "n1", "--device", "sensor-1", "--port", str(port), "--monitor-port",
                 str(free_port()), "--mqtt", str(mqtt_port), cwd=tmp_path)
     try:
-        await asyncio.to_thread(proc.wait_line, "listening", 30)
+        proc.wait_line("listening", timeout=30)
         sec = tmp_path / ".nxs" / "secure"
         assert f"MQTT devices: mqtts://127.0.0.1:{mqtt_port} with their certificates in {sec}/devices/<id>/" \
             in "".join(proc.out)
@@ -221,15 +221,14 @@ async def test_up_secure_serves_an_mqtt_device_over_mqtts(tmp_path: Path):
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert device.stdout is not None
-            assert await asyncio.to_thread(device.stdout.readline) == (
+            assert device.stdout.readline() == (
                 f"sensor-1 on the mesh via mqtts://127.0.0.1:{mqtt_port}; try `nxs nodes`, `nxs cmd sensor-1 read`\n")
-            r = await asyncio.to_thread(nxs, None, "--config", str(sec / "nodes" / "n1" / "nxs.toml"), "cmd",
-                                        "sensor-1", "read", "--json")
+            r = nxs(None, "--config", str(sec / "nodes" / "n1" / "nxs.toml"), "cmd", "sensor-1", "read", "--json")
             assert r.exit_code == 0 and json.loads(r.stdout)["result"] == {"temperature_c": 21.5}, r.output
         finally:
             device.terminate()
             device.wait(30)
-        assert await asyncio.to_thread(proc.stop, signal.SIGINT) == 0
+        assert proc.stop(signal.SIGINT) == 0
     finally:
         proc.kill()
 
