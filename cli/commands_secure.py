@@ -117,12 +117,16 @@ def secure_revoke(
     name: str = typer.Argument(..., help="The node or device whose identity to revoke."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Stop trusting a node or device: once the configs are re-rendered and servers reloaded it cannot connect."""
+    """Stop trusting a node or device: once the configs are re-rendered and servers reloaded (restarted, for
+    a device) it cannot connect."""
     from nxs_mesh.deploy.identity import revoke_identity
 
-    _change(ctx, lambda: revoke_identity(directory, name))
-    _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and reload every "
-                              "server; a reload disconnects it at once")
+    was: list[dict[str, Any]] = []
+    _change(ctx, lambda: was.append(revoke_identity(directory, name)))
+    device = bool(was) and "sign" not in was[0]  # a device has a certificate only
+    _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and " +
+          ("restart the servers with the MQTT listener (nats-server does not reload MQTT settings)" if device
+           else "reload every server; a reload disconnects it at once"))
 
 
 @secure_app.command("show")

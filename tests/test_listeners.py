@@ -318,9 +318,12 @@ def test_deploy_secure_init_adds_devices_show_lists_them_and_revoke_drops_them(t
             "--mqtt", "8883", "--out", out)
     assert r.exit_code == 0, r.output
     assert '"user": "nxs-device:sensor-1"' in (tmp_path / "out" / "n1.conf").read_text()
+    r = nxs(None, "deploy", "secure", "rotate", "sec", "sensor-1")
+    assert r.exit_code == 1 and "is a device" in r.stderr and "--device sensor-1" in r.stderr
     r = nxs(None, "deploy", "secure", "revoke", "sec", "sensor-1")
-    assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "sec" / "trust.json").read_text())["devices"] == {}
+    assert r.exit_code == 0 and "MQTT listener (nats-server does not reload MQTT settings)" in r.stderr, r.output
+    after = json.loads((tmp_path / "sec" / "trust.json").read_text())
+    assert after["devices"] == {} and after["revoked"][-1]["cert_sha256"] == trust["devices"]["sensor-1"]["cert_sha256"]
     r = nxs(None, "deploy", "render", "--secure", "sec", "--host", "n1=127.0.0.1", "--listen", "tailscale",
             "--mqtt", "8883", "--out", out)
     assert r.exit_code == 1 and "has no device identities" in r.stderr

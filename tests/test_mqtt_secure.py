@@ -28,6 +28,7 @@ from node_support import alerts_about, run_cli
 from test_mqtt import example
 
 from nxs_mesh import Mesh, PermissionDenied
+from nxs_mesh.deploy.identity import revoke_identity
 from nxs_mesh.node.node import Node, NodeOptions
 from nxs_mesh.node.provision import provision
 from nxs_mesh.testing import eventually, unique_id
@@ -212,7 +213,7 @@ def _connects(sc: SecureCluster, *, tls: bool, cert: tuple[str, str] | None) -> 
     host, port = sc.mqtt_address
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique_id("try"))
     if tls:
-        client.tls_set(ca_certs=sc.device_files(DEV).ca, certfile=cert[0] if cert else None,
+        client.tls_set(ca_certs=str(sc.layout.ca_pem), certfile=cert[0] if cert else None,
                        keyfile=cert[1] if cert else None)
     done = threading.Event()
     outcome: list[str] = []
@@ -271,3 +272,18 @@ async def test_the_example_script_runs_over_mqtts_with_its_device_directory(secu
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_revoked_device_is_refused_once_the_server_restarts(tmp_path: Path):
+    """nats-server cannot reload MQTT settings (a SIGHUP is refused: "config reload not supported for MQTT"),
+    so revoking a device means re-rendering and restarting the servers that run the MQTT listener."""
+    with SecureCluster(tmp_path, size=1, devices=["keep", "gone"]) as sc:
+        def attempt(device: str) -> str:
+            files = sc.device_files(device)
+            return _connects(sc, tls=True, cert=(files.cert, files.key))
+
+        assert [await asyncio.to_thread(attempt, d) for d in ("keep", "gone")] == ["connected", "connected"]
+        revoke_identity(sc.layout.root, "gone")
+        await asyncio.to_thread(sc.restart)  # re-rendered without its pin and its user
+        assert await asyncio.to_thread(attempt, "keep") == "connected"
+        assert await asyncio.to_thread(attempt, "gone") != "connected"

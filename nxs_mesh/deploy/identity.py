@@ -26,7 +26,8 @@ SAN ``nxs-device:<id>`` that nats-server's ``verify_and_map`` maps to the device
 (``deploy.permissions.device_user``), no nkey (MQTT cannot answer the nkey challenge), no seal key
 (nothing is sealed to it). Why a certificate and not a password: the device's secret never leaves
 its directory (the server config holds only the pin), nothing needs bcrypt, and it is revoked like
-a node (unpinned: refused at the TLS handshake). trust.json lists it under ``devices``.
+a node (unpinned: refused at the TLS handshake; the servers with the MQTT listener need a restart, since
+nats-server does not reload MQTT settings). trust.json lists it under ``devices``.
 """
 
 from __future__ import annotations
@@ -298,6 +299,9 @@ def rotate_identity(root: str | os.PathLike[str], name: str, host: MeshHost | No
     layout = SecureLayout(root)
     trust = load_trust(layout.trust)
     old = trust["admin"] if name == ADMIN else trust["nodes"].get(name)
+    if name in (trust.get("devices") or {}):
+        raise ConfigError("node", f"{name!r} is a device: `nxs deploy secure revoke DIR {name}`, then "
+                                  f"`nxs deploy secure init DIR --device {name}` gives it a new certificate")
     if old is None:
         raise ConfigError("node", f"{name!r} has no identity in {layout.root}; known: {', '.join(trust['nodes'])}")
     trust.setdefault("revoked", []).append({"name": name, "sign": old["sign"], "cert_sha256": old["cert_sha256"]})

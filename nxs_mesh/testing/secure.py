@@ -114,6 +114,17 @@ class SecureCluster:
             else:  # a revoked host's server leaves the cluster too
                 srv.stop()
 
+    def restart(self) -> None:
+        """Re-render and restart every server: what a change to the MQTT listener needs (a revoked device's
+        pin), since nats-server refuses to reload MQTT settings ("config reload not supported for MQTT")."""
+        self.render()
+        for srv in self.servers:
+            srv.stop()
+        for srv in self.servers:
+            srv.start()
+        for srv in self.servers:
+            srv.wait_healthy(30)
+
     def config(self, name: str, **overrides: object) -> MeshConfig:
         """The MeshConfig an identity gets from its nxs.toml, pointed at this cluster."""
         toml = self.layout.node_dir(name) / "nxs.toml"
