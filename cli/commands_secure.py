@@ -7,6 +7,11 @@ From an open lab to a secured mesh, in order (deploy/README.md has the whole wal
     # copy secure/nodes/<host>/ to /etc/nxs on each host, deploy/generated/<host>.conf as its server config
     nxs --config secure/admin/nxs.toml init     # admin provisions streams, buckets, node consumers
     nxs --config /etc/nxs/nxs.toml node run     # on each host
+
+MQTT devices (they cannot sign; each gets a client certificate mapped to its own least-privileged user):
+
+    nxs deploy secure init secure/ --device sensor-1       # secure/devices/sensor-1/: copy it to the device
+    nxs deploy render --secure secure/ --mqtt 8883 ...     # mqtts:// for device certificates only
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def _identities(root: Path) -> list[dict[str, Any]]:
              "dir": str(layout.node_dir(n))} for n, i in sorted(trust["nodes"].items())]
     rows.append({"name": ADMIN, "role": "admin", "sign": trust["admin"]["sign"],
                  "cert_sha256": trust["admin"]["cert_sha256"], "dir": str(layout.node_dir(ADMIN))})
+    rows += [{"name": d, "role": "device", "sign": None, "cert_sha256": i["cert_sha256"],
+              "dir": str(layout.device_dir(d))} for d, i in sorted((trust.get("devices") or {}).items())]
     return rows
 
 
@@ -46,7 +53,8 @@ def _show(root: Path, as_json: bool, note: str) -> None:
         print_json({"dir": str(root.absolute()), "identities": rows})
         return
     console.print(fitted([Col("identity"), Col("role"), Col("nkey"), Col("directory", wrap=True, drop=1)],
-                         [[r["name"], r["role"], r["sign"][:12] + "…", r["dir"]] for r in rows],
+                         [[r["name"], r["role"], r["sign"][:12] + "…" if r["sign"] else "- (certificate)", r["dir"]]
+                          for r in rows],
                          title=f"mesh identities in {root}"))
     if note:
         err_console.print(note)
@@ -69,14 +77,18 @@ def secure_init(
     install_dir: str = typer.Option(None, "--install-dir",
                                     help="Where each node's directory will live on its host (e.g. /etc/nxs); "
                                          "the nxs.toml files point there [default: this directory]."),
+    device: list[str] = typer.Option(None, "--device", help="ID of an MQTT device: a client certificate in "
+                                                            "DIR/devices/ID, mapped to a user that may publish only "
+                                                            "its own heartbeat, status and results; repeat."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Create the mesh CA (once), the admin identity (once) and each host's identity that is missing."""
+    """Create the mesh CA (once), the admin identity (once) and each host's and device's identity that is
+    missing."""
     from nxs_mesh.deploy.identity import init_identities
     from nxs_mesh.deploy.tailscale import parse_host_flag
 
     _change(ctx, lambda: init_identities(directory, [parse_host_flag(h) for h in host or []],
-                                         install_dir=install_dir))
+                                         install_dir=install_dir, devices=device or ()))
     _show(directory, as_json, "keys are 0600; copy nodes/<host>/ to each host, keep ca.key and admin/ off them; "
                               "next: `nxs deploy render --secure DIR --host ...`")
 
@@ -102,15 +114,19 @@ def secure_rotate(
 def secure_revoke(
     ctx: typer.Context,
     directory: Path = DIR_ARG,
-    name: str = typer.Argument(..., help="The node whose identity to revoke."),
+    name: str = typer.Argument(..., help="The node or device whose identity to revoke."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Stop trusting a node: once the configs are re-rendered and servers reloaded it cannot connect."""
+    """Stop trusting a node or device: once the configs are re-rendered and servers reloaded (restarted, for
+    a device) it cannot connect."""
     from nxs_mesh.deploy.identity import revoke_identity
 
-    _change(ctx, lambda: revoke_identity(directory, name))
-    _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and reload every "
-                              "server; a reload disconnects it at once")
+    was: list[dict[str, Any]] = []
+    _change(ctx, lambda: was.append(revoke_identity(directory, name)))
+    device = bool(was) and "sign" not in was[0]  # a device has a certificate only
+    _show(directory, as_json, f"revoked {name}: re-render with `nxs deploy render --secure` and " +
+          ("restart the servers with the MQTT listener (nats-server does not reload MQTT settings)" if device
+           else "reload every server; a reload disconnects it at once"))
 
 
 @secure_app.command("show")

@@ -1,8 +1,9 @@
 """`nxs up`: a local nats-server (or a loopback cluster) with JetStream and the mesh's streams, until a signal.
 
 ``--websocket PORT`` and ``--mqtt PORT`` add nats-server's own listeners (``nxs_mesh.deploy.listeners``):
-plaintext on loopback in open mode, TLS with the mesh's certificates and nkey users with ``--secure``
-(WebSocket only: MQTT clients cannot sign an nkey challenge, so ``--secure --mqtt`` is refused).
+plaintext on loopback in open mode, TLS with the mesh's certificates and nkey users with ``--secure``;
+``--secure --mqtt PORT --device ID`` serves ``mqtts://`` to device certificates only (an MQTT client cannot
+sign an nkey challenge: each device gets a certificate mapped to its own least-privileged user).
 
 Every port is judged before anything starts: the options are bounded (``port_option``), and a port from
 the environment or a config file, or the last port of a cluster, is checked the same way (``check_port``),
@@ -45,6 +46,7 @@ class Edges:
 
     websocket: int | None = None
     mqtt: int | None = None
+    devices: tuple[str, ...] = ()  # --secure: MQTT device identities to create
 
     def asked(self) -> list[Listener]:
         from nxs_mesh.deploy.listeners import Listener
@@ -91,6 +93,10 @@ def _servers(
     return server, [server]
 
 
+DEVICE_OPT = typer.Option(None, "--device", help="With --secure: an MQTT device identity to create (a client "
+                                                 "certificate in STORE/secure/devices/ID); repeat.")
+
+
 def up(
     ctx: typer.Context,
     port: int = port_option(None, "--port", "-p", help="Client port [4222; env NXS_PORT]."),
@@ -107,8 +113,9 @@ def up(
                                                         "[this instance's id]."),
     websocket: int = port_option(None, "--websocket", help="Also listen for WebSocket clients (ws://, or wss:// "
                                                            "with --secure) on this port."),
-    mqtt: int = port_option(None, "--mqtt", help="Also listen for MQTT clients on this port (loopback, not with "
-                                                 "--secure)."),
+    mqtt: int = port_option(None, "--mqtt", help="Also listen for MQTT clients on this port (mqtt:// on loopback; "
+                                                 "with --secure mqtts:// for the --device identities)."),
+    device: list[str] = DEVICE_OPT,
 ) -> None:
     """Run a local nats-server with JetStream, create the mesh's streams, stay up until Ctrl-C / SIGTERM.
 
@@ -121,7 +128,7 @@ def up(
     port = _configured_port(s, "port", port)
     store_dir = Path(store or cfg.data_dir)
     handle, servers = _choose(s, secure, node, port=port, monitor_port=monitor_port, host=host, cluster=cluster,
-                              store_dir=store_dir, edges=Edges(websocket, mqtt))
+                              store_dir=store_dir, edges=Edges(websocket, mqtt, tuple(device or ())))
     stop = threading.Event()
     got: list[str] = []
 
@@ -159,6 +166,9 @@ def _choose(s: Settings, secure: bool, nodes: list[str] | None, *, port: int, mo
     if secure and cluster > 1:
         raise typer.BadParameter("--secure runs one server; for a secure cluster use `nxs deploy render --secure`",
                                  param_hint="--cluster")
+    if edges.devices and not secure:
+        raise typer.BadParameter("device identities are for --secure (an open server takes any MQTT client)",
+                                 param_hint="--device")
     try:
         edges.check(host, secure=secure, cluster=cluster, port=port)
         if secure:
@@ -182,7 +192,7 @@ def _secure_server(s: Settings, *, port: int, monitor_port: int | None, host: st
     store_dir = store_dir.absolute()
     secure_dir = store_dir / "secure"
     url = f"tls://{hosts[0].ipv4}:{port}"
-    init_identities(secure_dir, hosts, servers={n: (url,) for n in [*nodes, "admin"]})
+    init_identities(secure_dir, hosts, servers={n: (url,) for n in [*nodes, "admin"]}, devices=edges.devices)
     mport = _configured_port(s, "monitor_port", monitor_port)
     mport = mport if port_is_free("127.0.0.1", mport) else free_port()
     opts = DeployOptions(client_port=port, cluster_port=free_port(), monitor_port=mport,
@@ -206,7 +216,10 @@ def _announce(s: Settings, servers: list[NatsServer], *, host: str, replicas: in
         _say(f"{who}nats-server {url} (monitoring {srv.monitor_url}, JetStream store {srv.store_dir})")
         if srv.websocket_port is not None:
             _say(f"{who}websocket clients: --url {srv.ws_url}")
-        if srv.mqtt_port is not None:
+        if srv.mqtt_port is not None and secure_dir is not None:
+            _say(f"{who}MQTT devices: mqtts://{connect_host}:{srv.mqtt_port} with their certificates in "
+                 f"{secure_dir}/devices/<id>/ (examples/mqtt_device.py --tls-dir DIR)")
+        elif srv.mqtt_port is not None:
             _say(f"{who}MQTT clients: mqtt://{connect_host}:{srv.mqtt_port} (topics nxs/heartbeat/<id>, ...)")
     if secure_dir is None:
         _say("open mode: no authentication, anyone who can reach these ports can read and do anything; "

@@ -9,6 +9,11 @@ the device runs a command once per message_id and never after timestamp + ttl; t
 duplicate heartbeats by (epoch, seq); the mesh's consumers dedupe and expire by message_id and ttl.
 
     python examples/mqtt_device.py --id sensor-1 --port 1883       # Ctrl-C or SIGTERM: a clean stop
+
+On a secure mesh (`nxs up --secure --mqtt 8883 --device sensor-1`) it connects over mqtts:// with its
+device certificate (`--tls-dir .nxs/secure/devices/sensor-1`: ca.pem, device.pem, device.key). The
+server maps the certificate to the device's user, which may publish only its own heartbeat, status and
+RESULTs and read only its own commands (so no broadcasts); receivers accept its unsigned envelopes there.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ class MqttDevice:
     """Heartbeats, status, and commands run once each, answered with RESULTs."""
 
     def __init__(self, device_id: str, host: str = "127.0.0.1", port: int = 1883, *, interval: float = 1.0,
-                 handlers: dict[str, Callable[[Any], Any]] | None = None) -> None:
+                 handlers: dict[str, Callable[[Any], Any]] | None = None,
+                 tls: tuple[str, str, str] | None = None) -> None:
+        """``tls``: (CA, certificate, key) files for mqtts:// with a device certificate (secure mesh)."""
         if not ID.fullmatch(device_id):
             raise ValueError(f"device id {device_id!r}: use 1-64 of A-Z a-z 0-9 _ : -")
         self.id, self.host, self.port, self.interval = device_id, host, port, interval
@@ -60,6 +67,9 @@ class MqttDevice:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
+        self.tls = tls
+        if tls is not None:
+            self.client.tls_set(ca_certs=tls[0], certfile=tls[1], keyfile=tls[2])
 
     def envelope(self, kind: str, content: Any, **fields: Any) -> dict[str, Any]:
         return {"message_id": str(uuid.uuid4()), "timestamp": now(),
@@ -90,7 +100,11 @@ class MqttDevice:
     def status(self, state: str) -> dict[str, Any]:
         """What `nxs nodes` shows of the device (STATUS content; a node's has more, all optional)."""
         return {"state": state, "epoch": self.epoch, "heartbeat_interval": self.interval, "path": "mqtt",
-                "server": f"mqtt://{self.host}:{self.port}", "commands": sorted(self.handlers)}
+                "server": self.url, "commands": sorted(self.handlers)}
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def beat(self) -> dict[str, Any]:
         """One HEARTBEAT (QoS 0: a lost one is replaced next interval); returns it (tests re-send it)."""
@@ -118,7 +132,8 @@ class MqttDevice:
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             raise ConnectionError(f"MQTT connect refused: {reason}")
-        client.subscribe([(f"nxs/command/{self.id}/#", 1), ("nxs/command/_all/#", 1)])
+        own = [(f"nxs/command/{self.id}/#", 1)]  # a secure device may read its own commands only
+        client.subscribe(own if self.tls else [*own, ("nxs/command/_all/#", 1)])
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -166,15 +181,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883, help="nats-server's MQTT port (`nxs up --mqtt`)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between heartbeats")
+    parser.add_argument("--tls-dir", help="secure mesh: the device's directory (ca.pem, device.pem, device.key)")
     args = parser.parse_args()
-    device = MqttDevice(args.id, args.host, args.port, interval=args.interval,
+    d = args.tls_dir
+    tls = (f"{d}/ca.pem", f"{d}/device.pem", f"{d}/device.key") if d else None
+    device = MqttDevice(args.id, args.host, args.port, interval=args.interval, tls=tls,
                         handlers={"read": lambda _args: {"temperature_c": 21.5}})
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job may start with SIGINT ignored
         signal.signal(sig, lambda *_: done.set())
     device.start()
-    print(f"{args.id} on the mesh via mqtt://{args.host}:{args.port}; try `nxs nodes`, `nxs cmd {args.id} read`",
-          flush=True)
+    print(f"{args.id} on the mesh via {device.url}; try `nxs nodes`, `nxs cmd {args.id} read`", flush=True)
     while not done.wait(1.0):  # a timeout keeps the main thread responsive to signals
         pass
     device.stop(clean=True)

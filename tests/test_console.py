@@ -120,6 +120,34 @@ async def test_console_shows_live_nodes_a_killed_node_dead_with_its_alert_chat_a
 
 
 @needs_chromium
+async def test_console_cancels_a_running_task_with_its_cancel_button(
+    mesh: Mesh, workers: Callable[..., Worker],
+) -> None:
+    """A task the page submitted runs on a worker (the built-in ``sleep``, 60 s); its Cancel button asks the
+    gateway (``POST /v1/tasks/{id}/cancel``): the row turns ``cancelled``, the button goes, the mesh agrees,
+    the worker's handler is cancelled, and a second cancel is the gateway's 409."""
+    worker = workers(unique_id("sleeper"), "-C", "sleep")
+    await wait_state(mesh, worker.node_id, "running")
+    expect = playwright_api.expect
+    async with running_gateway(mesh, console=CONSOLE_DIR) as gate, console_page(gate.server.url + "/") as (page, _):
+        await page.fill("#task-capability", "sleep")
+        await page.fill("#task-payload", "60")
+        await page.click("#task-form button[type=submit]")
+        row = page.locator("#tasks tbody tr").first
+        await expect(row.locator(".state")).to_have_text("claimed", timeout=WAIT_MS)
+        await expect(row.locator(".node")).to_have_text(worker.node_id)
+        task_id = await row.get_attribute("data-task")
+        assert task_id is not None
+        await row.locator("button.cancel").click()
+        await expect(row.locator(".state")).to_have_text("cancelled", timeout=WAIT_MS)
+        await expect(row.locator("button.cancel")).to_be_hidden()
+        await expect(page.locator("#task-status")).to_have_text(f"task {task_id} cancelled")
+        assert (await gate.client.get(f"/v1/tasks/{task_id}")).json()["state"] == "cancelled"
+        assert (await gate.client.post(f"/v1/tasks/{task_id}/cancel")).status_code == 409  # once only
+    await eventually(lambda: "cancelled while running" in worker.log(), timeout=10, what="the handler cancelled")
+
+
+@needs_chromium
 async def test_console_with_tokens_reads_the_token_from_the_address_and_acts_as_its_identity(
     mesh: Mesh, mesh_config: MeshConfig, tmp_path: Path,
 ) -> None:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from gateway_support import Gate, assert_json_error, running_gateway
+from test_gateway_openapi import A2A_OPS
 
 from nxs_mesh import ConfigError, Mesh, MeshConfig
 from nxs_mesh.gateway import API_ROUTES, TokenTable
+from nxs_mesh.gateway.openapi import a2a_installed
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.wire.envelope import Source, encode, new_envelope
 
@@ -174,7 +176,8 @@ async def test_a_declared_length_over_the_limit_is_refused_before_reading(gate: 
 
 
 def _route_ops() -> set[tuple[str, str]]:
-    return {(r.path.replace(":path}", "}"), m.lower()) for r in API_ROUTES for m in (r.methods or ()) if m != "HEAD"}
+    api = {(r.path.replace(":path}", "}"), m.lower()) for r in API_ROUTES for m in (r.methods or ()) if m != "HEAD"}
+    return api | (A2A_OPS if a2a_installed() else set())  # the /a2a mount: tests/test_gateway_openapi.py
 
 
 async def test_openapi_document_lists_exactly_the_routes(gate: Gate):

@@ -1,6 +1,6 @@
 """WebSocket and MQTT listeners (issue 13 part 1): rendered configs nats-server accepts and serves,
-plaintext only on loopback, TLS and nkey users with ``--secure`` (MQTT refused there, saying why),
-and `nxs up --websocket/--mqtt` serving real clients (the Mesh over ws/wss, paho-mqtt)."""
+plaintext only on loopback, TLS and nkey users with ``--secure`` (MQTT there: mqtts:// for device
+certificates only), and `nxs up --websocket/--mqtt` serving real clients (the Mesh over ws/wss, paho-mqtt)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_render_refuses_a_plaintext_listener_off_loopback_naming_it(tmp_path: Pa
                                                             "mqtt": "mqtt://127.0.0.1:1883"}
 
 
-def test_secure_render_gives_the_websocket_mutual_tls_and_refuses_mqtt(tmp_path: Path):
+def test_secure_render_gives_the_websocket_mutual_tls_and_mqtt_to_devices_only(tmp_path: Path):
     sec = tmp_path / "sec"
     init_identities(sec, [HOST])
     opts = _opts(tmp_path, secure_dir=str(sec), websocket="8443")
@@ -124,8 +125,20 @@ def test_secure_render_gives_the_websocket_mutual_tls_and_refuses_mqtt(tmp_path:
     conf = tmp_path / "secure.conf"
     conf.write_text(text)
     check_config(conf)
-    with pytest.raises(ConfigError, match="^--mqtt: MQTT clients cannot authenticate with the secure mesh's nkey"):
-        _opts(tmp_path, secure_dir=str(sec), mqtt="8883")
+    with pytest.raises(ConfigError, match="^--mqtt: .* has no device identities, so no MQTT client could connect"):
+        render_config(HOST, [HOST], _opts(tmp_path, secure_dir=str(sec), mqtt="8883"))
+    init_identities(sec, [HOST], devices=["sensor-1"])
+    text = render_config(HOST, [HOST], _opts(tmp_path, secure_dir=str(sec), mqtt="8883"))
+    mqtt_block = text[text.index("mqtt {"):]
+    mqtt_block = mqtt_block[:mqtt_block.index("\n}\n")]
+    trust = json.loads((sec / "trust.json").read_text())
+    assert "verify_and_map: true" in mqtt_block and "no_tls" not in mqtt_block
+    assert f'pinned_certs: ["{trust["devices"]["sensor-1"]["cert_sha256"]}"]' in mqtt_block  # devices only
+    assert '{"user": "nxs-device:sensor-1", "permissions": {"publish": {"allow": ["nxs.heartbeat.sensor-1", ' \
+           '"nxs.status.sensor-1", "nxs.result.*"]}, "subscribe": {"allow": ["nxs.command.sensor-1.>", ' \
+           '"nxs.command.sensor-1"]}}, "allowed_connection_types": ["MQTT"]}' in text
+    conf.write_text(text)
+    check_config(conf)
     # Plain TLS (--tls-cert/--tls-key) is enough for a listener off loopback too.
     node = sec / "nodes" / "n1"
     tls = _opts(tmp_path, tls_cert=str(node / "node.pem"), tls_key=str(node / "node.key"), websocket="0.0.0.0:8443",
@@ -140,7 +153,9 @@ def test_up_refuses_listeners_it_cannot_serve(tmp_path: Path):
     r = nxs(None, "up", "--host", "0.0.0.0", "--mqtt", str(free_port()), "--store", store)
     assert r.exit_code == 1 and "--mqtt: the mqtt listener on 0.0.0.0" in r.stderr and "--secure" in r.stderr
     r = nxs(None, "up", "--secure", "--mqtt", str(free_port()), "--port", str(free_port()), "--store", store)
-    assert r.exit_code == 1 and "MQTT clients cannot authenticate" in r.stderr
+    assert r.exit_code == 1 and "has no device identities" in r.stderr and "--device ID" in r.stderr
+    r = nxs(None, "up", "--mqtt", str(free_port()), "--device", "sensor-1", "--store", store)
+    assert r.exit_code == 2 and "--device" in r.stderr and "for --secure" in r.stderr
     r = nxs(None, "up", "--cluster", "2", "--websocket", str(free_port()), "--store", store)
     assert r.exit_code == 2 and "--websocket" in r.stderr
     same = str(free_port())
@@ -188,6 +203,32 @@ async def test_up_secure_serves_a_mesh_identity_over_wss_and_refuses_a_stranger(
             with pytest.raises(ConnectError, match=why):
                 await Mesh(stranger, ensure=False).connect()
         assert await asyncio.to_thread(proc.stop, signal.SIGINT) == 0
+    finally:
+        proc.kill()
+
+
+def test_up_secure_serves_an_mqtt_device_over_mqtts(tmp_path: Path):
+    port, mqtt_port = free_port(), free_port()
+    proc = Proc("up", "--secure", "--node", "n1", "--device", "sensor-1", "--port", str(port), "--monitor-port",
+                str(free_port()), "--mqtt", str(mqtt_port), cwd=tmp_path)
+    try:
+        proc.wait_line("listening", timeout=30)
+        sec = tmp_path / ".nxs" / "secure"
+        assert f"MQTT devices: mqtts://127.0.0.1:{mqtt_port} with their certificates in {sec}/devices/<id>/" \
+            in "".join(proc.out)
+        device = subprocess.Popen([sys.executable, str(ROOT / "examples" / "mqtt_device.py"), "--id", "sensor-1",
+                                   "--port", str(mqtt_port), "--tls-dir", str(sec / "devices" / "sensor-1")],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert device.stdout is not None
+            assert device.stdout.readline() == (
+                f"sensor-1 on the mesh via mqtts://127.0.0.1:{mqtt_port}; try `nxs nodes`, `nxs cmd sensor-1 read`\n")
+            r = nxs(None, "--config", str(sec / "nodes" / "n1" / "nxs.toml"), "cmd", "sensor-1", "read", "--json")
+            assert r.exit_code == 0 and json.loads(r.stdout)["result"] == {"temperature_c": 21.5}, r.output
+        finally:
+            device.terminate()
+            device.wait(30)
+        assert proc.stop(signal.SIGINT) == 0
     finally:
         proc.kill()
 
@@ -250,3 +291,39 @@ async def test_the_edges_bench_measures_ws_against_tcp_in_one_run():
         ("ws publish -> handler", "p50 us", False), ("ws publish -> handler", "p99 us", False)]
     assert all(r["mesh"] > 0 and r["raw"] > 0 for r in rows) and "ws://" in rows[0]["note"]
     assert "edges" in DEFAULT_SCENARIOS  # seconds, not minutes: part of a plain `nxs bench`
+
+
+def test_deploy_secure_init_adds_devices_show_lists_them_and_revoke_drops_them(tmp_path: Path):
+    r = nxs(None, "deploy", "secure", "init", "sec", "--host", "n1=127.0.0.1", "--device", "sensor-1", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)["identities"]}
+    assert rows["sensor-1"]["role"] == "device" and rows["sensor-1"]["sign"] is None
+    dev = tmp_path / "sec" / "devices" / "sensor-1"
+    assert sorted(p.name for p in dev.iterdir()) == ["ca.pem", "device.key", "device.pem"]
+    assert (dev / "device.key").stat().st_mode & 0o077 == 0
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((dev / "device.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["nxs-device:sensor-1"]
+    trust = json.loads((tmp_path / "sec" / "trust.json").read_text())
+    assert set(trust["devices"]) == {"sensor-1"} and "sensor-1" not in trust["nodes"]
+    r = nxs(None, "deploy", "secure", "show", "sec")
+    assert r.exit_code == 0 and "device" in r.stdout and "(certificate)" in r.stdout
+    for bad, why in (("n1", "already a node's"), ("a.b", "device"), ("admin", "already a node's")):
+        r = nxs(None, "deploy", "secure", "init", "sec", "--device", bad)
+        assert r.exit_code == 1 and "--device" in r.stderr and why in r.stderr, (bad, r.stderr)
+    out = str(tmp_path / "out")
+    r = nxs(None, "deploy", "render", "--secure", "sec", "--host", "n1=127.0.0.1", "--listen", "tailscale",
+            "--mqtt", "8883", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert '"user": "nxs-device:sensor-1"' in (tmp_path / "out" / "n1.conf").read_text()
+    r = nxs(None, "deploy", "secure", "rotate", "sec", "sensor-1")
+    assert r.exit_code == 1 and "is a device" in r.stderr and "--device sensor-1" in r.stderr
+    r = nxs(None, "deploy", "secure", "revoke", "sec", "sensor-1")
+    assert r.exit_code == 0 and "MQTT listener (nats-server does not reload MQTT settings)" in r.stderr, r.output
+    after = json.loads((tmp_path / "sec" / "trust.json").read_text())
+    assert after["devices"] == {} and after["revoked"][-1]["cert_sha256"] == trust["devices"]["sensor-1"]["cert_sha256"]
+    r = nxs(None, "deploy", "render", "--secure", "sec", "--host", "n1=127.0.0.1", "--listen", "tailscale",
+            "--mqtt", "8883", "--out", out)
+    assert r.exit_code == 1 and "has no device identities" in r.stderr

@@ -4,12 +4,14 @@
     layout.node_dir("n1")                                # secure/nodes/n1/: copy it to n1 as /etc/nxs
     rotate_identity("secure/", "n2", host)              # new keys for n2; re-render, reload servers
     revoke_identity("secure/", "n3")                    # n3 can no longer connect once servers reload
+    init_identities("secure/", [], devices=["sensor-1"])  # an MQTT device: secure/devices/sensor-1/
 
 Layout (every key file 0600, directories 0700)::
 
     DIR/ca.pem ca.key trust.json mesh-seal.key
     DIR/nodes/<id>/node.pem node.key node.nk seal.key ca.pem trust.json mesh-seal.key nxs.toml
     DIR/admin/    node.pem node.key node.nk ca.pem trust.json nxs.toml
+    DIR/devices/<id>/device.pem device.key ca.pem
 
 A node directory is self-contained: it holds what its server and its worker need and nothing of
 another node's secrets. The certificate serves both as the server's certificate (its SANs are the
@@ -18,6 +20,14 @@ seed: the server authenticates the node by it and maps it to the node's permissi
 signs its envelopes with it. ``trust.json`` carries every identity's public keys, the hash of each
 certificate's public key (the servers pin those, so a revoked certificate is refused even though the
 CA signed it) and the revoked keys.
+
+A **device** (an MQTT client: ``--device ID``) gets only a client certificate: CN = its id, one URI
+SAN ``nxs-device:<id>`` that nats-server's ``verify_and_map`` maps to the device's user
+(``deploy.permissions.device_user``), no nkey (MQTT cannot answer the nkey challenge), no seal key
+(nothing is sealed to it). Why a certificate and not a password: the device's secret never leaves
+its directory (the server config holds only the pin), nothing needs bcrypt, and it is revoked like
+a node (unpinned: refused at the TLS handshake; the servers with the MQTT listener need a restart, since
+nats-server does not reload MQTT settings). trust.json lists it under ``devices``.
 """
 
 from __future__ import annotations
@@ -39,8 +49,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nacl.public import PrivateKey
 
+from nxs_mesh.deploy.permissions import device_user
 from nxs_mesh.deploy.tailscale import MeshHost
-from nxs_mesh.wire.errors import ConfigError
+from nxs_mesh.wire.envelope import check_id
+from nxs_mesh.wire.errors import ConfigError, EnvelopeError
 from nxs_mesh.wire.trust import read_trust_file
 
 __all__ = ["ADMIN", "Identity", "SecureLayout", "init_identities", "load_trust", "revoke_identity",
@@ -80,6 +92,13 @@ class SecureLayout:
 
     def node_dir(self, name: str) -> Path:
         return self.root / ADMIN if name == ADMIN else self.root / "nodes" / name
+
+    def device_dir(self, name: str) -> Path:
+        return self.root / "devices" / name
+
+    def devices(self) -> list[str]:
+        base = self.root / "devices"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def nodes(self) -> list[str]:
         return sorted(p.name for p in (self.root / "nodes").iterdir() if p.is_dir()) \
@@ -142,7 +161,8 @@ def _sans(name: str, host: MeshHost | None) -> list[x509.GeneralName]:
             *(x509.DNSName(d) for d in sorted(dns))]
 
 
-def _issue_cert(layout: SecureLayout, name: str, host: MeshHost | None, days: int) -> tuple[bytes, bytes]:
+def _issue_cert(layout: SecureLayout, name: str, sans: list[x509.GeneralName], days: int, *,
+                server: bool = True) -> tuple[bytes, bytes]:
     try:
         ca_key = serialization.load_pem_private_key(layout.ca_key.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(layout.ca_pem.read_bytes())
@@ -155,16 +175,16 @@ def _issue_cert(layout: SecureLayout, name: str, host: MeshHost | None, days: in
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+            .add_extension(x509.ExtendedKeyUsage([*([ExtendedKeyUsageOID.SERVER_AUTH] if server else []),
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(_sans(name, host)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
 def _new_identity(layout: SecureLayout, name: str, host: MeshHost | None, days: int) -> Identity:
     d = layout.node_dir(name)
-    cert_pem, key_pem = _issue_cert(layout, name, host, days)
+    cert_pem, key_pem = _issue_cert(layout, name, _sans(name, host), days)
     _write(d / "node.pem", cert_pem, secret=False)
     _write(d / "node.key", key_pem, secret=True)
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
@@ -214,6 +234,8 @@ def _publish_shared(layout: SecureLayout, trust: dict[str, Any], install_dir: st
         toml = d / "nxs.toml"
         if not toml.exists() or install_dir or servers.get(name):  # keep what an earlier init wrote
             _write(toml, _node_toml(layout, name, install_dir, servers.get(name, ())).encode(), secret=False)
+    for device in layout.devices():  # a device verifies its server with the mesh CA
+        _write(layout.device_dir(device) / "ca.pem", layout.ca_pem.read_bytes(), secret=False)
 
 
 def _read_or_new_trust(layout: SecureLayout) -> dict[str, Any]:
@@ -222,9 +244,27 @@ def _read_or_new_trust(layout: SecureLayout) -> dict[str, Any]:
     return {"version": 1, "nodes": {}, "admin": None, "mesh_seal": None, "revoked": []}
 
 
+def _new_device(layout: SecureLayout, trust: dict[str, Any], device: str, days: int) -> None:
+    try:
+        check_id(device, "device")
+    except EnvelopeError as exc:
+        raise ConfigError("--device", str(exc)) from None
+    if device == ADMIN or device in trust["nodes"]:
+        raise ConfigError("--device", f"{device!r} is already a node's (or the admin's) identity: a device needs "
+                                      "its own id")
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(device_user(device))]
+    cert_pem, key_pem = _issue_cert(layout, device, sans, days, server=False)
+    d = layout.device_dir(device)
+    _write(d / "device.pem", cert_pem, secret=False)
+    _write(d / "device.key", key_pem, secret=True)
+    trust.setdefault("devices", {})[device] = {"cert_sha256": spki_sha256(cert_pem)}
+
+
 def init_identities(root: str | os.PathLike[str], hosts: Sequence[MeshHost], *, install_dir: str | None = None,
-                    servers: dict[str, Sequence[str]] | None = None, days: int = _CERT_DAYS) -> SecureLayout:
-    """Create the CA (once), the admin identity (once) and every host's identity that is missing.
+                    servers: dict[str, Sequence[str]] | None = None, days: int = _CERT_DAYS,
+                    devices: Sequence[str] = ()) -> SecureLayout:
+    """Create the CA (once), the admin identity (once), every host's identity and every device's
+    certificate (``devices``: MQTT clients) that is missing.
 
     Idempotent: running it again with more hosts adds them and keeps every existing key.
     """
@@ -242,8 +282,13 @@ def init_identities(root: str | os.PathLike[str], hosts: Sequence[MeshHost], *, 
     for host in hosts:
         if host.name == ADMIN:
             raise ConfigError("--host", "`admin` is reserved for the admin identity")
+        if host.name in trust.get("devices", {}):
+            raise ConfigError("--host", f"{host.name!r} is a device's identity: a node needs its own id")
         if host.name not in trust["nodes"]:
             trust["nodes"][host.name] = _new_identity(layout, host.name, host, days).as_dict()
+    for device in devices:
+        if device not in trust.get("devices", {}):
+            _new_device(layout, trust, device, days)
     _publish_shared(layout, trust, install_dir, servers or {})
     return layout
 
@@ -254,6 +299,9 @@ def rotate_identity(root: str | os.PathLike[str], name: str, host: MeshHost | No
     layout = SecureLayout(root)
     trust = load_trust(layout.trust)
     old = trust["admin"] if name == ADMIN else trust["nodes"].get(name)
+    if name in (trust.get("devices") or {}):
+        raise ConfigError("node", f"{name!r} is a device: `nxs deploy secure revoke DIR {name}`, then "
+                                  f"`nxs deploy secure init DIR --device {name}` gives it a new certificate")
     if old is None:
         raise ConfigError("node", f"{name!r} has no identity in {layout.root}; known: {', '.join(trust['nodes'])}")
     trust.setdefault("revoked", []).append({"name": name, "sign": old["sign"], "cert_sha256": old["cert_sha256"]})
@@ -267,12 +315,13 @@ def rotate_identity(root: str | os.PathLike[str], name: str, host: MeshHost | No
 
 
 def revoke_identity(root: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Remove ``name`` from the trusted identities (servers refuse it once re-rendered and reloaded)."""
+    """Remove node or device ``name`` from the trusted identities (servers refuse it once re-rendered and
+    reloaded)."""
     layout = SecureLayout(root)
     trust = load_trust(layout.trust)
-    old = trust["nodes"].pop(name, None)
+    old = trust["nodes"].pop(name, None) or trust.get("devices", {}).pop(name, None)
     if old is None:
-        raise ConfigError("node", f"{name!r} is not a trusted node in {layout.root}")
-    trust.setdefault("revoked", []).append({"name": name, "sign": old["sign"], "cert_sha256": old["cert_sha256"]})
+        raise ConfigError("node", f"{name!r} is not a trusted node or device in {layout.root}")
+    trust.setdefault("revoked", []).append({"name": name, "sign": old.get("sign"), "cert_sha256": old["cert_sha256"]})
     _publish_shared(layout, trust, None, {})
     return dict(old)

@@ -14,9 +14,12 @@ What each listener can authenticate (nats-server 2.11+):
   client port: with ``--secure`` the same nkey users and permissions apply, and ``wss://`` requires a
   mesh certificate (mutual TLS, pinned) like ``tls://``.
 - MQTT 3.1.1 has no challenge to sign: nats-server accepts an MQTT client by username/password, token
-  or a certificate map (``verify_and_map``), never by nkey. The secure mesh's users are nkey users only,
-  and its receivers refuse envelopes not signed in ``Nxs-Signer``/``Nxs-Sig`` headers, which MQTT cannot
-  carry; so ``--mqtt`` with ``--secure`` is refused (``secure_mqtt_refusal``) rather than rendered open.
+  or a certificate map (``verify_and_map``), never by nkey. With ``--secure`` the MQTT listener is
+  ``mqtts://`` only and takes the mesh's *devices* (``nxs deploy secure init --device ID``): a device
+  certificate, pinned, mapped to the device's user, which may publish only its own heartbeat, status and
+  RESULTs and read only its own commands (``deploy.permissions.device_permissions``). A device cannot sign
+  (MQTT has no headers for ``Nxs-Signer``/``Nxs-Sig``): receivers accept its unsigned envelopes on its own
+  subjects because trust.json lists it and the server's permissions authenticate it (``wire.trust``).
 
 MQTT needs JetStream and a ``server_name`` (both always rendered here) for its sessions and QoS 1.
 """
@@ -30,8 +33,7 @@ from typing import Final, Literal
 
 from nxs_mesh.wire.errors import ConfigError
 
-__all__ = ["KINDS", "Kind", "Listener", "check_plaintext", "is_loopback", "listener_block", "parse_listener",
-           "secure_mqtt_refusal"]
+__all__ = ["KINDS", "Kind", "Listener", "check_plaintext", "is_loopback", "listener_block", "parse_listener"]
 
 Kind = Literal["websocket", "mqtt"]
 KINDS: Final[tuple[Kind, ...]] = ("websocket", "mqtt")
@@ -89,15 +91,6 @@ def check_plaintext(listener: Listener, bind: str, *, hint: str | None = None) -
         hint = hint or f"{listener.flag} 127.0.0.1:{listener.port}, or TLS with --secure or --tls-cert/--tls-key"
         raise ConfigError(listener.flag, f"the {listener.kind} listener on {where}:{listener.port} would run "
                                          f"without TLS, which is for loopback only (development): {hint}")
-
-
-def secure_mqtt_refusal() -> ConfigError:
-    return ConfigError("--mqtt", "MQTT clients cannot authenticate with the secure mesh's nkey identities (MQTT "
-                                 "has no nkey challenge; nats-server takes only passwords, tokens or certificate "
-                                 "maps from MQTT clients), nor sign what they send (MQTT has no headers for "
-                                 "Nxs-Signer/Nxs-Sig, so secure receivers would refuse it): run the MQTT listener "
-                                 "on an open development server (`nxs up --mqtt PORT` on loopback) or leave out "
-                                 "--mqtt; see docs/edges.md")
 
 
 def listener_block(listener: Listener, *, bind: str, tls: list[str] | None) -> list[str]:

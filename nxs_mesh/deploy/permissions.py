@@ -10,6 +10,13 @@ consumers on NXS_COMMAND could read another node's commands; hence the provision
 
     perms = node_permissions("n1")           # {"publish": {"allow": [...]}, "subscribe": {...}}
     text = authorization_block(trust)        # the nats-server `authorization { users = [...] }`
+
+An MQTT **device** (``device_permissions``) is a user mapped from its client certificate
+(``verify_and_map`` on the MQTT listener), allowed on MQTT connections only. It may publish its own
+heartbeat and status and RESULTs (``nxs.result.*``: one token, a result subject is the correlation id,
+which the device learns only from its own commands), and subscribe to its own command subject only.
+Because nodes may publish only their *own* heartbeat and status, an unsigned envelope on
+``nxs.heartbeat.<device>`` can only come from that device: receivers rely on it (``wire.trust``).
 """
 
 from __future__ import annotations
@@ -22,13 +29,33 @@ from nxs_mesh.client.consumer import durable_name
 from nxs_mesh.client.handoff import sync_durable
 from nxs_mesh.wire import subjects
 
-__all__ = ["BUCKETS", "READABLE_STREAMS", "authorization_block", "command_durables", "node_permissions"]
+__all__ = ["BUCKETS", "DEVICE_URI", "READABLE_STREAMS", "authorization_block", "command_durables",
+           "device_permissions", "device_user", "node_permissions"]
 
 #: Buckets every node reads and writes (task claims, exactly-once records, doctor leases, files).
 BUCKETS: Final = ("NXS_TASKS", "NXS_ONCE", "NXS_DOCTORS", "NXS_AGENTS", "NXS_FILES")
 #: Streams whose contents are mesh-wide by nature: anyone in the mesh may read them.
 READABLE_STREAMS: Final = ("NXS_HEARTBEAT", "NXS_STATUS", "NXS_ALERT", "NXS_RESULT", "NXS_TASK")
 _SENDS: Final = ("chat", "command", "task", "result", "sync", "alert", "dlq")
+#: The URI SAN of a device's certificate is this + its id; it is also the device's user name.
+DEVICE_URI: Final = "nxs-device:"
+
+
+def device_user(device: str) -> str:
+    """The nats-server user a device's certificate maps to (its URI SAN)."""
+    return DEVICE_URI + device
+
+
+def device_permissions(device: str) -> dict[str, Any]:
+    """What MQTT device ``device`` may do: publish its own presence and RESULTs, read its own commands.
+
+    MQTT's ``nxs/command/<id>/#`` subscribes both ``nxs.command.<id>.>`` and ``nxs.command.<id>``. No
+    ``$MQTT.>`` grant: nats-server since nats-io/nats-server#7637 (December 2025; the 2.15 tests run)
+    lets an MQTT client use its own session/QoS subjects implicitly; an older server needs
+    ``$MQTT.>``/``$MQTT_sub.>`` added, which would also open other sessions' internals to the device."""
+    command = subjects.command(device).rsplit(".", 2)[0]  # nxs.command.<id>
+    return {"publish": {"allow": [subjects.heartbeat(device), subjects.status(device), subjects.result("*")]},
+            "subscribe": {"allow": [f"{command}.>", command]}}
 
 
 def command_durables(node: str) -> tuple[str, ...]:
@@ -73,10 +100,14 @@ def node_permissions(node: str, inbox: str | None = None) -> dict[str, Any]:
 
 
 def authorization_block(trust: Mapping[str, Any], *, indent: str = "") -> str:
-    """``authorization { users = [...] }``: each trusted node by its nkey with its permissions, and
-    admin with all rights. Anyone else (no nkey, a revoked one) is refused at connect."""
-    users = [{"nkey": trust["admin"]["sign"]}]
+    """``authorization { users = [...] }``: each trusted node by its nkey with its permissions, admin
+    with all rights, and each device by its certificate's mapped name, on MQTT only. Anyone else (no
+    nkey, a revoked one, an unpinned certificate) is refused at connect."""
+    users: list[dict[str, Any]] = [{"nkey": trust["admin"]["sign"]}]
     for node, ident in sorted(trust["nodes"].items()):
         users.append({"nkey": ident["sign"], "permissions": node_permissions(node)})
+    for device in sorted(trust.get("devices") or {}):
+        users.append({"user": device_user(device), "permissions": device_permissions(device),
+                      "allowed_connection_types": ["MQTT"]})
     body = ",\n".join(f"{indent}    {json.dumps(u)}" for u in users)
     return f"{indent}authorization {{\n{indent}  users = [\n{body}\n{indent}  ]\n{indent}}}"

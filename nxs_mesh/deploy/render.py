@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener, secure_mqtt_refusal
+from nxs_mesh.deploy.listeners import Kind, Listener, listener_block, parse_listener
 from nxs_mesh.deploy.relay import (
     LEAF_PORT,
     Relay,
@@ -89,8 +89,6 @@ class DeployOptions:
         ports = [self.client_port, self.cluster_port, self.monitor_port, *(li.port for li in self.listeners)]
         if len(set(ports)) != len(ports):
             raise ConfigError("ports", f"every listener needs its own port: {ports}")
-        if self.mqtt and self.secure_dir:
-            raise secure_mqtt_refusal()
         if self.relay and self.secure_dir:
             raise ConfigError("--relay", "a relay hub for --secure (nkey credentials on the leafnode) is not "
                                          "rendered yet: leave out --relay or --secure")
@@ -165,7 +163,7 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
         lines += _tls_block(opts, "", verify=False)
         lines.append("")
     for listener in opts.listeners:
-        lines += listener_block(listener, bind=bind, tls=_listener_tls(host, opts, sec))
+        lines += listener_block(listener, bind=bind, tls=_listener_tls(host, opts, sec, listener.kind))
     if opts.relay:  # the relay hub's leafnode connection comes in here
         lines += member_leaf_block(bind, _listener_tls(host, opts, sec))
     if not others:  # one server: no cluster block (a JetStream cluster of one would wait for routes)
@@ -187,10 +185,12 @@ def render_config(host: MeshHost, members: Sequence[MeshHost], opts: DeployOptio
     return "\n".join(lines)
 
 
-def _listener_tls(host: MeshHost, opts: DeployOptions, sec: SecureRender | None) -> list[str] | None:
-    """The ``tls {}`` of a WebSocket/MQTT listener: the client port's (secure: mutual TLS, pinned)."""
+def _listener_tls(host: MeshHost, opts: DeployOptions, sec: SecureRender | None,
+                  kind: Kind = "websocket") -> list[str] | None:
+    """The ``tls {}`` of a WebSocket/MQTT listener: the client port's (secure: mutual TLS, pinned; MQTT:
+    device certificates only, mapped to their users)."""
     if sec is not None:
-        return sec.tls_block(host.name, "  ", admin=True)
+        return sec.mqtt_tls_block(host.name, "  ") if kind == "mqtt" else sec.tls_block(host.name, "  ", admin=True)
     return _tls_block(opts, "  ", verify=False) if opts.tls_cert else None
 
 

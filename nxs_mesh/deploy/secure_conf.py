@@ -4,7 +4,8 @@ Every listener requires a client certificate signed by the mesh CA *and* pinned 
 public key is in trust.json: a revoked identity's certificate is refused even though the CA signed
 it), and clients authenticate by their nkey, which maps them to their permissions
 (``deploy.permissions``). Routes require a node certificate both ways, so a rogue server cannot join.
-Monitoring stays on loopback. Paths point where the node's directory is installed on its host
+Monitoring stays on loopback. The MQTT listener (``mqtt_tls_block``) takes only devices: their
+certificates are pinned there (and only there), and ``verify_and_map`` maps each to its device user. Paths point where the node's directory is installed on its host
 (``--install-dir``, default: the directory itself, which is right on one machine).
 """
 
@@ -40,14 +41,27 @@ class SecureRender:
             pins.append(self.trust["admin"]["cert_sha256"])
         return pins
 
-    def tls_block(self, host: str, indent: str, *, admin: bool) -> list[str]:
+    def tls_block(self, host: str, indent: str, *, admin: bool, pins: list[str] | None = None,
+                  verify: str = "verify") -> list[str]:
         q = json.dumps
+        pins = self._pins(admin=admin) if pins is None else pins
         return [f"{indent}tls {{", f"{indent}  cert_file: {q(self.node_path(host, 'node.pem'))}",
                 f"{indent}  key_file: {q(self.node_path(host, 'node.key'))}",
                 f"{indent}  ca_file: {q(self.node_path(host, 'ca.pem'))}",
-                f"{indent}  verify: true",
-                f"{indent}  pinned_certs: [{', '.join(q(p) for p in self._pins(admin=admin))}]",
+                f"{indent}  {verify}: true",
+                f"{indent}  pinned_certs: [{', '.join(q(p) for p in pins)}]",
                 f"{indent}  timeout: 2", f"{indent}}}"]
+
+    def mqtt_tls_block(self, host: str, indent: str) -> list[str]:
+        """The MQTT listener's ``tls {}``: the node's certificate, device certificates required, pinned
+        and mapped to their users (``verify_and_map``). No devices: an error saying how to add one."""
+        devices = self.trust.get("devices") or {}
+        if not devices:
+            raise ConfigError("--mqtt", f"{self.layout.root} has no device identities, so no MQTT client could "
+                                        f"connect: add one with `nxs deploy secure init {self.layout.root} "
+                                        "--device ID` (or `nxs up --secure --mqtt PORT --device ID`)")
+        pins = [d["cert_sha256"] for _, d in sorted(devices.items())]
+        return self.tls_block(host, indent, admin=False, pins=pins, verify="verify_and_map")
 
     def client_blocks(self, host: str) -> list[str]:
         return [*self.tls_block(host, "", admin=True), "", authorization_block(self.trust), ""]

@@ -4,17 +4,26 @@ Why by hand: Starlette's ``SchemaGenerator`` reads YAML out of docstrings (one m
 the docstrings would become schema text), and its output holds only what those strings say. A dict
 here says exactly what each operation takes and answers, and ``tests/test_gateway_api.py`` checks it
 against the app's routes both ways, so a route without a document (or the reverse) fails the suite.
+
+The A2A binding (``/a2a/<agent>``, the ``a2a`` extra) is documented when it is mounted, i.e. when the
+a2a-sdk is installed (``a2a_installed``, the same test ``gateway.app`` makes): its agent card and its
+JSON-RPC endpoint, with the methods the SDK serves; the messages themselves are the A2A protocol's
+(linked, not copied: the SDK owns them).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from nxs_mesh.version import VERSION
 
-__all__ = ["openapi_document"]
+__all__ = ["A2A_METHODS", "a2a_installed", "openapi_document"]
 
 _JSON = "application/json"
+#: The JSON-RPC methods ``POST /a2a/<agent>`` answers (the a2a-sdk's JSON-RPC handler; ``gateway.a2a``).
+A2A_METHODS = ("SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask", "SubscribeToTask")
+_A2A_SPEC = "https://a2a-protocol.org/latest/specification/"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -165,12 +174,46 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def a2a_installed() -> bool:
+    """Whether the ``a2a`` extra (a2a-sdk) is installed, so the gateway mounts ``/a2a``."""
+    return importlib.util.find_spec("a2a") is not None
+
+
+def _a2a_paths() -> dict[str, Any]:
+    agent = _q("agent", "the mesh agent id (as `nxs agents` lists it, e.g. agent:research)", where="path")
+    rpc = {"type": "object", "required": ["jsonrpc", "method"], "properties": {
+        "jsonrpc": {"const": "2.0"}, "id": {"type": ["string", "integer"]}, "method": {"enum": list(A2A_METHODS)},
+        "params": {"type": "object"}}}
+    see = {"description": "the A2A protocol", "url": _A2A_SPEC}
+    return {
+        "/a2a/{agent}/.well-known/agent-card.json": {"get": {
+            "summary": "The agent's A2A AgentCard: one skill per command (command:<name>) and task capability "
+                       "(task:<capability>) of its owner", "tags": ["a2a"], "externalDocs": see,
+            "parameters": [agent], "security": _AUTH,
+            "responses": {**_ok(200, "the AgentCard (A2A protocol)"), **_errors(400, 401, 404, 503)}}},
+        "/a2a/{agent}": {"post": {
+            "summary": "A2A JSON-RPC: " + ", ".join(A2A_METHODS) + "; a message runs metadata.skill "
+                       "(default command:prompt)", "tags": ["a2a"], "externalDocs": see,
+            "parameters": [agent], "security": _AUTH,
+            "requestBody": {"required": True, "content": {_JSON: {"schema": rpc}}},
+            "responses": {"200": {"description": "the JSON-RPC response; SendStreamingMessage and SubscribeToTask "
+                                                 "answer an event stream of JSON-RPC responses",
+                                  "content": {_JSON: {"schema": {"type": "object"}},
+                                              "text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404, 503)}}},
+    }
+
+
+def openapi_document(*, a2a: bool | None = None) -> dict[str, Any]:
+    """The document; ``a2a``: include the ``/a2a`` routes (default: when the a2a-sdk is installed)."""
+    paths = _paths()
+    if a2a_installed() if a2a is None else a2a:
+        paths.update(_a2a_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "nxs-mesh HTTP gateway", "version": VERSION,
                  "description": "HTTP and SSE over the agent mesh; errors are {\"error\", \"field\"}."},
-        "paths": _paths(),
+        "paths": paths,
         "components": {"schemas": _schemas(),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

@@ -4,6 +4,9 @@
         cfg = sc.config("n1")                  # n1's MeshConfig from its rendered nxs.toml
         admin = sc.config("admin")
 
+    with SecureCluster(tmp_path, size=1, devices=["sensor-1"]) as sc:   # + an mqtts:// listener
+        host, port = sc.mqtt_address                                    # sc.device_files("sensor-1")
+
 Each server binds its own loopback address (127.0.0.1, .2, .3: all of 127/8 is loopback on Linux),
 so the three share one set of ports as three hosts would; nothing leaves the machine.
 """
@@ -14,7 +17,9 @@ import contextlib
 import dataclasses
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from nxs_mesh.config import MeshConfig, load_config
 from nxs_mesh.deploy.identity import ADMIN, SecureLayout, init_identities, load_trust
@@ -22,7 +27,13 @@ from nxs_mesh.deploy.render import DeployOptions, check_config, render_config
 from nxs_mesh.deploy.tailscale import MeshHost, parse_host_flag
 from nxs_mesh.transport.server import NatsServer, port_is_free
 
-__all__ = ["SecureCluster"]
+__all__ = ["DeviceFiles", "SecureCluster"]
+
+
+class DeviceFiles(NamedTuple):
+    ca: str
+    cert: str
+    key: str
 
 
 def _shared_free_port(addresses: list[str]) -> int:
@@ -34,19 +45,33 @@ def _shared_free_port(addresses: list[str]) -> int:
 
 
 class SecureCluster:
-    def __init__(self, base: Path, size: int = 3) -> None:
+    def __init__(self, base: Path, size: int = 3, *, devices: Sequence[str] = ()) -> None:
         self.base = Path(base)
         self.addresses = [f"127.0.0.{i + 1}" for i in range(size)]
         self.hosts: list[MeshHost] = [parse_host_flag(f"n{i + 1}={a}") for i, a in enumerate(self.addresses)]
         self.layout = SecureLayout(self.base / "secure")
-        ports = [_shared_free_port(self.addresses) for _ in range(3)]
+        self.devices = tuple(devices)
+        ports = [_shared_free_port(self.addresses) for _ in range(4)]
         self.opts = DeployOptions(client_port=ports[0], cluster_port=ports[1], monitor_port=ports[2],
-                                  listen="tailscale", secure_dir=str(self.layout.root))
+                                  listen="tailscale", secure_dir=str(self.layout.root),
+                                  mqtt=str(ports[3]) if self.devices else None)
         self.servers: list[NatsServer] = []
 
     @property
     def urls(self) -> list[str]:
         return [f"tls://{a}:{self.opts.client_port}" for a in self.addresses]
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        """The first server's ``mqtts://`` listener (only with ``devices``)."""
+        if self.opts.mqtt is None:
+            raise RuntimeError("no MQTT listener: give SecureCluster(devices=[...])")
+        return self.addresses[0], int(self.opts.mqtt)
+
+    def device_files(self, device: str) -> DeviceFiles:
+        """The CA, certificate and key an MQTT device connects with."""
+        d = self.layout.device_dir(device)
+        return DeviceFiles(str(d / "ca.pem"), str(d / "device.pem"), str(d / "device.key"))
 
     def render(self) -> list[Path]:
         """(Re)write every server's config from the secure directory (after a rotate or revoke too)."""
@@ -64,7 +89,7 @@ class SecureCluster:
         return paths
 
     def start(self) -> SecureCluster:
-        init_identities(self.layout.root, self.hosts)
+        init_identities(self.layout.root, self.hosts, devices=self.devices)
         paths = self.render()
         for host, path in zip(self.hosts, paths, strict=True):
             addr = host.ipv4 or "127.0.0.1"
@@ -88,6 +113,17 @@ class SecureCluster:
                 srv.reload()
             else:  # a revoked host's server leaves the cluster too
                 srv.stop()
+
+    def restart(self) -> None:
+        """Re-render and restart every server: what a change to the MQTT listener needs (a revoked device's
+        pin), since nats-server refuses to reload MQTT settings ("config reload not supported for MQTT")."""
+        self.render()
+        for srv in self.servers:
+            srv.stop()
+        for srv in self.servers:
+            srv.start()
+        for srv in self.servers:
+            srv.wait_healthy(30)
 
     def config(self, name: str, **overrides: object) -> MeshConfig:
         """The MeshConfig an identity gets from its nxs.toml, pointed at this cluster."""

@@ -2,7 +2,8 @@
 //   GET /v1/nodes          every second (heartbeat ages tick, a silent node turns suspect, then dead)
 //   SSE /v1/stream?kind=…  alerts and chat as they are stored (EventSource resumes by Last-Event-ID)
 //   POST /v1/messages      the chat form (the gateway's short form)
-//   POST /v1/tasks         the task form; GET /v1/tasks/{id} every second until the task's state is final
+//   POST /v1/tasks         the task form; GET /v1/tasks/{id} every second until the task's state is final;
+//                          each unfinished task's Cancel button: POST /v1/tasks/{id}/cancel
 //   GET /v1/dlq            every few seconds; each dead letter's Replay button: POST /v1/dlq/{id}/replay
 // With gateway tokens, open the page as /#token=<token>: it is kept in sessionStorage, sent as a bearer
 // header, and as ?access_token= to /v1/stream only (EventSource cannot send headers).
@@ -152,12 +153,37 @@ function parsePayload(text) {
 }
 
 function taskRow(taskId, capability) {
+  const cancel = el("button", { type: "button", class: "cancel" }, "Cancel");
   const row = el("tr", { "data-task": taskId },
     el("td", { class: "task" }, taskId.slice(0, 8)), el("td", {}, capability),
     el("td", {}, el("span", { class: "state", "data-state": "submitted" }, "submitted")),
-    el("td", { class: "node" }, "–"), el("td", { class: "result" }, ""));
+    el("td", { class: "node" }, "–"), el("td", { class: "result" }, ""), el("td", {}, cancel));
+  cancel.addEventListener("click", () => cancelTask(taskId, row, cancel));
   prepend($("#tasks tbody"), row);
   return row;
+}
+
+function showTask(row, t) {
+  const state = row.querySelector(".state");
+  state.textContent = state.dataset.state = t.state;
+  row.dataset.state = t.state;
+  row.querySelector(".node").textContent = t.node || "–";
+  row.querySelector(".result").textContent = t.error ? String(t.error) : t.result === undefined ? "" : fmt.text(t.result);
+  if (FINAL_TASK_STATES.has(t.state)) row.querySelector("button.cancel").hidden = true; // nothing left to cancel
+}
+
+// The gateway moves the task to "cancelled" once (409 when it had already ended); its worker stops.
+async function cancelTask(taskId, row, button) {
+  button.disabled = true;
+  try {
+    showTask(row, await api(`/v1/tasks/${taskId}/cancel`, { method: "POST" }));
+    $("#task-status").textContent = `task ${taskId} cancelled`;
+    $("#task-status").className = "muted";
+  } catch (err) {
+    $("#task-status").textContent = `task ${taskId} not cancelled: ${err.message}`;
+    $("#task-status").className = "error";
+    button.disabled = false;
+  }
 }
 
 async function followTask(taskId, row) {
@@ -169,11 +195,7 @@ async function followTask(taskId, row) {
     setTimeout(() => followTask(taskId, row), TASK_EVERY_MS);
     return;
   }
-  const state = row.querySelector(".state");
-  state.textContent = state.dataset.state = t.state;
-  row.dataset.state = t.state;
-  row.querySelector(".node").textContent = t.node || "–";
-  row.querySelector(".result").textContent = t.error ? String(t.error) : t.result === undefined ? "" : fmt.text(t.result);
+  showTask(row, t);
   if (!FINAL_TASK_STATES.has(t.state)) setTimeout(() => followTask(taskId, row), TASK_EVERY_MS);
 }
 
