@@ -12,7 +12,6 @@ loopback). ``options.console`` serves a directory at ``/`` (the web console), af
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ from nxs_mesh.gateway.dlq import get_dead_letters, replay_dead_letter_route
 from nxs_mesh.gateway.errors import exception_handlers
 from nxs_mesh.gateway.files import delete_file, get_file, list_files, put_file
 from nxs_mesh.gateway.messages import get_messages, post_message
-from nxs_mesh.gateway.openapi import openapi_document
+from nxs_mesh.gateway.openapi import a2a_installed, openapi_document
 from nxs_mesh.gateway.outputs import json_response
 from nxs_mesh.gateway.runtime import Gateway, GatewayOptions, TaskStatus
 from nxs_mesh.gateway.stream import get_stream
@@ -79,7 +78,7 @@ API_ROUTES: tuple[Route, ...] = (
 
 def _a2a_mount() -> A2AMount | None:
     """``/a2a/<agent>``: the A2A binding (``gateway.a2a``), when the ``a2a`` extra is installed."""
-    if importlib.util.find_spec("a2a") is None:
+    if not a2a_installed():
         return None
     from nxs_mesh.gateway.a2a import A2AMount  # noqa: PLC0415 - the optional a2a-sdk
 
