@@ -26,6 +26,7 @@ from nats.js import errors as jse
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.waiting import Wakeup
+from nxs_mesh.transport.inbox import direct_subscribe
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire.errors import BrokenError
@@ -46,6 +47,8 @@ _BURST_WAIT: Final = 0.05
 #: The header of a 408 (request expired) that says how many deliveries its request did not bring.
 _PENDING_MSGS: Final = "Nats-Pending-Messages"
 _ACK: Final = b"+ACK"
+_ACK_CMD: Final = b" 4\r\n+ACK\r\n"
+_ACK_BATCH: Final = 256 * 1024  # bytes waiting for the flusher beyond which acks take nats-py's own path
 
 
 class Meta(NamedTuple):
@@ -76,9 +79,17 @@ def meta_of(msg: Msg) -> Meta:
 
 
 async def ack(msg: Msg) -> None:
+    nc = msg._client
+    flush = nc._flush_queue
+    if flush is not None and not flush.empty() and nc._pending_data_size < _ACK_BATCH and nc.is_connected:
+        # A flush is already due this turn (another publish kicked the flusher): join it, as
+        # nc.publish would, without its checks (~2 us a message). The reply subject came from the server.
+        cmd = b"PUB " + msg.reply.encode() + _ACK_CMD
+        nc._pending.append(cmd)
+        nc._pending_data_size += len(cmd)
+        return
     try:  # a plain try/except: translate_nats_errors' context manager costs ~1 us per message
-        # What Msg.ack does, without its checks and flag (~0.5 us): the +ACK published on the reply subject.
-        await msg._client.publish(msg.reply, _ACK)
+        await nc.publish(msg.reply, _ACK)
     except Exception as exc:  # translated, never swallowed
         if (ours := mesh_error_for(exc, "ack")) is None:
             raise
@@ -199,7 +210,7 @@ class PullSession:
                 await self._link.js.add_consumer(spec.stream, config)
             if self._sub is None:
                 self._inbox = nc.new_inbox()
-                self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+                self._sub = await direct_subscribe(nc, f"{self._inbox}.*", self._on_msg)
                 self._generation = self._link.generation
         self._nms = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}"
 
@@ -337,7 +348,7 @@ class PullSession:
         body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
         await self._link.nc.publish(self._nms, body, reply=reply)
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         self._buf.append(msg)
         self._wake.set()
 
