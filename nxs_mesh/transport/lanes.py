@@ -42,6 +42,7 @@ from nats.aio.subscription import Subscription
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.waiting import Wakeup
+from nxs_mesh.transport.inbox import direct_subscribe
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.pull import Meta, consumer_config, meta_of, status_of
 from nxs_mesh.transport.translate import translate_nats_errors
@@ -116,7 +117,7 @@ class LanePull:
             nc = self._link.nc
             with translate_nats_errors(f"consumer {spec.durable}"):
                 self._inbox = nc.new_inbox()
-                self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_fetched)
+                self._sub = await direct_subscribe(nc, f"{self._inbox}.*", self._on_fetched)
             self._generation = self._link.generation
 
     async def close(self) -> None:
@@ -189,7 +190,7 @@ class LanePull:
     def _next_subject(self, priority: int) -> str:
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.name(priority)}"
 
-    async def _on_fetched(self, msg: Msg) -> None:
+    def _on_fetched(self, msg: Msg) -> None:
         if msg.reply:
             self._buf.append(msg)
             self._fetch_got += 1
@@ -205,7 +206,9 @@ class LanePull:
         self._arm_left, self._arm_end = want, ""
         self._arm_reconnects = nc.stats["reconnects"]
         with translate_nats_errors("idle wait"):
-            self._arm = await nc.subscribe(f"{prefix}.*", cb=self._on_waited)
+            # Direct: what arrived before the withdrawal is in the buffer, to hand back; none of it is
+            # left in nats-py's queue when the subscription goes (it would wait out ack_wait).
+            self._arm = await direct_subscribe(nc, f"{prefix}.*", self._on_waited)
         expires = self.spec.idle_wait
         body = b'{"batch":%d,"expires":%d}' % (want, int(expires * 1e9))
         for p in PRIORITIES:
@@ -237,7 +240,7 @@ class LanePull:
                 if end == "lost":
                     await self._check_lanes()
 
-    async def _on_waited(self, msg: Msg) -> None:
+    def _on_waited(self, msg: Msg) -> None:
         if msg.reply:
             self._buf.append(msg)
             self._arm_left -= 1
