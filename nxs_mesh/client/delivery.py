@@ -112,11 +112,11 @@ class DeliveryPolicy:
     # -- screening --------------------------------------------------------------------------------------
     def _quick(self, msg: Delivered, meta: Meta) -> Ready | None:
         """``screen`` without a coroutine for the common case; None: ``screen`` settles what is wrong."""
-        headers = msg.headers
-        if self._security is not None or (headers is not None and SEALED_HEADER in headers):
+        # The raw header block is looked at, not parsed: most deliveries carry only Nats-Msg-Id.
+        if self._security is not None or msg.has_header(SEALED_HEADER):
             return None
         try:
-            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            env = decode(msg.data, msgpack=msg.has_header(ENCODING_HEADER) and _header(msg, ENCODING_HEADER) == MSGPACK)
             _check_addressing(env, msg.subject)
         except Exception:  # noqa: BLE001 - screen() decodes it again and settles it with the reason
             return None
@@ -349,6 +349,11 @@ def _check_addressing(env: Envelope, subject: str) -> None:
     expected = subjects.for_envelope(env)
     if subject != expected:
         raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
+
+
+def _header(msg: Delivered, name: str) -> str | None:
+    headers = msg.headers
+    return None if headers is None else headers.get(name)
 
 
 def _expired(env: Envelope, meta: Meta) -> bool:  # stored (server) time + ttl, as Envelope.is_expired(stored_at=)

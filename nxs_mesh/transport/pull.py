@@ -19,14 +19,13 @@ import logging
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api as jsapi
 from nats.js import errors as jse
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.waiting import Wakeup
-from nxs_mesh.transport.inbox import direct_subscribe
+from nxs_mesh.transport.inbox import Inbound, direct_subscribe, settle, unsubscribe
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.translate import mesh_error_for, translate_nats_errors
 from nxs_mesh.wire.errors import BrokenError
@@ -39,7 +38,7 @@ __all__ = [
 log = logging.getLogger("nxs_mesh.transport.pull")
 
 #: A delivery as the layers above see it: ``.subject``, ``.data``, ``.headers``, ``.reply`` (its ack subject).
-Delivered = Msg
+Delivered = Inbound
 
 # With messages in hand and the server's count saying more are on their way (a backlog), wait this long
 # at most for the rest of the batch, so that priority orders the whole batch.
@@ -67,21 +66,21 @@ class Meta(NamedTuple):
 _make_meta = Meta._make
 
 
-def meta_of(msg: Msg) -> Meta:
+def meta_of(msg: Delivered) -> Meta:
     """Parse the reply subject (v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>;
     v2 adds <domain>.<account hash> after ACK), cheaper than nats-py's ``msg.metadata`` dataclasses."""
     t = (msg.reply or "").split(".")
     n = len(t)
     if n < 9 or t[0] != "$JS" or t[1] != "ACK" or n == 10:
         with translate_nats_errors("delivery metadata"):
-            m = msg.metadata
+            m = msg.nats_metadata()
         return Meta(m.stream, m.sequence.stream, m.num_delivered, int(m.timestamp.timestamp() * 1e9), m.num_pending)
     o = 0 if n == 9 else 2
     # _make is tuple.__new__ itself: a NamedTuple's generated __new__ is a Python call (~0.3 us)
     return _make_meta((t[o + 2], int(t[o + 5]), int(t[o + 4]), int(t[o + 7]), int(t[o + 8])))
 
 
-async def ack(msg: Msg) -> None:
+async def ack(msg: Delivered) -> None:
     nc = msg._client
     flush = nc._flush_queue
     if flush is not None and not flush.empty() and nc._pending_data_size < _ACK_BATCH and nc.is_connected:
@@ -99,19 +98,19 @@ async def ack(msg: Msg) -> None:
         raise ours from exc
 
 
-async def nak(msg: Msg, delay: float | None = None) -> None:
+async def nak(msg: Delivered, delay: float | None = None) -> None:
     with translate_nats_errors("nak"):
-        await msg.nak(delay=delay)
+        await settle(msg, b"-NAK", delay)
 
 
-async def term(msg: Msg) -> None:
+async def term(msg: Delivered) -> None:
     with translate_nats_errors("term"):
-        await msg.term()
+        await settle(msg, b"+TERM")
 
 
-async def in_progress(msg: Msg) -> None:
+async def in_progress(msg: Delivered) -> None:
     with translate_nats_errors("in_progress"):
-        await msg.in_progress()
+        await settle(msg, b"+WPI")
 
 
 def consumer_config(durable: str, filters: tuple[str, ...], *, ack_wait: float, batch: int) -> jsapi.ConsumerConfig:
@@ -150,7 +149,7 @@ async def provision_consumer(link: Link, stream: str, durable: str, filters: tup
         await link.js.add_consumer(stream, consumer_config(durable, filters, ack_wait=ack_wait, batch=batch))
 
 
-def status_of(msg: Msg) -> str:
+def status_of(msg: Delivered) -> str:
     """The status of a message without a reply subject (100 heartbeat, 404/408 end of request, 409 ...)."""
     return (msg.headers or {}).get("Status", "")
 
@@ -186,7 +185,7 @@ class PullSession:
         self._generation = -1
         self._inbox = ""
         self._nms = ""
-        self._buf: collections.deque[Msg] = collections.deque()
+        self._buf: collections.deque[Delivered] = collections.deque()
         self._wake = Wakeup()
         # Reply subject -> deadline of each request that may still be live, oldest first (deadlines grow
         # with it). A request used up ends silently: its entry goes when ``_credit`` reaches 0 or it is
@@ -225,7 +224,7 @@ class PullSession:
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):  # the connection may be gone; the server forgets the sub
-                await sub.unsubscribe()
+                await unsubscribe(sub)
         while self._buf:
             msg = self._buf.popleft()
             if msg.reply:
@@ -237,7 +236,7 @@ class PullSession:
         backlog that is one round trip, and never longer than the last request's deadline."""
         loop = asyncio.get_running_loop()
         end = next(reversed(self._live.values()))
-        taken: list[Msg] = []
+        taken: list[Delivered] = []
         while self._live and self._last_pending > 0 and loop.time() < end:
             taken += [msg for msg, _ in self._take()]
             if self._live and self._last_pending > 0:
@@ -249,7 +248,7 @@ class PullSession:
     def durables(self) -> tuple[str, ...]:
         return (self.spec.durable,)
 
-    async def next_batch(self, stopping: asyncio.Event, want: int = 0) -> list[tuple[Msg, Meta]]:
+    async def next_batch(self, stopping: asyncio.Event, want: int = 0) -> list[tuple[Delivered, Meta]]:
         """The next deliveries (at least a batch when a backlog is on its way), asking for at most
         ``want`` (0: stream, ``batch`` at a time) when a new request goes out. Empty after a failed or
         expired request (already backed off). Raises ``BrokenError`` once the link was reopened."""
@@ -351,7 +350,7 @@ class PullSession:
         body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
         await self._link.nc.publish(self._nms, body, reply=reply)
 
-    def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Delivered) -> None:
         self._buf.append(msg)
         self._wake.set()
 
@@ -362,9 +361,9 @@ class PullSession:
         await self._wake.wait(timeout)
         return bool(self._buf)
 
-    def _take(self) -> list[tuple[Msg, Meta]]:
+    def _take(self) -> list[tuple[Delivered, Meta]]:
         """Deliveries in the buffer; status messages end their request (408 expired, 409, ...)."""
-        out: list[tuple[Msg, Meta]] = []
+        out: list[tuple[Delivered, Meta]] = []
         buf, live = self._buf, self._live
         while buf:
             msg = buf.popleft()
