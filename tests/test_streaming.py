@@ -11,7 +11,7 @@ import pytest
 from nxs_mesh import Abandon, Mesh
 from nxs_mesh.client.dlq import list_dead_letters
 from nxs_mesh.testing import eventually
-from nxs_mesh.transport.inbox import direct_subscribe, is_direct
+from nxs_mesh.transport.inbox import Inbound, direct_subscribe, is_direct, unsubscribe
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import new_envelope
 
@@ -29,21 +29,32 @@ async def ack_pending(url: str, durable: str) -> int:
 
 
 async def test_direct_subscription_is_active_on_this_nats_py(nats_server):
-    """The queue-free hand-over is in use (not its slower fallback), and unsubscribe and drain work with it."""
+    """The routed hand-over is in use (not its slower fallback): headers parsed only when asked for, as
+    nats-py parses them; other subscriptions of the connection unchanged; unsubscribe and drain work."""
     nc = await nats.connect(nats_server.url)
-    got: list[bytes] = []
+    got: list[Inbound] = []
+    plain: list[bytes] = []
     try:
-        sub = await direct_subscribe(nc, "direct.test", lambda msg: got.append(msg.data))
+        sub = await direct_subscribe(nc, "direct.test", got.append)
         assert is_direct(sub)
-        for i in range(3):
-            await nc.publish("direct.test", b"%d" % i)
-        await eventually(lambda: got == [b"0", b"1", b"2"])
-        await sub.unsubscribe()
-        other = await direct_subscribe(nc, "direct.other", lambda msg: got.append(msg.data))
+
+        async def on_plain(msg):
+            plain.append(msg.data)
+
+        await nc.subscribe("direct.plain", cb=on_plain)
+        await nc.publish("direct.test", b"0")
+        await nc.publish("direct.test", b"1", headers={"Nats-Msg-Id": "m1", "Nxs-Encoding": "json"})
+        await nc.publish("direct.plain", b"plain")
+        await eventually(lambda: len(got) == 2 and plain == [b"plain"])
+        assert [m.data for m in got] == [b"0", b"1"] and got[0].headers is None
+        assert got[1].has_header("Nxs-Encoding") and not got[1].has_header("Nxs-Sealed")
+        assert got[1].headers == {"Nats-Msg-Id": "m1", "Nxs-Encoding": "json"}
+        await unsubscribe(sub)
+        assert not is_direct(sub)
         await nc.publish("direct.test", b"after unsubscribe")
-        await nc.publish("direct.other", b"other")
-        await eventually(lambda: got[-1] == b"other")
-        assert b"after unsubscribe" not in got and is_direct(other)
+        await nc.publish("direct.plain", b"plain again")
+        await eventually(lambda: plain == [b"plain", b"plain again"])
+        assert len(got) == 2
     finally:
         await nc.drain()
 
