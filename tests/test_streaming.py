@@ -1,7 +1,8 @@
 """The default consume path streams: pull requests kept overlapping while there is a backlog
 (``transport.pull.PullSession``), deliveries handed from the connection's reader straight to the
 session (``transport.inbox``), acks joined to the flush already due. Every semantic of the pull
-consumer holds on it; each test here runs against a real nats-server."""
+consumer holds on it; each test here runs against a real nats-server (a stop in the middle of a
+stream: ``test_hot_paths.test_stop_with_a_prefetched_batch_loses_nothing``)."""
 
 import asyncio
 
@@ -108,36 +109,6 @@ async def test_workers_on_one_durable_share_a_stream_of_work(mesh_factory):
     assert seen["a"] and seen["b"], {k: len(v) for k, v in seen.items()}
     await ca.stop()
     await cb.stop()
-
-
-async def test_stop_mid_stream_hands_every_prefetched_delivery_to_the_next_consumer(mesh: Mesh):
-    """A consumer stopped in the middle of a backlog leaves nothing stranded: what it had asked for and
-    not handled goes to the next consumer at once, well within the 30 s ack wait, and nothing runs twice."""
-    me, n = mesh.config.instance_id, 1000
-    await backlog(mesh, me, n)
-    first: list[int] = []
-    enough = asyncio.Event()
-
-    async def slow(env):
-        first.append(env.content)
-        if len(first) >= 150:
-            enough.set()
-        await asyncio.sleep(0)  # sleep-ok: a bare yield, so the requests asked ahead deliver meanwhile
-
-    consumer = await mesh.consume("chat", slow, durable="stream-stop", batch=20, ack_wait=30.0)
-    await asyncio.wait_for(enough.wait(), 15)
-    await consumer.stop()
-    handled_first = first[:consumer.stats.acked]
-    rest: list[int] = []
-
-    async def collect(env):
-        rest.append(env.content)
-
-    second = await mesh.consume("chat", collect, durable="stream-stop", batch=20, ack_wait=30.0)
-    await eventually(lambda: len(handled_first) + len(rest) >= n, timeout=10,
-                     what="the rest handled by the second consumer well within the ack wait")
-    assert sorted(handled_first + rest) == list(range(n)), "every message handled once by one of the two"
-    await second.stop()
 
 
 async def test_an_unsettled_delivery_comes_back_after_ack_wait(mesh: Mesh):
