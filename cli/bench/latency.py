@@ -56,7 +56,7 @@ async def bench_latency(session: BenchSession) -> list[Row]:
     mesh = await _mesh_latency(session)
     push = await _raw_latency(session)
     rows = _rows("publish -> handler", {"mesh": mesh, "push": push}, (50, 90, 99), push=1.2)
-    rows[0] = replace(rows[0], note="mesh: durable pull consumer; push: nats-py durable push consumer, explicit ack")
+    rows[0] = replace(rows[0], note="mesh: durable pull consumer (streaming); push: nats-py durable push consumer, explicit ack")
     return rows
 
 

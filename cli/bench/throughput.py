@@ -203,8 +203,8 @@ async def bench_consume(session: BenchSession) -> list[Row]:
         return sw.sample(n)
 
     samples = await run_rounds(session, {"mesh": mesh_run, "raw": raw_run, "lean": lean_run, "push": push_run})
-    note = (f"durable, explicit ack, empty handler; mesh, raw (fetch) and lean pull {batch} at a time; "
-            "push: js.subscribe callback")
+    note = (f"durable, explicit ack, empty handler; mesh: requests of {batch} kept overlapping while there is a "
+            f"backlog; raw (fetch) and lean: pull {batch} at a time; push: js.subscribe callback")
     return throughput_rows("consume", samples, note, lean=0.9, push=1.0)
 
 

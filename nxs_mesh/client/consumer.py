@@ -10,7 +10,8 @@ the consumer is ``DEGRADED`` until its supervisor has restarted it and it has ru
 
 Three ways to take work, by the spec:
 
-- default: fetch a batch, run it sorted by priority, fetch the next (``Mesh.consume``'s fast path);
+- default: run what has arrived sorted by priority while the next requests are on their way (a
+  backlog streams: ``transport.pull``; ``Mesh.consume``'s fast path);
 - ``window`` > 0: a ``PriorityWindow`` keeps up to ``window`` deliveries in hand and starts the most
   urgent whenever a slot frees (a node's COMMAND consumer: a backlog runs by priority);
 - ``lanes``: one consumer per priority (``transport.lanes``), the most urgent stored message taken

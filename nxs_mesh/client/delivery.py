@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.client.deadletters import dead_letter_headers, fit_payload
+from nxs_mesh.client.delivered import Delivery, DeliveryStats, Handler, PolicySpec, positional_arity
 from nxs_mesh.client.exactly_once import OnceGuard, Verdict
 from nxs_mesh.client.keepalive import KeepAlive
 from nxs_mesh.client.security import MessageSecurity, is_sealed
@@ -48,76 +46,9 @@ from nxs_mesh.wire.envelope import Envelope, check_id, decode
 from nxs_mesh.wire.errors import Abandon, EnvelopeError, MeshError, Reject, Retry, SealError, SecurityError
 from nxs_mesh.wire.sealing import SEALED_HEADER
 
-__all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "Ready", "positional_arity"]
+__all__ = ["Delivery", "DeliveryPolicy", "DeliveryStats", "Handler", "PolicySpec", "Ready", "positional_arity"]
 
 log = logging.getLogger("nxs_mesh.client.delivery")
-
-Handler = Callable[..., Awaitable[Any]]
-
-
-@dataclass
-class Delivery:
-    """What a two-argument handler gets besides the envelope."""
-
-    subject: str
-    stream_seq: int
-    deliveries: int
-    stored_at: datetime
-    _msg: Delivered
-    #: The verified signer key ("U...") of the envelope, or None (unsigned, or no trust file).
-    signer: str | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The delivery's headers (e.g. ``Nxs-Grant``)."""
-        return dict(self._msg.headers or {})
-
-    @property
-    def ack_subject(self) -> str:
-        """Where acks for this delivery go (a Doctor may nak it there for a worker that died)."""
-        return str(self._msg.reply)
-
-    async def in_progress(self) -> None:
-        """Tell the server this message is still being worked on (resets its ack timer)."""
-        await pull.in_progress(self._msg)
-
-
-@dataclass
-class DeliveryStats:
-    handled: int = 0
-    acked: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    invalid: int = 0
-    expired: int = 0
-    duplicates: int = 0  # redeliveries of handled messages, acked without a handler call
-    group_duplicates: int = 0  # of them, those only the group's exactly-once record knew (another member's)
-    deferred: int = 0  # exactly-once: left to (or taken over by) another member of the group
-    refused: int = 0  # secure mode: failed verification or could not be opened (dead-lettered)
-    last_error: str = ""
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    durable: str
-    max_deliver: int = 5
-    concurrency: int = 1
-    ack_wait: float = 30.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    dedup_size: int = 10_000
-    dlq_instance: str = "unknown"
-
-
-def positional_arity(fn: Callable[..., Any], default: int = 1) -> int:
-    """How many positional parameters ``fn`` takes (``default`` when it cannot be inspected): handlers
-    may take fewer arguments than the mesh could give them."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return default
-    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-
 
 #: A screened delivery: (priority, stream sequence, envelope, delivery, meta), sortable by the first two.
 Ready = tuple[int, int, Envelope, Delivered, Meta]
@@ -133,6 +64,8 @@ class DeliveryPolicy:
         self._security = security if security is not None and security.active else None
         self._signers: dict[int, str] = {}  # stream seq -> verified signer, from screening to the handler
         self._wants_delivery = positional_arity(handler) >= 2
+        # Nothing but the handler between screening and the ack: no group record, no security, no Delivery.
+        self._plain = once is None and self._security is None and not self._wants_delivery
         self.stats = DeliveryStats()
         self._acked_ids: collections.OrderedDict[int, int] = collections.OrderedDict()  # UUID.int -> stream seq
         self._alive = KeepAlive(max(0.2, spec.ack_wait / 3), tasks)
@@ -141,13 +74,17 @@ class DeliveryPolicy:
     async def dispatch(self, msgs: list[tuple[Delivered, Meta]]) -> None:
         """Screen a batch, then run its envelopes by priority (higher first, then stream order)."""
         ready: list[Ready] = []
+        quick = self._quick
         for msg, meta in msgs:
-            item = self._quick(msg, meta) or await self.screen(msg, meta)
+            item = quick(msg, meta) or await self.screen(msg, meta)
             if item is not None:
                 ready.append(item)
         if len(ready) > 1:
             ready.sort(key=_priority_order)
         if self.spec.concurrency <= 1:
+            if self._plain:
+                await self._run_plain(ready)
+                return
             for _, _, env, msg, meta in ready:
                 await self._handle(env, msg, meta)
             return
@@ -175,11 +112,11 @@ class DeliveryPolicy:
     # -- screening --------------------------------------------------------------------------------------
     def _quick(self, msg: Delivered, meta: Meta) -> Ready | None:
         """``screen`` without a coroutine for the common case; None: ``screen`` settles what is wrong."""
-        headers = msg.headers
-        if self._security is not None or (headers is not None and SEALED_HEADER in headers):
+        # The raw header block is looked at, not parsed: most deliveries carry only Nats-Msg-Id.
+        if self._security is not None or msg.has_header(SEALED_HEADER):
             return None
         try:
-            env = decode(msg.data, msgpack=headers is not None and headers.get(ENCODING_HEADER) == MSGPACK)
+            env = decode(msg.data, msgpack=msg.has_header(ENCODING_HEADER) and _header(msg, ENCODING_HEADER) == MSGPACK)
             _check_addressing(env, msg.subject)
         except Exception:  # noqa: BLE001 - screen() decodes it again and settles it with the reason
             return None
@@ -259,6 +196,30 @@ class DeliveryPolicy:
             self._alive.finished(key)
             self.inflight -= 1
 
+    async def _run_plain(self, ready: list[Ready]) -> None:
+        """``_handle`` for a screened batch, one at a time, when nothing but the handler runs before the
+        ack (``_plain``): two calls a message less. Duplicates and failures take the general path."""
+        acked, alive, handler, stats = self._acked_ids, self._alive, self._handler, self.stats
+        for _, seq, env, msg, meta in ready:
+            mid = env.message_id.int
+            if mid in acked:
+                await self._handle(env, msg, meta)
+                continue
+            self.inflight += 1
+            key = alive.started(msg)
+            try:
+                await handler(env)
+            except (Exception, asyncio.CancelledError) as exc:
+                await self._outcome(exc, env, msg, meta)
+                continue
+            finally:
+                alive.finished(key)
+                self.inflight -= 1
+            stats.handled += 1
+            self._remember(mid, seq)  # before the ack, as in _run_handler
+            await pull.ack(msg)
+            stats.acked += 1
+
     async def _run_handler(self, env: Envelope, msg: Delivered, meta: Meta, token: int = 0,
                            signer: str | None = None) -> None:
         try:
@@ -268,6 +229,21 @@ class DeliveryPolicy:
                                                   signer))
             else:
                 await self._handler(env)
+        except (Exception, asyncio.CancelledError) as exc:
+            await self._outcome(exc, env, msg, meta, token)
+            return
+        self.stats.handled += 1
+        # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
+        self._remember(env.message_id.int, meta.stream_seq)
+        if token and not await self._finish(env, token):
+            return  # another member took the message over meanwhile: its delivery settles it
+        await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
+        self.stats.acked += 1
+
+    async def _outcome(self, exc: BaseException, env: Envelope, msg: Delivered, meta: Meta, token: int = 0) -> None:
+        """What a handler's exception means for its delivery (the one place that decides it)."""
+        try:
+            raise exc
         except Retry as sig:
             self.stats.retried += 1
             await self._retry_or_dead(env, msg, meta, sig.delay, sig.reason or "handler asked to retry")
@@ -288,14 +264,6 @@ class DeliveryPolicy:
             delay = backoff_delay(meta.num_delivered - 1, base=self.spec.backoff_base, cap=self.spec.backoff_cap,
                                   jitter=False)
             await self._retry_or_dead(env, msg, meta, delay, f"handler raised {type(exc).__name__}: {exc}")
-        else:
-            self.stats.handled += 1
-            # Remembered before the ack: if the ack is lost, the redelivery is acked without running again.
-            self._remember(env.message_id.int, meta.stream_seq)
-            if token and not await self._finish(env, token):
-                return  # another member took the message over meanwhile: its delivery settles it
-            await pull.ack(msg)  # a failure here (connection gone) ends the loop: its supervisor restarts it
-            self.stats.acked += 1
 
     # -- exactly once (a shared record per consumer group) -------------------------------------------------
     async def _claim(self, env: Envelope, msg: Delivered, meta: Meta) -> int:
@@ -381,6 +349,11 @@ def _check_addressing(env: Envelope, subject: str) -> None:
     expected = subjects.for_envelope(env)
     if subject != expected:
         raise EnvelopeError(f"stored on {subject!r} but the envelope belongs on {expected!r}", "subject")
+
+
+def _header(msg: Delivered, name: str) -> str | None:
+    headers = msg.headers
+    return None if headers is None else headers.get(name)
 
 
 def _expired(env: Envelope, meta: Meta) -> bool:  # stored (server) time + ttl, as Envelope.is_expired(stored_at=)

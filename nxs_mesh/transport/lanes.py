@@ -37,13 +37,13 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from nxs_mesh.aio.retry import backoff_delay
 from nxs_mesh.aio.waiting import Wakeup
+from nxs_mesh.transport.inbox import Inbound, direct_subscribe, unsubscribe
 from nxs_mesh.transport.link import Link
-from nxs_mesh.transport.pull import Meta, consumer_config, meta_of, status_of
+from nxs_mesh.transport.pull import Meta, consumer_config, meta_of, nak, status_of
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY
 from nxs_mesh.wire.errors import BrokenError
@@ -86,7 +86,7 @@ class LanePull:
         self._sub: Subscription | None = None  # answers to backlog pulls
         self._inbox = ""
         self._generation = -1
-        self._buf: collections.deque[Msg] = collections.deque()
+        self._buf: collections.deque[Inbound] = collections.deque()
         self._wake = Wakeup()
         self._n = 0
         self._fetch_reply, self._fetch_got, self._fetch_end = "", 0, ""
@@ -116,7 +116,7 @@ class LanePull:
             nc = self._link.nc
             with translate_nats_errors(f"consumer {spec.durable}"):
                 self._inbox = nc.new_inbox()
-                self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._on_fetched)
+                self._sub = await direct_subscribe(nc, f"{self._inbox}.*", self._on_fetched)
             self._generation = self._link.generation
 
     async def close(self) -> None:
@@ -125,11 +125,11 @@ class LanePull:
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):  # the connection may be gone; the server forgets the sub
-                await sub.unsubscribe()
+                await unsubscribe(sub)
         await self._hand_back(list(self._buf))
         self._buf.clear()
 
-    async def next_batch(self, stopping: asyncio.Event, want: int = 1) -> list[tuple[Msg, Meta]]:
+    async def next_batch(self, stopping: asyncio.Event, want: int = 1) -> list[tuple[Inbound, Meta]]:
         """Up to ``want`` deliveries: the backlog's most urgent, else the first to arrive in an idle wait.
         Empty after an idle wait ended without any (already backed off on failures)."""
         if self._generation != self._link.generation:
@@ -189,7 +189,7 @@ class LanePull:
     def _next_subject(self, priority: int) -> str:
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.spec.stream}.{self.spec.name(priority)}"
 
-    async def _on_fetched(self, msg: Msg) -> None:
+    def _on_fetched(self, msg: Inbound) -> None:
         if msg.reply:
             self._buf.append(msg)
             self._fetch_got += 1
@@ -205,7 +205,9 @@ class LanePull:
         self._arm_left, self._arm_end = want, ""
         self._arm_reconnects = nc.stats["reconnects"]
         with translate_nats_errors("idle wait"):
-            self._arm = await nc.subscribe(f"{prefix}.*", cb=self._on_waited)
+            # Direct: what arrived before the withdrawal is in the buffer, to hand back; none of it is
+            # left in nats-py's queue when the subscription goes (it would wait out ack_wait).
+            self._arm = await direct_subscribe(nc, f"{prefix}.*", self._on_waited)
         expires = self.spec.idle_wait
         body = b'{"batch":%d,"expires":%d}' % (want, int(expires * 1e9))
         for p in PRIORITIES:
@@ -237,7 +239,7 @@ class LanePull:
                 if end == "lost":
                     await self._check_lanes()
 
-    async def _on_waited(self, msg: Msg) -> None:
+    def _on_waited(self, msg: Inbound) -> None:
         if msg.reply:
             self._buf.append(msg)
             self._arm_left -= 1
@@ -250,10 +252,10 @@ class LanePull:
         arm, self._arm = self._arm, None
         if arm is not None:
             with contextlib.suppress(Exception):  # gone with the connection: the requests went with it
-                await arm.unsubscribe()
+                await unsubscribe(arm)
 
     # -- common ------------------------------------------------------------------------------------
-    async def _take(self, want: int) -> list[tuple[Msg, Meta]]:
+    async def _take(self, want: int) -> list[tuple[Inbound, Meta]]:
         """Up to ``want`` buffered deliveries; ends the idle wait once its slots are filled. More than
         asked for (sent in the instant before the withdrawal) goes back at once for another worker."""
         out = [(m, meta_of(m)) for m in (self._buf.popleft() for _ in range(min(want, len(self._buf))))]
@@ -267,11 +269,11 @@ class LanePull:
             self._failures = 0
         return out
 
-    async def _hand_back(self, msgs: list[Msg]) -> None:
+    async def _hand_back(self, msgs: list[Inbound]) -> None:
         for msg in msgs:
             if msg.reply:
                 with contextlib.suppress(Exception):  # unacked anyway: redelivered after ack_wait
-                    await msg.nak()
+                    await nak(msg)
 
     def _notify(self) -> None:
         self._wake.set()
