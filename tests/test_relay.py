@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from node_support import Worker, run_cli, wait_state
 from nxs_cli.app import app
 from typer.testing import CliRunner
 
 from nxs_mesh import Mesh, MeshConfig, MeshError
+from nxs_mesh.client.admin import BucketSpec
 from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
 from nxs_mesh.deploy.render import DeployOptions
+from nxs_mesh.node.lease import BUCKET
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.testing.relay_lab import member_jetstream
 from nxs_mesh.transport.connection import server_path
@@ -36,7 +39,7 @@ def test_render_relay_writes_the_hub_and_a_leafnode_port_on_every_host(tmp_path:
     hub = (out / "relay-hub.conf").read_text()  # checked by `nats-server -t` (--check is the default)
     assert '"nats://100.64.0.1:7422", "nats://100.64.0.2:7422", "nats://100.64.0.3:7422"' in hub
     assert "jetstream {" not in hub and 'listen: "127.0.0.1:8443"' in hub
-    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>" }' in hub
+    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>", "$KV.>": "$JS.nxs.API.$KV.>" }' in hub
     for name in ("n1", "n2", "n3"):
         conf = (out / f"{name}.conf").read_text()
         assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n}' in conf and '  domain: "nxs"' in conf
@@ -159,3 +162,36 @@ async def _publish(mesh: Mesh, to: str, i: int) -> object:
     except MeshError:  # JetStream electing after the member stopped: retried by eventually()
         return None
 
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_runs_fully_through_the_hub(relayed: tuple[list[NatsServer], NatsServer, str],
+                                                   tmp_path: Path) -> None:
+    """`nxs node run` on the hub: running, its Doctor holds a lease (a KV write through the leafnode),
+    it answers commands (consumer, exactly-once claim in KV, result) and `nxs nodes` says relay."""
+    members, _hub, ws_url = relayed
+    for srv in members:
+        srv.wait_healthy(30)
+    node = unique_id("via-hub")
+    async with Mesh(MeshConfig(servers=(members[0].url,), instance_id=unique_id("obs"), replicas=3)) as direct:
+        # Its direct server listed first is gone (nothing listens there): it joins through the relay.
+        gone = f"nats://127.0.0.1:{free_port()}"
+        worker = Worker(f"{gone},{ws_url}", node, tmp_path).start()
+        try:
+            status = await wait_state(direct, node, "running", timeout=30)
+            assert status["path"] == "relay", status
+            doctors = await direct.admin.bucket(BucketSpec(BUCKET, ttl=86400.0))
+
+            async def holds_a_lease() -> bool:
+                values = [await doctors.get(k) for k in await doctors.keys() if k.startswith("doctor.")]
+                return any(v is not None and v.value and json.loads(v.value).get("node") == node for v in values)
+
+            await eventually(holds_a_lease, timeout=20, what="the worker on the hub holds a doctor lease")
+            reply = await direct.request(node, "echo", {"x": 1}, timeout=15)
+            assert reply.content == {"x": 1}
+            code, out, err = await run_cli(members[0].url, "nodes")
+            row = next((line for line in out.splitlines() if node in line), "")
+            assert code == 0 and "running" in row and "relay" in row, out + err
+        finally:
+            worker.kill()
+        assert "no response from stream" not in worker.log(), worker.log()[-2000:]

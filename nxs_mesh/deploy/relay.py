@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 from nxs_mesh.deploy.listeners import Listener, check_plaintext, is_loopback
 from nxs_mesh.wire.errors import ConfigError
 
-__all__ = ["LEAF_PORT", "Relay", "hub_config", "jetstream_domain", "member_leaf_block", "parse_relay"]
+__all__ = ["LEAF_PORT", "Relay", "hub_config", "hub_mappings", "jetstream_domain", "member_leaf_block", "parse_relay"]
 
 #: nats-server's default leafnode port; the members listen on it for the hub.
 LEAF_PORT = 7422
@@ -86,6 +86,19 @@ def jetstream_domain(domain: str) -> str:
     return f"  domain: {json.dumps(domain)}  # the relay hub maps its clients' $JS.API here"
 
 
+def hub_mappings(domain: str) -> dict[str, str]:
+    """What the hub rewrites for its clients: the JetStream API and the KV writes, to the members'
+    domain. A KV write (``$KV.<bucket>.<key>``, what nats-py's put/create/update publish) is a stream
+    message like any other, but nats-server denies ``$KV.>`` (with ``$JS.API.>`` and ``$OBJ.>``) on a
+    leafnode between different JetStream domains: "no response from stream" at once, so no Doctor lease
+    and no exactly-once claim. ``$JS.<domain>.API.$KV.>`` crosses and the members' domain mappings turn
+    it back into ``$KV.>`` (what nats.go does for a domain context). The Object Store's ``$O.>`` (not
+    the legacy ``$OBJ``) is not denied: it crosses as it is, and must not be mapped (checked: a
+    ``$O`` mapping makes file uploads time out)."""
+    api = f"$JS.{domain}.API"
+    return {"$JS.API.>": f"{api}.>", "$KV.>": f"{api}.$KV.>"}
+
+
 def member_leaf_block(bind: str, tls: list[str] | None, port: int = LEAF_PORT) -> list[str]:
     """``leafnodes { listen }`` on a member: where the hub's leafnode connection comes in."""
     return ["leafnodes {", f"  listen: {json.dumps(f'{bind}:{port}')}", *(tls or []), "}", ""]
@@ -104,8 +117,9 @@ def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, t
         "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here when their",
         "# direct routes fail; no JetStream here, the leafnode brings the cluster's.",
         'server_name: "nxs-relay"',
-        "# the cluster's JetStream API, reached over the leafnode in the members' domain",
-        f"mappings {{ \"$JS.API.>\": {json.dumps(f'$JS.{domain}.API.>')} }}",
+        "# the cluster's JetStream API and KV writes (denied on the leafnode as they are), reached over",
+        "# the leafnode in the members' domain",
+        f"mappings {{ {', '.join(f'{json.dumps(k)}: {json.dumps(v)}' for k, v in hub_mappings(domain).items())} }}",
         *_client_side(relay, tls),
         f'http: "127.0.0.1:{monitor_port}"',
         "",
