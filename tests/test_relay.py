@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from nxs_mesh.node.lease import BUCKET
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.testing.relay_lab import member_jetstream
 from nxs_mesh.transport.connection import server_path
+from nxs_mesh.transport.path_probe import UNACKED_LIMIT, bound_unacked
 from nxs_mesh.transport.server import NatsServer, free_port
 from nxs_mesh.wire.errors import ConfigError
 
@@ -90,7 +92,8 @@ def test_the_path_comes_from_the_servers_info() -> None:
 
 @pytest.fixture
 def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]]:
-    """Three members on loopback, each with a leafnode port, and a hub rendered by ``hub_config``."""
+    """Three members on loopback, each with a leafnode port, and a hub rendered by ``hub_config`` that
+    dials n1 and n3 (the tests stop n2: the hub stays joined, as a relay on another site would)."""
     cluster, leaf_ports = unique_id("rl"), [free_port() for _ in range(3)]
     routes = [free_port() for _ in range(3)]
     members = [NatsServer(name=f"n{i + 1}", store_dir=tmp_path / f"n{i + 1}", cluster_name=cluster,
@@ -100,7 +103,7 @@ def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]
                for i in range(3)]
     ws_port = free_port()
     conf = tmp_path / "relay-hub.conf"
-    conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports],
+    conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports[::2]],
                                tls=None, tls_ca=None, domain=cluster))
     hub = NatsServer(name="nxs-relay", jetstream=False, config_file=conf)
     started: list[NatsServer] = []
@@ -195,3 +198,63 @@ async def test_a_worker_runs_fully_through_the_hub(relayed: tuple[list[NatsServe
         finally:
             worker.kill()
         assert "no response from stream" not in worker.log(), worker.log()[-2000:]
+
+
+@pytest.mark.timeout(120)
+async def test_the_client_returns_to_its_direct_server_after_the_heal(
+    relayed: tuple[list[NatsServer], NatsServer, str], tmp_path: Path
+) -> None:
+    """Its direct server goes, the client moves to the hub (tls:// or nats://: the same transport), the
+    server comes back: the path probe moves it back. Messages both ways arrive once each throughout."""
+    members, hub, _ws_url = relayed
+    for srv in members:
+        srv.wait_healthy(30)
+    near_id, far_id = unique_id("near"), unique_id("far")
+    near_cfg = MeshConfig(servers=(members[0].url,), instance_id=near_id, replicas=3)
+    far_cfg = MeshConfig(servers=(members[1].url, hub.url), instance_id=far_id)
+    async with Mesh(near_cfg) as near, Mesh(far_cfg, outbox=tmp_path / "far.sqlite") as far:
+        at_near: collections.Counter[int] = collections.Counter()
+        at_far: collections.Counter[int] = collections.Counter()
+
+        async def on_near(env: object) -> None:
+            at_near[env.content["i"]] += 1  # type: ignore[attr-defined]
+
+        async def on_far(env: object) -> None:
+            at_far[env.content["i"]] += 1  # type: ignore[attr-defined]
+
+        await near.consume("chat", on_near)
+        await far.consume("chat", on_far)
+        sent = 0
+
+        async def exchange(n: int) -> None:  # n messages each way, each retried until acknowledged
+            nonlocal sent
+            for _ in range(n):
+                await eventually(lambda i=sent: _publish(far, near_id, i), timeout=20, what=f"far -> near {sent}")
+                await eventually(lambda i=sent: _publish(near, far_id, i), timeout=20, what=f"near -> far {sent}")
+                sent += 1
+
+        await exchange(5)
+        assert far.server_path == "local"
+        members[1].stop()  # far's direct server goes: it reconnects to the hub, listed last
+        await eventually(lambda: far.server_path == "relay", timeout=20, what="far moves to the relay")
+        await exchange(10)
+        members[1].start()  # the heal: the probe finds it serving JetStream again and moves back
+        await eventually(lambda: far.server_path == "local", timeout=30, what="far moves back to its direct server")
+        assert far.link.path_probe.switches == 1
+        await exchange(10)
+        assert far.flusher is not None and await far.flusher.wait_empty(20)
+        everything = collections.Counter(range(sent))
+        await eventually(lambda: at_near == everything and at_far == everything, timeout=30,
+                         what=f"every message once each way (near {dict(at_near)}, far {dict(at_far)})")
+
+
+async def test_a_silent_link_is_bounded_by_tcp_user_timeout(mesh: Mesh) -> None:
+    """``bound_unacked`` reaches the socket through nats-py's private ``_transport._bare_io_writer``:
+    if nats-py renames it, this fails (and a cut direct link would again take 15 s of pings to leave)."""
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        pytest.skip("TCP_USER_TIMEOUT is Linux only")
+    nc = mesh.link.nc
+    assert bound_unacked(nc, 1.5)
+    sock = nc._transport._bare_io_writer.get_extra_info("socket")  # type: ignore[union-attr]  # noqa: SLF001
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
+    assert bound_unacked(nc) and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == UNACKED_LIMIT * 1000
