@@ -23,7 +23,7 @@ from nxs_mesh.deploy.render import DeployOptions
 from nxs_mesh.node.lease import BUCKET
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.testing.relay_lab import member_jetstream
-from nxs_mesh.transport.connection import server_path
+from nxs_mesh.transport.connection import ReconnectPolicy, server_path
 from nxs_mesh.transport.path_probe import UNACKED_LIMIT, bound_unacked
 from nxs_mesh.transport.server import NatsServer, free_port
 from nxs_mesh.wire.errors import ConfigError
@@ -258,3 +258,20 @@ async def test_a_silent_link_is_bounded_by_tcp_user_timeout(mesh: Mesh) -> None:
     sock = nc._transport._bare_io_writer.get_extra_info("socket")  # type: ignore[union-attr]  # noqa: SLF001
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
     assert bound_unacked(nc) and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == UNACKED_LIMIT * 1000
+
+
+def test_the_probes_choice_goes_first_whatever_the_pool_order() -> None:
+    """nats-py rotates its server pool on each reconnect (the server it left goes last), so listed order
+    is gone by the time the probe wants the way back: ``prefer`` puts its server first, the relay last."""
+    from types import SimpleNamespace
+    from urllib.parse import urlparse
+
+    pool = [SimpleNamespace(uri=urlparse(u)) for u in
+            ("nats://100.64.0.2:4222", "tls://relay:4443", "nats://100.64.0.1:4222", "nats://100.64.0.3:4222")]
+    policy = ReconnectPolicy()
+    policy.prefer("nats://100.64.0.1:4222")
+    policy.avoid("relay:4443")
+    assert [policy(pool, {})[0].uri.netloc for _ in range(4)] == [
+        "100.64.0.1:4222", "100.64.0.2:4222", "100.64.0.3:4222", "relay:4443"]
+    policy.reset()  # reconnected: no preference left for the next time
+    assert policy(pool, {})[0].uri.netloc == "100.64.0.2:4222"

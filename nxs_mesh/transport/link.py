@@ -143,7 +143,8 @@ class Link:
         # With an identity the server may refuse operations: requests then race the refusal (a few
         # microseconds each), so a refused one fails at once naming its subject instead of timing out.
         self._checks_permissions = bool(config.secure or config.nkey_seed or config.creds or config.user)
-        self.path_probe = PathProbe(self)  # back from the relay once a direct server answers
+        # Back from the relay once a direct server answers (the probe reads INFOs through us: one place).
+        self.path_probe = PathProbe(self, lambda nc: server_info_of(nc).jetstream)
 
     def __repr__(self) -> str:
         state = "CLOSED" if self._closing else ("CONNECTED" if self.is_connected else "DISCONNECTED")
@@ -270,6 +271,10 @@ class Link:
     def server_info(self) -> ServerInfo:
         return server_info_of(self.nc)
 
+    def jetstream_here(self) -> bool:
+        """Whether the connected server runs JetStream itself (False on the relay hub)."""
+        return self.server_info().jetstream
+
     async def wait_reopened(self, timeout: float) -> bool:
         """Wait until the connection is usable again after a close under us; False on timeout."""
         if self._nc is not None and not self._nc.is_closed:
@@ -312,6 +317,11 @@ class Link:
         """Replies on ``subject``: one by default; 0 = until closed (a caller that may refuse forged ones)."""
         with translate_nats_errors(f"subscribe {subject}"):
             return ReplyWaiter(await self.nc.subscribe(subject, max_msgs=max_msgs))
+
+    def prefer(self, url: str) -> None:
+        """Try ``url`` first on the next reconnect (then the others, the current server last)."""
+        self._policy.prefer(url)
+        self._policy.avoid(self.connected_netloc)
 
     def avoid_current(self) -> None:
         """Put the current server last for the next reconnect (it is cut off from the quorum)."""

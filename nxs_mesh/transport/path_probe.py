@@ -7,8 +7,8 @@ Back. nats-py stays on a connection that works: a client that fell back to the r
 there after its direct routes heal. So while the link's path is ``relay``, every ``every`` seconds the
 probe opens a short connection to each direct server of the same transport (listed order) and asks it
 for the JetStream account info (the meta leader answers it: a member cut off from the quorum does
-not). The first that answers wins: the relay is put last for the next reconnect and the link forces
-one, so the policy takes the listed servers first. Nothing is lost or doubled by the switch: a publish
+not). The first that answers wins: it goes first for the next reconnect (the relay last) and the link
+forces one. Nothing is lost or doubled by the switch: a publish
 whose acknowledgement was on its way through the hub times out and is sent again with the same
 ``Nats-Msg-Id`` (JetStream drops the copy), the outbox keeps what waits, and consumers fetch again on
 the new connection (their unacknowledged messages are redelivered; delivery drops the duplicates).
@@ -27,18 +27,17 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlparse
 
 from nats.aio.client import Client
 
+from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.connection import connect, server_path, transport_groups
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import MeshError
-
-if TYPE_CHECKING:
-    from nxs_mesh.transport.link import Link
 
 __all__ = ["PROBE_EVERY", "UNACKED_LIMIT", "PathProbe", "bound_unacked"]
 
@@ -68,6 +67,20 @@ def bound_unacked(nc: Client, seconds: float = UNACKED_LIMIT) -> bool:
     return True
 
 
+class _Link(Protocol):
+    """What the probe uses of its ``transport.link.Link`` (which imports this module)."""
+
+    config: MeshConfig
+
+    @property
+    def is_connected(self) -> bool: ...
+    @property
+    def connected_url(self) -> str | None: ...
+    def jetstream_here(self) -> bool: ...
+    def prefer(self, url: str) -> None: ...
+    async def force_reconnect(self) -> None: ...
+
+
 def _netloc(url: str) -> tuple[str | None, int]:
     u = urlparse(url)
     return u.hostname, u.port or 4222
@@ -76,8 +89,10 @@ def _netloc(url: str) -> tuple[str | None, int]:
 class PathProbe:
     """While ``link`` is on the relay, finds a direct server that serves JetStream and moves back to it."""
 
-    def __init__(self, link: Link, *, every: float = PROBE_EVERY, timeout: float = 2.0) -> None:
-        self._link, self.every, self.timeout = link, every, timeout
+    def __init__(self, link: _Link, jetstream_of: Callable[[Client], bool], *, every: float = PROBE_EVERY,
+                 timeout: float = 2.0) -> None:
+        """``jetstream_of(nc)``: whether ``nc``'s server runs JetStream itself (its INFO says so)."""
+        self._link, self._jetstream_of, self.every, self.timeout = link, jetstream_of, every, timeout
         self.switches = 0
         self.probes = 0
 
@@ -88,10 +103,11 @@ class PathProbe:
         link = self._link
         if not link.is_connected:
             return False
-        with contextlib.suppress(MeshError):
-            return server_path(link.config.servers, link.connected_url, jetstream=link.server_info().jetstream) == \
-                "relay"
-        return False
+        try:
+            jetstream = link.jetstream_here()
+        except MeshError:  # closing or reopening under us
+            return False
+        return server_path(link.config.servers, link.connected_url, jetstream=jetstream) == "relay"
 
     def candidates(self) -> list[str]:
         """The direct servers to try: the listed ones of the connection's transport (nats-py reconnects
@@ -111,7 +127,7 @@ class PathProbe:
             if self.on_relay() and (found := await self.first_direct()) is not None:
                 log.warning("direct server %s answers again: leaving the relay %s", found, self._link.connected_url)
                 self.switches += 1
-                self._link.avoid_current()
+                self._link.prefer(found)
                 with contextlib.suppress(MeshError):  # the link went away meanwhile: it reconnects anyway
                     await self._link.force_reconnect()
 
@@ -131,9 +147,7 @@ class PathProbe:
         except (MeshError, OSError, TimeoutError):
             return False
         try:
-            from nxs_mesh.transport.link import server_info_of  # link imports this module
-
-            if not server_info_of(nc).jetstream:
+            if not self._jetstream_of(nc):
                 return False  # another relay, or a server without JetStream
             with translate_nats_errors("path probe"):
                 await nc.jetstream(timeout=self.timeout).account_info()
