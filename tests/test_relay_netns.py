@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_support import last_status
+from node_support import last_status, run_cli
 from test_netns import Proc, _alert_counts, _settled, _spawn
 
 from nxs_mesh import Mesh, MeshConfig, MeshError
@@ -126,7 +126,8 @@ def test_a_worker_and_an_agent_ride_the_relay_and_come_back_without_an_alert(
     to = unique_id("ride")
     nxs = str(Path(sys.executable).parent / "nxs")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the worker and the agent trust the lab certificate
-    direct = f"nats://{h1.address}:{CLIENT},nats://{h2.address}:{CLIENT}"
+    h1_url = f"nats://{h1.address}:{CLIENT}"
+    direct = f"{h1_url},nats://{h2.address}:{CLIENT}"
     far_servers = f"{direct},tls://{link.hub_address}:{RELAY}"
     w1_id, w3_id = f"{to}-h1", f"{to}-h3"
     figures: dict[str, Any] = {}
@@ -199,6 +200,8 @@ def test_a_worker_and_an_agent_ride_the_relay_and_come_back_without_an_alert(
                 await eventually(lambda: _is(path_of_w3(), "relay"), timeout=30, interval=0.2,
                                  what="h3's worker says relay")
                 t_relay = paths[-1][0]
+                await eventually(lambda: _nodes_row(h1_url, w3_id, "relay"), timeout=60, interval=0.5,
+                                 what="`nxs nodes` says relay")
                 await eventually(lambda: agent.first(t_cut, path="relay") is not None, timeout=30,
                                  what="h3's agent moves to the relay")
                 n = len(answered)
@@ -213,6 +216,8 @@ def test_a_worker_and_an_agent_ride_the_relay_and_come_back_without_an_alert(
                                  what="h3's worker back on a direct server")
                 await eventually(lambda: _back(agent, t_heal) is not None, timeout=40,
                                  what="h3's agent back on a direct server")
+                await eventually(lambda: _nodes_row(h1_url, w3_id, paths[-1][1]), timeout=60, interval=0.5,
+                                 what="`nxs nodes` shows the way back")
                 n = len(answered)
                 await eventually(lambda: len(answered) >= n + 5, timeout=60, what="commands answered after heal")
                 figures.update(
@@ -274,6 +279,13 @@ async def _stored_once(observer: Mesh, agent: Proc, to: str) -> tuple[list[str],
     found = await _settled(chat_ids, accept=lambda c: all(c[m] for m in acknowledged), timeout=40,
                            what="every acknowledged message read back, twice the same")
     return acknowledged, found
+
+
+async def _nodes_row(url: str, node: str, path: str) -> bool:
+    """Whether `nxs nodes` lists ``node`` running on ``path`` (the status it republished on the change)."""
+    code, out, _err = await run_cli(url, "nodes")  # not 0 while the streams elect after the cut or heal
+    row = next((line for line in out.splitlines() if node in line), "")
+    return code == 0 and "running" in row and path in row.split()
 
 
 async def _is(path: Any, *want: str) -> bool:
