@@ -1,17 +1,18 @@
 """The way back from the relay, and a quick way onto it (issue 13 part 5), for one ``Link``.
 
-    probe = PathProbe(link)              # the link spawns ``probe.run()`` in its supervisor
-    probe.switches                       # how often it moved the link back to a direct server
+    probe = PathProbe(link, jetstream_of)   # the link keeps ``probe.run`` in its supervisor
+    probe.switches                          # how often it moved the link back to a direct server
 
 Back. nats-py stays on a connection that works: a client that fell back to the relay hub would stay
 there after its direct routes heal. So while the link's path is ``relay``, every ``every`` seconds the
 probe opens a short connection to each direct server of the same transport (listed order) and asks it
-for the JetStream account info (the meta leader answers it: a member cut off from the quorum does
-not). The first that answers wins: it goes first for the next reconnect (the relay last) and the link
-forces one. Nothing is lost or doubled by the switch: a publish
-whose acknowledgement was on its way through the hub times out and is sent again with the same
-``Nats-Msg-Id`` (JetStream drops the copy), the outbox keeps what waits, and consumers fetch again on
-the new connection (their unacknowledged messages are redelivered; delivery drops the duplicates).
+for the JetStream account info (it needs the meta leader, so a member cut off from the quorum does not
+answer; ``client.publishing`` tells isolation the same way). The first that answers wins: it goes
+first for the next reconnect (the relay last: nats-py has rotated its pool by then) and the link
+forces one. Nothing is doubled by the switch: a publish whose acknowledgement was on its way through
+the hub times out and is sent again with the same ``Nats-Msg-Id`` (JetStream drops the copy), the
+outbox keeps what waits, and consumers fetch again on the new connection. A delivery that was on its
+way into the old connection is redelivered after its consumer's ack wait: late, not lost.
 
 Onto it. A direct link that goes silent (cut cable, dropped routes: no RST, no FIN) leaves the TCP
 socket open, and nats-py notices only after ``ping_interval x max_outstanding_pings`` (15 s): long
