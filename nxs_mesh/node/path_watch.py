@@ -3,7 +3,9 @@
 The status says which path the node uses (``local``, ``peer``, ``relay``: ``nxs nodes`` shows it) and
 is otherwise republished every ``status_every`` (30 s) or on a state change; a node that moved to the
 relay hub, or back, would show its old path for up to 30 s. The watch looks at the path (local state,
-no traffic) once per heartbeat interval and asks for a status at once when it changed.
+no traffic) once per heartbeat interval and asks for a status at once when it changed, and again at
+the next few intervals: right after a move the status stream may be electing a leader (the host that
+went away led it), and a failed status publish is otherwise retried only at the next round, 30 s on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from nxs_mesh.node.parts import NodeHost
 from nxs_mesh.wire.errors import MeshError
 
 __all__ = ["PathWatch"]
+
+#: Status publishes asked for after a path change: one at once, then one per interval (a few bytes each).
+_REPEATS = 5
 
 log = logging.getLogger("nxs_mesh.node.path_watch")
 
@@ -41,6 +46,7 @@ class PathWatch:
         every = node.options.heartbeat_interval
 
         async def watch() -> None:
+            repeats = 0
             while True:
                 await asyncio.sleep(every)  # sleep-ok: a look per heartbeat interval, local state only
                 try:
@@ -49,7 +55,9 @@ class PathWatch:
                     continue
                 if now != self.path:
                     log.info("node %s: server path %s -> %s", node.node_id, self.path, now)
-                    self.path = now
+                    self.path, repeats = now, _REPEATS
+                if repeats:
+                    repeats -= 1
                     self._changed()
 
         self._sup = Supervisor(f"path watch {node.node_id}")
