@@ -4,24 +4,27 @@ The status says which path the node uses (``local``, ``peer``, ``relay``: ``nxs 
 is otherwise republished every ``status_every`` (30 s) or on a state change; a node that moved to the
 relay hub, or back, would show its old path for up to 30 s. The watch looks at the path (local state,
 no traffic) once per heartbeat interval and asks for a status at once when it changed, and again at
-the next few intervals: right after a move the status stream may be electing a leader (the host that
-went away led it), and a failed status publish is otherwise retried only at the next round, 30 s on.
+every interval for ``REPEAT_FOR`` seconds: right after a move the status stream may be electing a
+leader (the host that went away led it), and a failed status publish is otherwise retried only at the
+next round, 30 s on. (A few status messages per move: moves are rare.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.node.parts import NodeHost
 from nxs_mesh.wire.errors import MeshError
 
-__all__ = ["PathWatch"]
+__all__ = ["REPEAT_FOR", "PathWatch"]
 
-#: Status publishes asked for after a path change: one at once, then one per interval (a few bytes each).
-_REPEATS = 5
+#: Seconds after a path change during which the status is asked for at every interval (an election of
+#: the status stream's leader after a host went away takes a few seconds).
+REPEAT_FOR = 15.0
 
 log = logging.getLogger("nxs_mesh.node.path_watch")
 
@@ -46,7 +49,7 @@ class PathWatch:
         every = node.options.heartbeat_interval
 
         async def watch() -> None:
-            repeats = 0
+            until = 0.0
             while True:
                 await asyncio.sleep(every)  # sleep-ok: a look per heartbeat interval, local state only
                 try:
@@ -55,9 +58,8 @@ class PathWatch:
                     continue
                 if now != self.path:
                     log.info("node %s: server path %s -> %s", node.node_id, self.path, now)
-                    self.path, repeats = now, _REPEATS
-                if repeats:
-                    repeats -= 1
+                    self.path, until = now, time.monotonic() + REPEAT_FOR
+                if time.monotonic() < until:
                     self._changed()
 
         self._sup = Supervisor(f"path watch {node.node_id}")
