@@ -16,6 +16,7 @@ from .tables import Col, fitted
 
 _STATE_STYLE = {"running": "green", "starting": "cyan", "draining": "yellow", "suspect": "yellow",
                 "stopped": "dim", "dead": "bold red"}
+_PATH_STYLE = {"relay": "yellow", "disconnected": "red"}
 _LEVEL_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -29,14 +30,20 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _path(path: object) -> Text:
+    """The node's server path from its status: local, peer, relay (yellow: its direct routes failed)."""
+    text = str(path) if path else "-"
+    return Text(text, style=_PATH_STYLE.get(text, ""))
+
+
 def nodes_table(views: list[Any]) -> Table:
     # Ids and states are shown whole; on a narrow terminal version, server, inflight and load give way.
     columns = [Col("node"), Col("location", wrap=True), Col("state"), Col("heartbeat", "right"),
                Col("load", "right", drop=4), Col("inflight", "right", drop=3), Col("version", drop=1),
-               Col("server", wrap=True, drop=2)]
+               Col("server", wrap=True, drop=2), Col("path", drop=2)]  # path: after server when narrow
     rows = [[v.node, v.location or "-", Text(v.state, style=_STATE_STYLE.get(v.state, "")), _age(v.heartbeat_age),
-             "-" if v.load is None else f"{v.load:.2f}", str(v.inflight), v.version or "-", v.server or "-"]
-            for v in views]
+             "-" if v.load is None else f"{v.load:.2f}", str(v.inflight), v.version or "-", v.server or "-",
+             _path(v.status.get("path"))] for v in views]
     table = fitted(columns, rows, title="nodes", title_justify="left")
     if not views:
         table.caption = "no nodes yet: start one with `nxs node run --id NAME`"

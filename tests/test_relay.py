@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import collections
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from node_support import Worker, run_cli, wait_state
 from nxs_cli.app import app
 from typer.testing import CliRunner
 
 from nxs_mesh import Mesh, MeshConfig, MeshError
+from nxs_mesh.client.admin import BucketSpec
 from nxs_mesh.deploy.relay import Relay, hub_config, member_leaf_block
 from nxs_mesh.deploy.render import DeployOptions
+from nxs_mesh.node.lease import BUCKET
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.testing.relay_lab import member_jetstream
-from nxs_mesh.transport.connection import server_path
+from nxs_mesh.transport.connection import ReconnectPolicy, server_path
+from nxs_mesh.transport.path_probe import UNACKED_LIMIT, bound_unacked
 from nxs_mesh.transport.server import NatsServer, free_port
 from nxs_mesh.wire.errors import ConfigError
 
@@ -36,7 +41,7 @@ def test_render_relay_writes_the_hub_and_a_leafnode_port_on_every_host(tmp_path:
     hub = (out / "relay-hub.conf").read_text()  # checked by `nats-server -t` (--check is the default)
     assert '"nats://100.64.0.1:7422", "nats://100.64.0.2:7422", "nats://100.64.0.3:7422"' in hub
     assert "jetstream {" not in hub and 'listen: "127.0.0.1:8443"' in hub
-    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>" }' in hub
+    assert 'mappings { "$JS.API.>": "$JS.nxs.API.>", "$KV.>": "$JS.nxs.API.$KV.>" }' in hub
     for name in ("n1", "n2", "n3"):
         conf = (out / f"{name}.conf").read_text()
         assert 'leafnodes {\n  listen: "0.0.0.0:7422"\n}' in conf and '  domain: "nxs"' in conf
@@ -87,7 +92,8 @@ def test_the_path_comes_from_the_servers_info() -> None:
 
 @pytest.fixture
 def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]]:
-    """Three members on loopback, each with a leafnode port, and a hub rendered by ``hub_config``."""
+    """Three members on loopback, each with a leafnode port, and a hub rendered by ``hub_config`` that
+    dials n1 and n3 (the tests stop n2: the hub stays joined, as a relay on another site would)."""
     cluster, leaf_ports = unique_id("rl"), [free_port() for _ in range(3)]
     routes = [free_port() for _ in range(3)]
     members = [NatsServer(name=f"n{i + 1}", store_dir=tmp_path / f"n{i + 1}", cluster_name=cluster,
@@ -97,7 +103,7 @@ def relayed(tmp_path: Path) -> Iterator[tuple[list[NatsServer], NatsServer, str]
                for i in range(3)]
     ws_port = free_port()
     conf = tmp_path / "relay-hub.conf"
-    conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports],
+    conf.write_text(hub_config(Relay("127.0.0.1", ws_port, "ws"), [f"127.0.0.1:{p}" for p in leaf_ports[::2]],
                                tls=None, tls_ca=None, domain=cluster))
     hub = NatsServer(name="nxs-relay", jetstream=False, config_file=conf)
     started: list[NatsServer] = []
@@ -159,3 +165,113 @@ async def _publish(mesh: Mesh, to: str, i: int) -> object:
     except MeshError:  # JetStream electing after the member stopped: retried by eventually()
         return None
 
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_runs_fully_through_the_hub(relayed: tuple[list[NatsServer], NatsServer, str],
+                                                   tmp_path: Path) -> None:
+    """`nxs node run` on the hub: running, its Doctor holds a lease (a KV write through the leafnode),
+    it answers commands (consumer, exactly-once claim in KV, result) and `nxs nodes` says relay."""
+    members, _hub, ws_url = relayed
+    for srv in members:
+        srv.wait_healthy(30)
+    node = unique_id("via-hub")
+    async with Mesh(MeshConfig(servers=(members[0].url,), instance_id=unique_id("obs"), replicas=3)) as direct:
+        # Its direct server listed first is gone (nothing listens there): it joins through the relay.
+        gone = f"nats://127.0.0.1:{free_port()}"
+        worker = Worker(f"{gone},{ws_url}", node, tmp_path).start()
+        try:
+            status = await wait_state(direct, node, "running", timeout=30)
+            assert status["path"] == "relay", status
+            doctors = await direct.admin.bucket(BucketSpec(BUCKET, ttl=86400.0))
+
+            async def holds_a_lease() -> bool:
+                values = [await doctors.get(k) for k in await doctors.keys() if k.startswith("doctor.")]
+                return any(v is not None and v.value and json.loads(v.value).get("node") == node for v in values)
+
+            await eventually(holds_a_lease, timeout=20, what="the worker on the hub holds a doctor lease")
+            reply = await direct.request(node, "echo", {"x": 1}, timeout=15)
+            assert reply.content == {"x": 1}
+            code, out, err = await run_cli(members[0].url, "nodes")
+            row = next((line for line in out.splitlines() if node in line), "")
+            assert code == 0 and "running" in row and "relay" in row, out + err
+        finally:
+            worker.kill()
+        assert "no response from stream" not in worker.log(), worker.log()[-2000:]
+
+
+@pytest.mark.timeout(120)
+async def test_the_client_returns_to_its_direct_server_after_the_heal(
+    relayed: tuple[list[NatsServer], NatsServer, str], tmp_path: Path
+) -> None:
+    """Its direct server goes, the client moves to the hub (tls:// or nats://: the same transport), the
+    server comes back: the path probe moves it back. Messages both ways arrive once each throughout."""
+    members, hub, _ws_url = relayed
+    for srv in members:
+        srv.wait_healthy(30)
+    near_id, far_id = unique_id("near"), unique_id("far")
+    near_cfg = MeshConfig(servers=(members[0].url,), instance_id=near_id, replicas=3)
+    far_cfg = MeshConfig(servers=(members[1].url, hub.url), instance_id=far_id)
+    async with Mesh(near_cfg) as near, Mesh(far_cfg, outbox=tmp_path / "far.sqlite") as far:
+        at_near: collections.Counter[int] = collections.Counter()
+        at_far: collections.Counter[int] = collections.Counter()
+
+        async def on_near(env: object) -> None:
+            at_near[env.content["i"]] += 1  # type: ignore[attr-defined]
+
+        async def on_far(env: object) -> None:
+            at_far[env.content["i"]] += 1  # type: ignore[attr-defined]
+
+        await near.consume("chat", on_near)
+        await far.consume("chat", on_far)
+        sent = 0
+
+        async def exchange(n: int) -> None:  # n messages each way, each retried until acknowledged
+            nonlocal sent
+            for _ in range(n):
+                await eventually(lambda i=sent: _publish(far, near_id, i), timeout=20, what=f"far -> near {sent}")
+                await eventually(lambda i=sent: _publish(near, far_id, i), timeout=20, what=f"near -> far {sent}")
+                sent += 1
+
+        await exchange(5)
+        assert far.server_path == "local"
+        members[1].stop()  # far's direct server goes: it reconnects to the hub, listed last
+        await eventually(lambda: far.server_path == "relay", timeout=20, what="far moves to the relay")
+        await exchange(10)
+        members[1].start()  # the heal: the probe finds it serving JetStream again and moves back
+        await eventually(lambda: far.server_path == "local", timeout=30, what="far moves back to its direct server")
+        assert far.link.path_probe.switches == 1
+        await exchange(10)
+        assert far.flusher is not None and await far.flusher.wait_empty(20)
+        everything = collections.Counter(range(sent))
+        await eventually(lambda: at_near == everything and at_far == everything, timeout=30,
+                         what=f"every message once each way (near {dict(at_near)}, far {dict(at_far)})")
+
+
+async def test_a_silent_link_is_bounded_by_tcp_user_timeout(mesh: Mesh) -> None:
+    """``bound_unacked`` reaches the socket through nats-py's private ``_transport._bare_io_writer``:
+    if nats-py renames it, this fails (and a cut direct link would again take 15 s of pings to leave)."""
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        pytest.skip("TCP_USER_TIMEOUT is Linux only")
+    nc = mesh.link.nc
+    assert bound_unacked(nc, 1.5)
+    sock = nc._transport._bare_io_writer.get_extra_info("socket")  # type: ignore[union-attr]  # noqa: SLF001
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
+    assert bound_unacked(nc) and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == UNACKED_LIMIT * 1000
+
+
+def test_the_probes_choice_goes_first_whatever_the_pool_order() -> None:
+    """nats-py rotates its server pool on each reconnect (the server it left goes last), so listed order
+    is gone by the time the probe wants the way back: ``prefer`` puts its server first, the relay last."""
+    from types import SimpleNamespace
+    from urllib.parse import urlparse
+
+    pool = [SimpleNamespace(uri=urlparse(u)) for u in
+            ("nats://100.64.0.2:4222", "tls://relay:4443", "nats://100.64.0.1:4222", "nats://100.64.0.3:4222")]
+    policy = ReconnectPolicy()
+    policy.prefer("nats://100.64.0.1:4222")
+    policy.avoid("relay:4443")
+    assert [policy(pool, {})[0].uri.netloc for _ in range(4)] == [
+        "100.64.0.1:4222", "100.64.0.2:4222", "100.64.0.3:4222", "relay:4443"]
+    policy.reset()  # reconnected: no preference left for the next time
+    assert policy(pool, {})[0].uri.netloc == "100.64.0.2:4222"

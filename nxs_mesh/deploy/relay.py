@@ -16,15 +16,28 @@ on the hub is stored and acknowledged by the cluster), but the plain ``$JS.API.>
 a domain a client on the hub could publish and not consume (checked: consumer creation answered 503).
 So with ``--relay`` the members' JetStream gets ``domain: <cluster name>`` (their own clients keep
 using ``$JS.API``) and the hub maps ``$JS.API.>`` to ``$JS.<domain>.API.>``, which crosses leafnodes:
-a client on the hub uses the cluster's streams, consumers and dedup unchanged. That is
-also how a client tells it is on the relay (``transport.connection.server_path``): the server it is
-connected to says ``jetstream: false`` in its INFO while the mesh's members all run JetStream.
+a client on the hub uses the cluster's streams, consumers and dedup unchanged. KV writes need the same
+(``hub_mappings``): nats-server denies ``$KV.>`` on a leafnode between domains, so without the mapping
+``nxs node run`` on the hub never got its Doctor lease or an exactly-once claim ("no response from
+stream"); the Object Store's ``$O.>`` crosses as it is. That is also how a client tells it is on the
+relay (``transport.connection.server_path``): the server it is connected to says ``jetstream: false``
+in its INFO while the mesh's members all run JetStream.
+
+Onto the relay and back (``transport.path_probe``). A cut direct link sends no RST: each connection
+sets ``TCP_USER_TIMEOUT`` (2 s), so the kernel drops it once a heartbeat stays unacknowledged and
+nats-py reconnects down the list to the relay, inside the Doctor's 5 s. nats-py then stays on the
+relay, so while a link is there it probes the direct servers every 3 s (a short connection and a
+JetStream account-info request, which a member cut off from the quorum cannot answer) and, when one
+answers, reconnects with the relay put last. A node's status (its ``path``) is republished when the
+path changes (``node.path_watch``), so ``nxs nodes`` shows the move within a heartbeat.
 
 WebSocket or TLS. ``--relay wss://HOST:PORT`` (or just HOST:PORT) gives the hub a WebSocket listener,
 for clients behind proxies that pass only HTTPS; ``--relay tls://HOST:PORT`` gives it a TLS client
 port instead. nats-py keeps one transport per connection (``transport.connection.transport_groups``):
 a client that joined over TCP reconnects among the TCP URLs only, so it reaches a ``wss://`` relay
-when it (re)starts, and a ``tls://`` relay also by reconnecting mid-session, like any other member.
+when it (re)starts, and a ``tls://`` relay also by reconnecting mid-session, like any other member;
+the same holds on the way back (the probe tries the direct servers of the connection's transport: a
+client that started on a ``wss://`` relay returns to the TCP members when it restarts).
 The hub faces the outside: TLS (``--tls-cert/--tls-key``) unless it binds to loopback. ``--secure``
 relays (nkey credentials on the leafnode) are not rendered yet: refused.
 """
@@ -39,7 +52,7 @@ from urllib.parse import urlparse
 from nxs_mesh.deploy.listeners import Listener, check_plaintext, is_loopback
 from nxs_mesh.wire.errors import ConfigError
 
-__all__ = ["LEAF_PORT", "Relay", "hub_config", "jetstream_domain", "member_leaf_block", "parse_relay"]
+__all__ = ["LEAF_PORT", "Relay", "hub_config", "hub_mappings", "jetstream_domain", "member_leaf_block", "parse_relay"]
 
 #: nats-server's default leafnode port; the members listen on it for the hub.
 LEAF_PORT = 7422
@@ -86,6 +99,19 @@ def jetstream_domain(domain: str) -> str:
     return f"  domain: {json.dumps(domain)}  # the relay hub maps its clients' $JS.API here"
 
 
+def hub_mappings(domain: str) -> dict[str, str]:
+    """What the hub rewrites for its clients: the JetStream API and the KV writes, to the members'
+    domain. A KV write (``$KV.<bucket>.<key>``, what nats-py's put/create/update publish) is a stream
+    message like any other, but nats-server denies ``$KV.>`` (with ``$JS.API.>`` and ``$OBJ.>``) on a
+    leafnode between different JetStream domains: "no response from stream" at once, so no Doctor lease
+    and no exactly-once claim. ``$JS.<domain>.API.$KV.>`` crosses and the members' domain mappings turn
+    it back into ``$KV.>`` (what nats.go does for a domain context). The Object Store's ``$O.>`` (not
+    the legacy ``$OBJ``) is not denied: it crosses as it is, and must not be mapped (checked: a
+    ``$O`` mapping makes file uploads time out)."""
+    api = f"$JS.{domain}.API"
+    return {"$JS.API.>": f"{api}.>", "$KV.>": f"{api}.$KV.>"}
+
+
 def member_leaf_block(bind: str, tls: list[str] | None, port: int = LEAF_PORT) -> list[str]:
     """``leafnodes { listen }`` on a member: where the hub's leafnode connection comes in."""
     return ["leafnodes {", f"  listen: {json.dumps(f'{bind}:{port}')}", *(tls or []), "}", ""]
@@ -104,8 +130,9 @@ def hub_config(relay: Relay, members: Sequence[str], *, tls: list[str] | None, t
         "# relay hub (rendered by `nxs deploy render --relay`): clients reach the mesh here when their",
         "# direct routes fail; no JetStream here, the leafnode brings the cluster's.",
         'server_name: "nxs-relay"',
-        "# the cluster's JetStream API, reached over the leafnode in the members' domain",
-        f"mappings {{ \"$JS.API.>\": {json.dumps(f'$JS.{domain}.API.>')} }}",
+        "# the cluster's JetStream API and KV writes (denied on the leafnode as they are), reached over",
+        "# the leafnode in the members' domain",
+        f"mappings {{ {', '.join(f'{json.dumps(k)}: {json.dumps(v)}' for k, v in hub_mappings(domain).items())} }}",
         *_client_side(relay, tls),
         f'http: "127.0.0.1:{monitor_port}"',
         "",

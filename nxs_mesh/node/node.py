@@ -50,6 +50,7 @@ from nxs_mesh.node.doctor import DeathHook, Doctor
 from nxs_mesh.node.handlers import HandlerFn, Registry, builtin_registry
 from nxs_mesh.node.options import NodeOptions, NodeState
 from nxs_mesh.node.parts import NodePart
+from nxs_mesh.node.path_watch import PathWatch
 from nxs_mesh.node.task_ends import TaskEnds
 from nxs_mesh.node.tasks import TaskRunner, TaskStore
 from nxs_mesh.wire import subjects
@@ -80,7 +81,8 @@ class Node(Beacon):
         # ``async hook(node_id) -> Mapping``, appended before start (on every node): see Doctor's death_hooks.
         self.death_hooks: list[DeathHook] = []
         self.tasks: TaskRunner | None = None
-        self.parts: list[NodePart] = [TaskEnds()]  # see node.parts; appended before start
+        # see node.parts; appended before start (PathWatch: a new server path is in the status at once)
+        self.parts: list[NodePart] = [TaskEnds(), PathWatch(self._health_changed)]
         self._commands: Consumer | None = None
         self._hb_seq = 0
         self._started_mono = 0.0

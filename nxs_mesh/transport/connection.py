@@ -85,6 +85,7 @@ class ReconnectPolicy:
         self.base, self.cap = base, cap
         self.attempt = 0
         self._avoid: str | None = None
+        self._prefer: tuple[str | None, int] | None = None  # (host, port): first for the next reconnect
 
     def __repr__(self) -> str:
         return f"<ReconnectPolicy attempt={self.attempt} avoid={self._avoid}>"
@@ -92,13 +93,22 @@ class ReconnectPolicy:
     def avoid(self, netloc: str | None) -> None:
         self._avoid = netloc
 
+    def prefer(self, url: str) -> None:
+        """Try ``url`` first on the next reconnect (nats-py rotates its pool: listed order is gone by
+        then). The path probe's way back from the relay."""
+        u = urlparse(url)
+        self._prefer = (u.hostname, u.port or 4222)
+
     def reset(self) -> None:
         self.attempt = 0
         self._avoid = None
+        self._prefer = None
 
     def __call__(self, servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
         order = [s for s in servers if s.uri.netloc != self._avoid]
         order += [s for s in servers if s.uri.netloc == self._avoid]
+        # Stable: the preferred server first, the rest in their order.
+        order.sort(key=lambda s: (s.uri.hostname, s.uri.port or 4222) != self._prefer)
         n = max(1, len(order))
         pick = order[self.attempt % n] if order else None
         delay = 0.0 if self.attempt < n else backoff_delay(self.attempt // n, base=self.base, cap=self.cap)

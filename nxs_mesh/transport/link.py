@@ -31,6 +31,7 @@ from nxs_mesh.aio.supervisor import Supervisor
 from nxs_mesh.config import MeshConfig
 from nxs_mesh.transport.connection import ReconnectPolicy, connect
 from nxs_mesh.transport.denials import Denials
+from nxs_mesh.transport.path_probe import PathProbe, bound_unacked
 from nxs_mesh.transport.publisher import JsPublisher
 from nxs_mesh.transport.translate import translate_nats_errors
 from nxs_mesh.wire.errors import ClosedError, MeshError, NotConnectedError
@@ -142,6 +143,8 @@ class Link:
         # With an identity the server may refuse operations: requests then race the refusal (a few
         # microseconds each), so a refused one fails at once naming its subject instead of timing out.
         self._checks_permissions = bool(config.secure or config.nkey_seed or config.creds or config.user)
+        # Back from the relay once a direct server answers (the probe reads INFOs through us: one place).
+        self.path_probe = PathProbe(self, lambda nc: server_info_of(nc).jetstream)
 
     def __repr__(self) -> str:
         state = "CLOSED" if self._closing else ("CONNECTED" if self.is_connected else "DISCONNECTED")
@@ -152,6 +155,8 @@ class Link:
                    on_reconnected: Callable[[], Awaitable[None]] | None = None) -> Link:
         link = cls(config, policy or ReconnectPolicy(), on_reconnected)
         await link._connect()
+        if len(config.servers) > 1:
+            link._sup.keep("path probe", link.path_probe.run)
         return link
 
     async def _connect(self) -> None:
@@ -159,6 +164,7 @@ class Link:
                            closed_cb=self._closed, error_cb=self._on_error)
         if self._checks_permissions:
             self.denials.guard_requests(nc)
+        bound_unacked(nc)  # a silent direct link is left in seconds, not after 15 s of pings
         pub = JsPublisher(nc, denials=self.denials)
         try:
             with translate_nats_errors("connect"):
@@ -176,6 +182,8 @@ class Link:
         self.denials.note(str(exc))
 
     async def _reconnected(self) -> None:
+        if self._nc is not None:
+            bound_unacked(self._nc)  # a new socket
         if self._on_reconnected is not None:
             await self._on_reconnected()
 
@@ -263,6 +271,10 @@ class Link:
     def server_info(self) -> ServerInfo:
         return server_info_of(self.nc)
 
+    def jetstream_here(self) -> bool:
+        """Whether the connected server runs JetStream itself (False on the relay hub)."""
+        return self.server_info().jetstream
+
     async def wait_reopened(self, timeout: float) -> bool:
         """Wait until the connection is usable again after a close under us; False on timeout."""
         if self._nc is not None and not self._nc.is_closed:
@@ -305,6 +317,11 @@ class Link:
         """Replies on ``subject``: one by default; 0 = until closed (a caller that may refuse forged ones)."""
         with translate_nats_errors(f"subscribe {subject}"):
             return ReplyWaiter(await self.nc.subscribe(subject, max_msgs=max_msgs))
+
+    def prefer(self, url: str) -> None:
+        """Try ``url`` first on the next reconnect (then the others, the current server last)."""
+        self._policy.prefer(url)
+        self._policy.avoid(self.connected_netloc)
 
     def avoid_current(self) -> None:
         """Put the current server last for the next reconnect (it is cut off from the quorum)."""
