@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from nxs_mesh.wire._encode_errors import ENCODE_ERRORS, encode_error
 from nxs_mesh.wire._lenient import drop_null_optionals, is_null_error, split_error
 from nxs_mesh.wire.content import PAYLOAD_OF_TYPE, check_payload
 from nxs_mesh.wire.contract import DEFAULT_PRIORITY, DEFAULT_TTL, ID_PATTERN, REPLY_TO_PATTERN
@@ -153,7 +154,6 @@ _json_decoder = msgspec.json.Decoder(Envelope)
 _decode_json = _json_decoder.decode
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder(Envelope)
-_ENCODE_ERRORS: Final = (TypeError, ValueError, OverflowError, msgspec.EncodeError)  # ValueError: UnicodeEncodeError
 
 
 def format_time(dt: datetime) -> str:
@@ -174,50 +174,14 @@ def encode(env: Envelope, *, msgpack: bool = False) -> bytes:
             # timestamp extension, which other languages' decoders turn into their own date type).
             return _msgpack_encoder.encode(msgspec.structs.replace(env, timestamp=format_time(env.timestamp)))
         return _json_encoder.encode(env)
-    except _ENCODE_ERRORS as exc:
-        raise _encode_error(env, exc) from None
+    except ENCODE_ERRORS as exc:
+        raise encode_error(env, exc) from None
 
 
 def _utc(ts: datetime) -> datetime:
     if ts.tzinfo is None:
         raise EnvelopeError("a naive datetime has no zone; use an aware one (datetime.now(UTC))", "timestamp")
     return ts.astimezone(UTC)
-
-
-def _encode_error(env: Envelope, exc: Exception) -> EnvelopeError:
-    """Name the part of ``env`` that does not encode (the slow path: only after a failure)."""
-    why = "not UTF-8 encodable" if isinstance(exc, UnicodeEncodeError) else "not JSON-encodable"
-    parts: list[tuple[str, Any]] = [
-        ("payload.content", env.payload.content), ("payload.metadata", env.payload.metadata),
-        ("source.location", env.source.location), ("source", env.source), ("target", env.target),
-        ("correlation_id", env.correlation_id), ("reply_to", env.reply_to),
-    ]
-    for path, value in parts:
-        bad = _first_unencodable(value, path)
-        if bad is not None:
-            return EnvelopeError(f"{why}: {exc}", bad)
-    return EnvelopeError(f"{why}: {exc}")
-
-
-def _first_unencodable(value: Any, path: str) -> str | None:
-    try:
-        _json_encoder.encode(value)
-        return None
-    except _ENCODE_ERRORS:
-        pass
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if _first_unencodable(key, path) is not None:
-                return path  # the key itself
-            found = _first_unencodable(item, f"{path}.{key}")
-            if found is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            found = _first_unencodable(item, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return path
 
 
 def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False, strict_content: bool = True) -> Envelope:
