@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
 
@@ -29,7 +30,8 @@ from nxs_mesh.wire.contract import (
     TTL_HEADER,
     TTL_TYPES,
 )
-from nxs_mesh.wire.envelope import Envelope, Source, encode, new_envelope
+from nxs_mesh.wire._encode_errors import ENCODE_ERRORS
+from nxs_mesh.wire.envelope import Envelope, Source, encode, json_encode, new_envelope
 from nxs_mesh.wire.errors import (
     BrokenError,
     ConnectError,
@@ -83,6 +85,9 @@ def _id_leads_json() -> bool:
 
 
 _ID_IN_JSON: Final = _id_leads_json()
+_json_encode: Final = json_encode
+# The types whose subject follows from (type, target, priority) alone (``subjects.for_envelope``).
+_ROUTED_BY_TARGET: Final = frozenset({"CHAT", "COMMAND", "SYNC"})
 
 
 def publish_headers(env: Envelope, *, msgpack: bool = False) -> tuple[str, dict[str, str]]:
@@ -228,17 +233,18 @@ class PublishPath:
         mids: list[str] = []
         sign = self._sign
         id_in_data = _ID_IN_JSON and not msgpack
+        route = _Routes()
 
         def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             # Built as they are sent (pipelined with the acks already coming back).
             for env in envelopes:
-                data = encode_checked(env, msgpack=msgpack)
+                data = encode_checked(env, msgpack=True) if msgpack else _encode_fast(env)
                 mid = data[_ID_AT].decode() if id_in_data else env.id
                 headers = {MSG_ID_HEADER: mid}
-                if (env.ttl and env.message_type in TTL_TYPES) or msgpack:
+                if msgpack or (env.ttl and env.message_type in TTL_TYPES):
                     _, headers = publish_headers(env, msgpack=msgpack)
                 mids.append(mid)
-                subject = subjects.for_envelope(env)
+                subject = route(env)
                 if sign is not None:
                     sign(subject, mid, data, headers)
                 yield subject, data, headers
@@ -252,3 +258,35 @@ class PublishPath:
                 raise ack
             results.append(_result(mid, mid, ack))
         return results
+
+
+def _encode_fast(env: Envelope) -> bytes:
+    """JSON wire bytes of a batch's envelope: msgspec's encoder straight away when the timestamp is
+    UTC already (what ``new_envelope`` makes); ``encode_checked`` for the rest and for the error."""
+    if env.timestamp.tzinfo is UTC:
+        try:
+            return _json_encode(env)
+        except ENCODE_ERRORS:
+            pass
+    return encode_checked(env)
+
+
+class _Routes:
+    """The subject of each envelope of a batch: CHAT, COMMAND and SYNC envelopes to the same target
+    (and priority) share one, so a batch computes it once per target instead of once per message."""
+
+    __slots__ = ("_key", "_subject")
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._subject = ""
+
+    def __call__(self, env: Envelope) -> str:
+        kind = env.message_type
+        if kind not in _ROUTED_BY_TARGET:
+            return subjects.for_envelope(env)
+        t = env.target
+        key = (kind, t.instance_id, t.agent_id, t.broadcast, env.priority)
+        if key != self._key:
+            self._key, self._subject = key, subjects.for_envelope(env)
+        return self._subject

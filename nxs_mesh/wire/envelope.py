@@ -150,6 +150,9 @@ class Envelope(Struct, frozen=True, gc=False):
 
 
 _json_encoder = msgspec.json.Encoder()
+#: msgspec's encoder itself: the wire bytes of an envelope whose timestamp is UTC (a batch's fast path;
+#: ``encode`` is the checked entry, and names the field when this raises).
+json_encode: Final = _json_encoder.encode
 _json_decoder = msgspec.json.Decoder(Envelope)
 _decode_json = _json_decoder.decode
 _msgpack_encoder = msgspec.msgpack.Encoder()
@@ -372,15 +375,10 @@ def new_envelope(
     if reply_to is not None and not (isinstance(reply_to, str) and _REPLY_TO_RE.fullmatch(reply_to)):
         raise EnvelopeError(f"{reply_to!r} is not a result subject: use nxs.result.<token> "
                             "(token: 1-64 characters from A-Z a-z 0-9 _ : -)", "reply_to")
+    # Positional: msgspec builds a struct from positional arguments ~40% faster than from keywords.
     return Envelope(
-        message_id=mid,
-        timestamp=datetime.now(UTC),
-        source=source,
-        target=Target(instance_id=to, agent_id=agent, broadcast=to == BROADCAST),
-        message_type=kind,  # type: ignore[arg-type]  # checked against MESSAGE_TYPES above
-        payload=Payload(content=content, metadata=metadata or {}),
-        priority=priority,
-        ttl=ttl,
-        correlation_id=UNSET if correlation_id is None else correlation_id,
-        reply_to=UNSET if reply_to is None else reply_to,
+        mid, datetime.now(UTC), source, Target(to, agent, to == BROADCAST),
+        kind,  # type: ignore[arg-type]  # checked against MESSAGE_TYPES above
+        Payload(content, metadata or {}), priority, ttl,
+        UNSET if correlation_id is None else correlation_id, UNSET if reply_to is None else reply_to,
     )
