@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC
 from typing import Final
 
 import msgspec
@@ -22,6 +22,7 @@ from nxs_mesh.transport.admin import account_report
 from nxs_mesh.transport.link import Link
 from nxs_mesh.transport.publisher import Ack
 from nxs_mesh.wire import subjects
+from nxs_mesh.wire._encode_errors import ENCODE_ERRORS
 from nxs_mesh.wire.contract import (
     ENCODING_HEADER,
     MSG_ID_HEADER,
@@ -30,7 +31,6 @@ from nxs_mesh.wire.contract import (
     TTL_HEADER,
     TTL_TYPES,
 )
-from nxs_mesh.wire._encode_errors import ENCODE_ERRORS
 from nxs_mesh.wire.envelope import Envelope, Source, encode, json_encode, new_envelope
 from nxs_mesh.wire.errors import (
     BrokenError,
