@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from nxs_mesh import Mesh
-from nxs_mesh.testing import unique_id
+from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.frames import header_text
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import encode, new_envelope
@@ -82,4 +82,7 @@ async def test_over_max_payload_goes_to_nats_py_and_is_its_error(mesh: Mesh) -> 
     big = (subjects.chat(to), b"x" * (limit + 1), {"Nats-Msg-Id": str(uuid.uuid4())})
     with pytest.raises(PublishError):
         await mesh.pub.publish_batch([*_items(mesh, to, 2), big], 5.0)
-    assert len(await _stored(mesh, to)) == 2  # the frames before it still went out
+    async def both_stored() -> bool:  # the frames before it still go out (no ack was waited for)
+        return len(await _stored(mesh, to)) == 2
+
+    await eventually(both_stored, timeout=5, what="the two frames before the refused one stored")

@@ -238,7 +238,15 @@ class PublishPath:
         def wire() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             # Built as they are sent (pipelined with the acks already coming back).
             for env in envelopes:
-                data = encode_checked(env, msgpack=True) if msgpack else _encode_fast(env)
+                if msgpack:
+                    data = encode_checked(env, msgpack=True)
+                elif env.timestamp.tzinfo is UTC:  # what new_envelope makes: msgspec's encoder at once
+                    try:
+                        data = _json_encode(env)
+                    except ENCODE_ERRORS:
+                        data = encode_checked(env)  # raises the EnvelopeError naming the field
+                else:
+                    data = encode_checked(env)
                 mid = data[_ID_AT].decode() if id_in_data else env.id
                 headers = {MSG_ID_HEADER: mid}
                 if msgpack or (env.ttl and env.message_type in TTL_TYPES):
@@ -258,17 +266,6 @@ class PublishPath:
                 raise ack
             results.append(_result(mid, mid, ack))
         return results
-
-
-def _encode_fast(env: Envelope) -> bytes:
-    """JSON wire bytes of a batch's envelope: msgspec's encoder straight away when the timestamp is
-    UTC already (what ``new_envelope`` makes); ``encode_checked`` for the rest and for the error."""
-    if env.timestamp.tzinfo is UTC:
-        try:
-            return _json_encode(env)
-        except ENCODE_ERRORS:
-            pass
-    return encode_checked(env)
 
 
 class _Routes:

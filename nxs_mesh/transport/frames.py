@@ -42,6 +42,10 @@ _keys_ok: set[str] = set()
 def header_text(headers: Mapping[str, str]) -> str:
     """The header block nats-py would send for ``headers`` (empty keys skipped, values trimmed, CR/LF
     made spaces), as text: ``NATS/1.0``, a ``Key: value`` line each, an empty line."""
+    if len(headers) == 1:  # the usual batch: the dedup id alone
+        for key, value in headers.items():
+            if key in _keys_ok and value.strip() is value and "\n" not in value and "\r" not in value:
+                return f"{_HDR_LINE}{key}: {value}\r\n\r\n"
     lines = [_HDR_LINE]
     for key, value in headers.items():
         if key not in _keys_ok:
