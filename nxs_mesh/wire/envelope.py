@@ -169,14 +169,16 @@ def format_time(dt: datetime) -> str:
 def encode(env: Envelope, *, msgpack: bool = False) -> bytes:
     """Wire bytes of ``env``; raises ``EnvelopeError`` naming the field that cannot be encoded (e.g.
     ``payload.content`` holding a str with lone surrogates, which UTF-8 cannot carry)."""
-    if env.timestamp.tzinfo is not UTC:
-        env = msgspec.structs.replace(env, timestamp=_utc(env.timestamp))
     try:
+        if not msgpack and env.timestamp.tzinfo is UTC:  # the usual case: msgspec's encoder at once
+            return json_encode(env)
+        if env.timestamp.tzinfo is not UTC:
+            env = msgspec.structs.replace(env, timestamp=_utc(env.timestamp))
         if msgpack:
             # The contract's timestamp is a string in both encodings (msgspec would write a msgpack
             # timestamp extension, which other languages' decoders turn into their own date type).
             return _msgpack_encoder.encode(msgspec.structs.replace(env, timestamp=format_time(env.timestamp)))
-        return _json_encoder.encode(env)
+        return json_encode(env)
     except ENCODE_ERRORS as exc:
         raise encode_error(env, exc) from None
 
@@ -192,8 +194,6 @@ def decode(data: bytes | bytearray | memoryview, *, msgpack: bool = False, stric
 
     With ``strict_content`` (the default, and what consumers rely on) the payload of HEARTBEAT,
     STATUS, ALERT, COMMAND, RESULT and TASK is checked against ``wire.content`` too."""
-    if not msgpack and strict_content:
-        return decode_json(data)
     if len(data) > MAX_ENVELOPE_BYTES:
         raise _too_big(data)
     try:
