@@ -5,12 +5,14 @@ refused here too, against a real server."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
-from nxs_mesh import Mesh
+from nxs_mesh import Mesh, MeshConfig
 from nxs_mesh.testing import eventually, unique_id
 from nxs_mesh.transport.frames import header_text
+from nxs_mesh.transport.server import NatsServer
 from nxs_mesh.wire import subjects
 from nxs_mesh.wire.envelope import encode, new_envelope
 from nxs_mesh.wire.errors import PublishError
@@ -86,3 +88,17 @@ async def test_over_max_payload_goes_to_nats_py_and_is_its_error(mesh: Mesh) -> 
         return len(await _stored(mesh, to)) == 2
 
     await eventually(both_stored, timeout=5, what="the two frames before the refused one stored")
+
+
+async def test_frames_go_through_a_websocket_connection_too(tmp_path: Path) -> None:
+    # nats-py's WebSocket transport writes the same pending buffer: a batch over ws:// is stored whole.
+    with NatsServer(store_dir=tmp_path / "nats", name=unique_id("ws"), websocket_port=-1) as srv:
+        cfg = MeshConfig(servers=(srv.ws_url,), instance_id=unique_id("ws"), data_dir=str(tmp_path / "d"))
+        async with Mesh(cfg) as mesh:
+            assert mesh.pub._frames.max_payload() > 0  # the fast path is the one taken
+            to = unique_id("dst")
+            envs = [new_envelope("CHAT", i, source=mesh.source, to=to) for i in range(600)]
+            results = await mesh.publish_many(envs)
+            assert [r.seq for r in results] == list(range(1, 601))
+            assert [rec.envelope.id async for rec in mesh.tail("chat", instance=to) if rec.envelope] == [
+                e.id for e in envs]
