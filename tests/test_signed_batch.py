@@ -4,6 +4,8 @@ signature, whatever the chunking; and a failure mid-batch leaves no signing job 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,4 +79,40 @@ async def test_a_bad_envelope_mid_batch_raises_and_leaves_no_signing_job(
         ok = await alice.publish_many([new_envelope("CHAT", "after", source=alice.source, to="bob")])
         assert ok[0].seq is not None and started == finished == [publishing._SIGN_CHUNK, 1]
     finally:
+        await alice.close()
+
+
+async def test_cancelling_a_signed_batch_waits_for_its_signing_job(keys: MeshKeys, mesh_config: MeshConfig) -> None:
+    alice = await Mesh(keys.config(mesh_config, "alice")).connect()
+    signer = alice.security.signer
+    assert signer is not None
+    loop = asyncio.get_running_loop()
+    in_job, release = asyncio.Event(), threading.Event()
+    started, finished = [], []
+    sign_items = signer.sign_items
+
+    def held(items):  # the real signing, held until the test lets it go (runs in the worker thread)
+        started.append(len(items))
+        loop.call_soon_threadsafe(in_job.set)
+        release.wait(10)
+        try:
+            return sign_items(items)
+        finally:
+            finished.append(len(items))
+
+    signer.sign_items = held  # type: ignore[method-assign]
+    try:
+        envs = (new_envelope("CHAT", i, source=alice.source, to="bob") for i in range(3 * publishing._SIGN_CHUNK))
+        task = asyncio.create_task(alice.publish_many(envs))
+        await asyncio.wait_for(in_job.wait(), 10)
+        task.cancel()
+        # While its signing job runs, the cancelled batch does not end (0.5 s: time for it to end wrongly).
+        done, _ = await asyncio.wait([task], timeout=0.5)
+        assert not done
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert started and started == finished  # ended only once no thread still signed for it
+    finally:
+        release.set()
         await alice.close()

@@ -259,7 +259,7 @@ class PublishPath:
                 chunk = [(s, d, h, mids[base + i]) for i, (s, d, h) in enumerate(itertools.islice(items, _SIGN_CHUNK))]
                 ahead = loop.run_in_executor(None, sign_items, chunk) if chunk else None
                 if signing is not None:
-                    signed = await signing
+                    signed = await asyncio.shield(signing)  # cancelled, we still wait for it below
                     acks = await self._link.publisher.publish_batch([i[:3] for i in signed], self.timeout)
                     results.extend(_results([i[3] for i in signed], acks))
                 if ahead is None:
