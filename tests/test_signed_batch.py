@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,28 @@ from nxs_mesh.wire.signing import SIG_HEADER, SIGNER_HEADER, verify
 @pytest.fixture
 def keys(tmp_path: Path) -> MeshKeys:
     return write_mesh_keys(tmp_path / "sec", ["alice", "bob"])
+
+
+def _count_signing(mesh: Mesh, before: Callable[[], None] | None = None) -> tuple[list[int], list[int]]:
+    """Wrap the mesh's real ``Signer.sign_items`` to record each job's start and end (sizes), running
+    ``before`` first inside the job (in the worker thread)."""
+    signer = mesh.security.signer
+    assert signer is not None
+    started: list[int] = []
+    finished: list[int] = []
+    sign_items = signer.sign_items
+
+    def counted(items):  # type: ignore[no-untyped-def]
+        started.append(len(items))
+        if before is not None:
+            before()
+        try:
+            return sign_items(items)
+        finally:
+            finished.append(len(items))
+
+    signer.sign_items = counted  # type: ignore[method-assign]
+    return started, finished
 
 
 @pytest.mark.parametrize("count", [1, publishing._SIGN_CHUNK, 2 * publishing._SIGN_CHUNK + 7])
@@ -51,19 +74,7 @@ async def test_signed_batch_stores_every_envelope_in_order_each_verified(
 async def test_a_bad_envelope_mid_batch_raises_and_leaves_no_signing_job(
         keys: MeshKeys, mesh_config: MeshConfig) -> None:
     alice = await Mesh(keys.config(mesh_config, "alice")).connect()
-    signer = alice.security.signer
-    assert signer is not None
-    started, finished = [], []
-    sign_items = signer.sign_items
-
-    def counted(items):  # the real signing, counted (runs in the worker thread)
-        started.append(len(items))
-        try:
-            return sign_items(items)
-        finally:
-            finished.append(len(items))
-
-    signer.sign_items = counted  # type: ignore[method-assign]
+    started, finished = _count_signing(alice)
     try:
         def envelopes():
             for i in range(publishing._SIGN_CHUNK + 10):
@@ -84,23 +95,14 @@ async def test_a_bad_envelope_mid_batch_raises_and_leaves_no_signing_job(
 
 async def test_cancelling_a_signed_batch_waits_for_its_signing_job(keys: MeshKeys, mesh_config: MeshConfig) -> None:
     alice = await Mesh(keys.config(mesh_config, "alice")).connect()
-    signer = alice.security.signer
-    assert signer is not None
     loop = asyncio.get_running_loop()
     in_job, release = asyncio.Event(), threading.Event()
-    started, finished = [], []
-    sign_items = signer.sign_items
 
-    def held(items):  # the real signing, held until the test lets it go (runs in the worker thread)
-        started.append(len(items))
+    def hold() -> None:  # in the worker thread: say the job runs, then wait until the test lets it go
         loop.call_soon_threadsafe(in_job.set)
         release.wait(10)
-        try:
-            return sign_items(items)
-        finally:
-            finished.append(len(items))
 
-    signer.sign_items = held  # type: ignore[method-assign]
+    started, finished = _count_signing(alice, before=hold)
     try:
         envs = (new_envelope("CHAT", i, source=alice.source, to="bob") for i in range(3 * publishing._SIGN_CHUNK))
         task = asyncio.create_task(alice.publish_many(envs))
