@@ -84,6 +84,8 @@ Timestamp = Annotated[datetime, Meta(tz=True)]
 _RESERVED_IDS = frozenset({"_all"})
 
 
+# Source and Target hold only strings and a bool, so they can be in no reference cycle: untracked by the
+# GC (gc=False). Payload and Envelope stay tracked: content is any JSON value a caller may build.
 class Source(Struct, frozen=True, gc=False):
     """Who sent it: instance (node) and agent ids; location is free text (e.g. a region)."""
 
@@ -104,14 +106,14 @@ class Target(Struct, frozen=True, gc=False):
         return self.broadcast or self.instance_id == BROADCAST
 
 
-class Payload(Struct, frozen=True, gc=False):
+class Payload(Struct, frozen=True):
     """content: a str or any JSON value (its shape per type: the other schema files); metadata: str -> JSON."""
 
     content: Any = ""
     metadata: dict[str, Any] = {}
 
 
-class Envelope(Struct, frozen=True, gc=False):
+class Envelope(Struct, frozen=True):
     """message_id: any RFC 4122 UUID, unique per logical message, also sent as Nats-Msg-Id (random v4,
     or v5 where derived: see x-nxs-message-id in alert and result). timestamp: RFC 3339, any offset
     accepted; the mesh writes UTC with Z. priority: 0..9, higher first. ttl: seconds, 0 = never
