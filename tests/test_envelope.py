@@ -273,3 +273,30 @@ def test_a_trailing_newline_never_passes_as_an_id(changes, field):
     assert exc.value.field == field
     with pytest.raises(EnvelopeError):
         check_id("node-1\n", "instance_id")
+
+
+def test_decode_json_is_decode_for_json_with_the_same_errors():
+    # The consumers' fast entry: the same envelope, the same validation, the same field named.
+    from nxs_mesh.wire.envelope import decode_json
+
+    env = new_envelope("COMMAND", {"command": "ping"}, source=SRC, to="nxs-node-002", correlation_id="c-1")
+    assert decode_json(encode(env)) == decode(encode(env)) == env
+    for changes, field in (({"priority": 10}, "priority"), ({"reply_to": "nxs.chat.x"}, "reply_to"),
+                           ({"source": {"instance_id": "a b", "agent_id": "x"}}, "source.instance_id"),
+                           ({"message_type": "COMMAND", "payload": {"content": {"args": 1}}}, "payload.content.command")):
+        for fn in (decode, decode_json):
+            with pytest.raises(EnvelopeError) as err:
+                fn(json.dumps(wire(**changes)).encode())
+            assert err.value.field == field
+
+
+def test_a_reserved_source_is_refused_even_after_a_target_of_that_name():
+    # '_all' may be a target (broadcast in subjects) but never a source; seeing it as a target first
+    # must not let it pass later as a source (the decoder caches ids it has seen valid).
+    as_target = wire(target={"instance_id": "_all", "agent_id": "*", "broadcast": False})
+    assert decode(json.dumps(as_target).encode()).target.instance_id == "_all"
+    as_source = wire(source={"instance_id": "_all", "agent_id": "main"})
+    for _ in range(2):
+        with pytest.raises(EnvelopeError, match="reserved") as err:
+            decode(json.dumps(as_source).encode())
+        assert err.value.field == "source.instance_id"

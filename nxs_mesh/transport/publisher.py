@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from nxs_mesh.transport.denials import Denials
+from nxs_mesh.transport.frames import Frames
 from nxs_mesh.transport.translate import mesh_error_for
 from nxs_mesh.wire.errors import ClosedError, MeshError, MeshTimeout, PublishError, StreamError
 
@@ -160,6 +161,7 @@ class JsPublisher:
         self._sub: Any = None
         self._closed = False
         self.max_in_flight = max_in_flight
+        self._frames = Frames(nc)  # a batch's frames go straight to nats-py's buffer (transport.frames)
 
     def __repr__(self) -> str:
         return f"<JsPublisher {self._prefix}* [{len(self._waiters)} waiting, {len(self._batches)} batches]>"
@@ -243,7 +245,7 @@ class JsPublisher:
         Nothing of the batch is left registered afterwards: late acks are ignored."""
         if self._closed:
             raise ClosedError("this Mesh is closed")
-        loop, nc, bound = self._loop, self._nc, self.max_in_flight
+        loop, bound = self._loop, self.max_in_flight
         bid = str(next(self._tokens))
         batch = _Batch(loop, bound)
         self._batches[bid] = batch
@@ -264,18 +266,7 @@ class JsPublisher:
         timer = loop.call_later(timeout / 4, check)
         try:
             async with asyncio.timeout(loop.time() + timeout) as watchdog:
-                index = 0
-                for subject, data, headers in items:
-                    if batch.outstanding >= bound:
-                        batch.room = loop.create_future()
-                        await batch.room
-                    replies.append(None)
-                    batch.outstanding += 1
-                    await nc.publish(subject, data, f"{prefix}{index}", headers)
-                    index += 1
-                    if not index % _YIELD_EVERY:
-                        await asyncio.sleep(0)  # sleep-ok: a yield, so the flusher sends and acks are read meanwhile
-                batch.sending = False
+                await self._send(items, batch, prefix)
                 if batch.outstanding:
                     await batch.done
         except TimeoutError:
@@ -289,4 +280,33 @@ class JsPublisher:
         finally:
             timer.cancel()
             self._batches.pop(bid, None)
+            if self._frames.msgs_out:  # an error mid-batch: what was appended still goes out, and is counted
+                await self._frames.kick()
         return _acks(replies, what)
+
+    async def _send(self, items: Iterable[tuple[str, bytes, dict[str, str]]], batch: _Batch, prefix: str) -> None:
+        """The sending half of a batch: frames into nats-py's buffer (``transport.frames``), at most
+        ``max_in_flight`` unacknowledged, the flusher kicked and the loop given a turn every chunk."""
+        loop, nc, frames, bound, replies = self._loop, self._nc, self._frames, self.max_in_flight, batch.replies
+        index = 0
+        room = frames.max_payload()  # refreshed after every wait: the connection may change meanwhile
+        for subject, data, headers in items:
+            if batch.outstanding >= bound:
+                await frames.kick()
+                batch.room = loop.create_future()
+                await batch.room
+                room = frames.max_payload()
+            replies.append(None)
+            batch.outstanding += 1
+            if len(data) <= room:
+                if frames.add(subject, f"{prefix}{index}", data, headers):
+                    await frames.kick(force=True)  # past nats-py's pending limit: write before going on
+            else:  # nats-py buffers while reconnecting, or raises what it raises (max_payload, closed)
+                await nc.publish(subject, data, f"{prefix}{index}", headers)
+            index += 1
+            if not index % _YIELD_EVERY:
+                await frames.kick()
+                await asyncio.sleep(0)  # sleep-ok: a yield, so the flusher sends and acks are read meanwhile
+                room = frames.max_payload()
+        batch.sending = False
+        await frames.kick()
