@@ -21,8 +21,9 @@ install: $(STAMP) ## create .venv and install the project with its test tools
 run: $(STAMP) ## start the embedded NATS server (JetStream, 127.0.0.1:PORT (default 4222), store in .nxs/) and ensure the streams
 	$(BIN)/nxs up --port $(PORT)
 
-test: $(STAMP) ## run the whole test suite against real nats-server processes
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## run the whole test suite against real nats-server processes (two workers, then the `alone` files serially)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS)
 
 demo: $(STAMP) ## scripted local scenario: three nodes, chat, command, task, a node killed, the alert, a gather, an agent handoff
 	$(BIN)/nxs demo
